@@ -1,0 +1,1 @@
+//! msbw-backend: filled by a later issue.

@@ -1,0 +1,2 @@
+//! msbw: filled by a later issue.
+fn main() {}

@@ -1,0 +1,39 @@
+//! Configuration of microsandbox-wrapper: every `MSB_*` setting with its default, its allowed
+//! range and its format, loaded from the environment, a `.env` file or code, and validated with
+//! errors that name the variable, the value and what is allowed.
+//!
+//! This crate has no async runtime and no HTTP client, so a deployment can check its
+//! configuration with this crate alone.
+//!
+//! ```
+//! use msbw_config::{SandboxFlavor, WrapperConfig};
+//!
+//! let config = WrapperConfig::from_vars([
+//!     ("MSB_MAX_SESSIONS", "20"),
+//!     ("MSB_DEFAULT_FLAVOR", "medium"),
+//!     ("MSB_SHARED_VOLUME_PATH", r#"["/data/input:/sandbox/input:ro"]"#),
+//! ])?;
+//! assert_eq!(config.max_concurrent_sessions, 20);
+//! assert_eq!(config.default_flavor, SandboxFlavor::Medium);
+//! assert!(config.shared_volume_mappings[0].read_only);
+//!
+//! let err = WrapperConfig::from_vars([("MSB_SESSION_TIMEOUT", "30")]).unwrap_err();
+//! assert!(err.to_string().contains("MSB_SESSION_TIMEOUT"));
+//! # Ok::<(), msbw_config::ConfigError>(())
+//! ```
+
+mod config;
+mod error;
+mod key;
+mod options;
+mod secret;
+mod url;
+mod volume;
+
+pub use config::{ConfigBuilder, DEFAULT_SERVER_URL, WrapperConfig};
+pub use error::{ConfigError, ConfigProblem, ConfigWarning};
+pub use key::{ConfigKey, UnknownKey};
+pub use options::{BackendKind, LimitPolicy, LogLevel, ParseOptionError, SandboxFlavor};
+pub use secret::{ApiKey, MASK};
+pub use url::{ServerUrlParts, parse_server_url, redact_url};
+pub use volume::{VolumeError, VolumeMapping, format_volume_mappings, parse_volume_mappings};

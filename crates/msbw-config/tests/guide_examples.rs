@@ -1,0 +1,347 @@
+//! Every example configuration of the configuration guide loads without error.
+//!
+//! The shell blocks are copied verbatim from `configuration-guide.md`; the Python blocks are
+//! written with the builder, field for field.
+
+use std::time::Duration;
+
+use msbw_config::{LogLevel, SandboxFlavor, WrapperConfig};
+
+/// Reads the `export NAME="value"` / `export NAME='multi-line value'` lines of a shell block.
+fn exports(block: &str) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    let mut rest = block;
+    while let Some(start) = rest.find("export ") {
+        rest = &rest[start + "export ".len()..];
+        let (name, after) = rest.split_once('=').expect("export NAME=");
+        let quote = after.chars().next().expect("a value");
+        let (value, after) = if quote == '"' || quote == '\'' {
+            let body = &after[1..];
+            let end = body.find(quote).expect("closing quote");
+            (&body[..end], &body[end + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        let value = value.replace("${MICROSANDBOX_API_KEY}", "msb_prod-key");
+        vars.push((name.trim().to_owned(), value));
+        rest = after;
+    }
+    vars
+}
+
+fn load(block: &str) -> WrapperConfig {
+    let vars = exports(block);
+    assert!(!vars.is_empty(), "no exports found in {block}");
+    WrapperConfig::from_vars(vars).unwrap_or_else(|e| panic!("guide example failed to load: {e}\n{block}"))
+}
+
+#[test]
+fn the_per_variable_examples_load() {
+    let c = load(
+        r#"export MSB_SERVER_URL="http://microsandbox.example.com:5555"
+export MSB_API_KEY="your-secret-api-key"
+export MSB_SESSION_TIMEOUT="3600"  # 1 hour
+export MSB_MAX_SESSIONS="20"
+export MSB_CLEANUP_INTERVAL="30"
+export MSB_DEFAULT_FLAVOR="medium"
+export MSB_SANDBOX_START_TIMEOUT="300.0"
+export MSB_EXECUTION_TIMEOUT="600"
+export MSB_MAX_TOTAL_MEMORY_MB="8192"  # 8GB
+export MSB_ORPHAN_CLEANUP_INTERVAL="300"
+export MSB_LOG_LEVEL="DEBUG""#,
+    );
+    assert_eq!(c.server_url, "http://microsandbox.example.com:5555");
+    assert_eq!(c.session_timeout, Duration::from_secs(3600));
+    assert_eq!(c.sandbox_start_timeout, Duration::from_secs(300));
+    assert_eq!(c.max_total_memory_mb, Some(8192));
+    assert_eq!(c.log_level, LogLevel::Debug);
+
+    for block in [
+        r#"export MSB_SHARED_VOLUME_PATH='["/host/data:/sandbox/data"]'"#,
+        r#"export MSB_SHARED_VOLUME_PATH='["/host/input:/sandbox/input", "/host/output:/sandbox/output"]'"#,
+        r#"export MSB_SHARED_VOLUME_PATH="/host/data:/sandbox/data,/host/logs:/sandbox/logs""#,
+    ] {
+        assert!(!load(block).shared_volume_mappings.is_empty());
+    }
+}
+
+#[test]
+fn the_development_environment_loads() {
+    let c = load(
+        r#"# Development configuration - local server, debug logging
+export MSB_SERVER_URL="http://127.0.0.1:5555"
+export MSB_SESSION_TIMEOUT="1800"
+export MSB_MAX_SESSIONS="5"
+export MSB_DEFAULT_FLAVOR="small"
+export MSB_LOG_LEVEL="DEBUG"
+export MSB_CLEANUP_INTERVAL="30"
+export MSB_SHARED_VOLUME_PATH='["/tmp/dev-data:/sandbox/data"]'"#,
+    );
+    assert_eq!(c.max_concurrent_sessions, 5);
+    assert_eq!(c.shared_volume_mappings[0].container_path, "/sandbox/data");
+}
+
+#[test]
+fn the_production_environment_loads() {
+    let c = load(
+        r#"# Production configuration - external server, optimized settings
+export MSB_SERVER_URL="http://microsandbox-prod.internal:5555"
+export MSB_API_KEY="${MICROSANDBOX_API_KEY}"
+export MSB_SESSION_TIMEOUT="3600"
+export MSB_MAX_SESSIONS="50"
+export MSB_DEFAULT_FLAVOR="medium"
+export MSB_EXECUTION_TIMEOUT="900"
+export MSB_MAX_TOTAL_MEMORY_MB="32768"
+export MSB_LOG_LEVEL="INFO"
+export MSB_CLEANUP_INTERVAL="60"
+export MSB_ORPHAN_CLEANUP_INTERVAL="300"
+export MSB_SHARED_VOLUME_PATH='["/data/input:/sandbox/input", "/data/output:/sandbox/output"]'"#,
+    );
+    assert_eq!(c.max_concurrent_sessions, 50);
+    assert_eq!(c.default_flavor, SandboxFlavor::Medium);
+}
+
+#[test]
+fn the_testing_environment_loads_with_its_30_second_orphan_interval() {
+    let c = load(
+        r#"# Testing configuration - fast cleanup, small limits
+export MSB_SERVER_URL="http://test-microsandbox:5555"
+export MSB_SESSION_TIMEOUT="300"
+export MSB_MAX_SESSIONS="3"
+export MSB_DEFAULT_FLAVOR="small"
+export MSB_EXECUTION_TIMEOUT="60"
+export MSB_LOG_LEVEL="DEBUG"
+export MSB_CLEANUP_INTERVAL="10"
+export MSB_ORPHAN_CLEANUP_INTERVAL="30""#,
+    );
+    assert_eq!(c.orphan_cleanup_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn the_high_performance_environment_loads() {
+    let c = load(
+        r#"# High-performance configuration - large resources, many sessions
+export MSB_SERVER_URL="http://hpc-microsandbox:5555"
+export MSB_SESSION_TIMEOUT="7200"
+export MSB_MAX_SESSIONS="100"
+export MSB_DEFAULT_FLAVOR="large"
+export MSB_EXECUTION_TIMEOUT="3600"
+export MSB_MAX_TOTAL_MEMORY_MB="65536"
+export MSB_SANDBOX_START_TIMEOUT="600.0"
+export MSB_CLEANUP_INTERVAL="120"
+export MSB_ORPHAN_CLEANUP_INTERVAL="600""#,
+    );
+    assert_eq!(c.max_concurrent_sessions, 100);
+    assert_eq!(c.sandbox_start_timeout, Duration::from_secs(600));
+}
+
+#[test]
+fn the_volume_mapping_patterns_load() {
+    let c = load(
+        r#"export MSB_SHARED_VOLUME_PATH='[
+  "/data/raw:/sandbox/input",
+  "/data/processed:/sandbox/output"
+]'"#,
+    );
+    assert_eq!(c.shared_volume_mappings.len(), 2);
+    let c = load(
+        r#"export MSB_SHARED_VOLUME_PATH='[
+  "/pipeline/stage1:/sandbox/stage1",
+  "/pipeline/stage2:/sandbox/stage2",
+  "/pipeline/stage3:/sandbox/stage3",
+  "/pipeline/shared:/sandbox/shared",
+  "/pipeline/logs:/sandbox/logs"
+]'"#,
+    );
+    assert_eq!(c.shared_volume_mappings.len(), 5);
+    let c = load(
+        r#"export MSB_SHARED_VOLUME_PATH='[
+  "/project/src:/sandbox/src:ro",
+  "/project/data:/sandbox/data",
+  "/project/output:/sandbox/output"
+]'"#,
+    );
+    let src = &c.shared_volume_mappings[0];
+    assert_eq!((src.container_path.as_str(), src.read_only), ("/sandbox/src", true));
+    assert!(!c.shared_volume_mappings[1].read_only);
+}
+
+#[test]
+fn the_env_file_template_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(
+        &path,
+        "# .env file template
+# Copy this file and customize for your environment
+
+# Server Configuration
+MSB_SERVER_URL=http://127.0.0.1:5555
+MSB_API_KEY=
+
+# Session Configuration
+MSB_SESSION_TIMEOUT=1800
+MSB_MAX_SESSIONS=10
+MSB_CLEANUP_INTERVAL=60
+
+# Sandbox Configuration
+MSB_DEFAULT_FLAVOR=small
+MSB_SANDBOX_START_TIMEOUT=180.0
+MSB_EXECUTION_TIMEOUT=300
+
+# Resource Configuration
+MSB_MAX_TOTAL_MEMORY_MB=
+MSB_SHARED_VOLUME_PATH=[]
+
+# Cleanup Configuration
+MSB_ORPHAN_CLEANUP_INTERVAL=600
+
+# Logging Configuration
+MSB_LOG_LEVEL=INFO
+",
+    )
+    .unwrap();
+    // The process environment wins over the file, so compare against what it adds.
+    let from_file = WrapperConfig::from_env_file(&path).unwrap();
+    let from_env = WrapperConfig::from_env().unwrap();
+    let file_only = WrapperConfig::from_vars(
+        dotenv_pairs(&path)
+            .into_iter()
+            .chain(std::env::vars().filter(|(k, _)| k.starts_with("MSB_"))),
+    )
+    .unwrap();
+    assert_eq!(from_file, file_only);
+    if std::env::vars().all(|(k, _)| !k.starts_with("MSB_")) {
+        assert_eq!(from_file, WrapperConfig::default());
+        assert_eq!(from_env, WrapperConfig::default());
+    }
+}
+
+#[test]
+fn an_env_file_with_a_multi_line_volume_list_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prod.env");
+    std::fs::write(
+        &path,
+        "MSB_MAX_SESSIONS=7\nMSB_SHARED_VOLUME_PATH='[\n  \"/data/in:/sandbox/in:ro\",\n  \"/data/out:/sandbox/out\"\n]'\n",
+    )
+    .unwrap();
+    let pairs = dotenv_pairs(&path);
+    let c = WrapperConfig::from_vars(pairs).unwrap();
+    assert_eq!(c.max_concurrent_sessions, 7);
+    assert_eq!(c.shared_volume_mappings.len(), 2);
+    assert!(c.shared_volume_mappings[0].read_only);
+    assert!(WrapperConfig::from_env_file(dir.path().join("missing.env")).is_err());
+}
+
+fn dotenv_pairs(path: &std::path::Path) -> Vec<(String, String)> {
+    dotenvy::from_path_iter(path)
+        .expect("readable")
+        .map(|r| r.expect("parsable"))
+        .collect()
+}
+
+#[test]
+fn the_basic_programmatic_example_builds() {
+    let c = WrapperConfig::builder()
+        .server_url("http://localhost:5555")
+        .session_timeout(Duration::from_secs(3600))
+        .max_concurrent_sessions(5)
+        .default_flavor(SandboxFlavor::Medium)
+        .default_execution_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    assert_eq!(c.default_flavor, SandboxFlavor::Medium);
+}
+
+#[test]
+fn the_advanced_programmatic_example_builds() {
+    let c = WrapperConfig::builder()
+        .server_url("http://production-microsandbox:5555")
+        .api_key("prod-api-key-123")
+        .session_timeout(Duration::from_secs(7200))
+        .max_concurrent_sessions(20)
+        .cleanup_interval(Duration::from_secs(30))
+        .default_flavor(SandboxFlavor::Large)
+        .sandbox_start_timeout(Duration::from_secs(300))
+        .default_execution_timeout(Duration::from_secs(1800))
+        .max_total_memory_mb(16384)
+        .volume("/data/input:/sandbox/input")
+        .volume("/data/output:/sandbox/output")
+        .volume("/data/shared:/sandbox/shared")
+        .volume("/logs:/sandbox/logs")
+        .orphan_cleanup_interval(Duration::from_secs(180))
+        .build()
+        .unwrap();
+    assert_eq!(c.shared_volume_mappings.len(), 4);
+}
+
+#[test]
+fn the_override_example_works_by_struct_update() {
+    let mut c = WrapperConfig::from_vars([("MSB_MAX_SESSIONS", "10")]).unwrap();
+    c.max_concurrent_sessions = 15;
+    c.default_flavor = SandboxFlavor::Large;
+    c.shared_volume_mappings
+        .push("/custom/path:/sandbox/custom".parse().unwrap());
+    c.validate().unwrap();
+}
+
+#[test]
+fn the_resource_and_security_examples_build() {
+    let secs = Duration::from_secs;
+    // Memory-constrained.
+    WrapperConfig {
+        max_concurrent_sessions: 5,
+        default_flavor: SandboxFlavor::Small,
+        max_total_memory_mb: Some(4096),
+        session_timeout: secs(900),
+        cleanup_interval: secs(30),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    // CPU-intensive.
+    WrapperConfig {
+        max_concurrent_sessions: 8,
+        default_flavor: SandboxFlavor::Large,
+        session_timeout: secs(3600),
+        default_execution_timeout: secs(1800),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    // High-throughput.
+    WrapperConfig {
+        max_concurrent_sessions: 50,
+        default_flavor: SandboxFlavor::Small,
+        session_timeout: secs(600),
+        cleanup_interval: secs(15),
+        orphan_cleanup_interval: secs(60),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    // Restricted.
+    WrapperConfig {
+        shared_volume_mappings: vec![],
+        session_timeout: secs(600),
+        default_execution_timeout: secs(300),
+        max_concurrent_sessions: 5,
+        default_flavor: SandboxFlavor::Small,
+        max_total_memory_mb: Some(2048),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+    // Audit-friendly.
+    WrapperConfig {
+        session_timeout: secs(1800),
+        cleanup_interval: secs(60),
+        max_concurrent_sessions: 10,
+        max_total_memory_mb: Some(8192),
+        ..Default::default()
+    }
+    .validated()
+    .unwrap();
+}

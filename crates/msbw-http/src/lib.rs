@@ -1,0 +1,1 @@
+//! msbw-http: filled by a later issue.

@@ -1,0 +1,1 @@
+//! msbw-local: filled by a later issue.

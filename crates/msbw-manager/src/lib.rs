@@ -1,0 +1,1 @@
+//! msbw-manager: filled by a later issue.

@@ -1,0 +1,107 @@
+//! Tidy checks: repository rules that are cheap to check as ordinary tests.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// Every file under `dir` whose name ends with `ext`, skipping `target` and hidden folders.
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable folder") {
+        let path = entry.expect("readable entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                files(&path, ext, out);
+            }
+        } else if name.ends_with(ext) {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_test_is_ignored() {
+    let needle = ["#[", "ignore"].concat();
+    let mut rs = Vec::new();
+    files(&root(), ".rs", &mut rs);
+    assert!(rs.len() > 5, "found too few Rust files: {rs:?}");
+    let offenders: Vec<String> = rs
+        .iter()
+        .filter(|p| std::fs::read_to_string(p).expect("readable").contains(&needle))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "ignored tests hide failures: {offenders:?}");
+}
+
+#[test]
+fn the_configuration_doc_lists_every_variable_with_its_default() {
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).expect("docs/configuration.md");
+    for key in msbw_config::ConfigKey::ALL {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", key.var_name())))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no table row for {key}"));
+        assert!(
+            row.contains(&format!("`{}`", key.field_name())),
+            "{key}: field missing in {row}"
+        );
+        let default = key.default_value();
+        if !default.is_empty() {
+            assert!(
+                row.contains(&format!("`{default}`")),
+                "{key}: default {default} missing in {row}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_crate_folder_is_named_after_its_crate_and_uses_the_workspace_lints() {
+    let mut manifests = vec![root().join("xtask/Cargo.toml"), root().join("tests/Cargo.toml")];
+    for entry in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        let dir = entry.expect("entry").path();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+        let folder = dir.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+        assert!(
+            manifest.contains(&format!("name = \"{folder}\"")),
+            "crates/{folder} is not named {folder}"
+        );
+        manifests.push(dir.join("Cargo.toml"));
+    }
+    for path in manifests {
+        let manifest = std::fs::read_to_string(&path).expect("Cargo.toml");
+        assert!(
+            manifest.contains("[lints]\nworkspace = true"),
+            "{} does not use the workspace lints",
+            path.display()
+        );
+        for line in manifest.lines() {
+            let line = line.trim();
+            let declares_version = line.contains("version = \"") && !line.starts_with("version");
+            assert!(
+                !declares_version || line.contains("path = "),
+                "{}: declare versions once in [workspace.dependencies]: {line}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_code_is_formatted() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["fmt", "--all", "--", "--check"])
+        .current_dir(root())
+        .output()
+        .expect("cargo fmt runs (rustup component add rustfmt)");
+    assert!(
+        out.status.success(),
+        "cargo fmt --all -- --check found unformatted code; run cargo fmt --all\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
