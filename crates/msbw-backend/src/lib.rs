@@ -1,1 +1,168 @@
-//! msbw-backend: filled by a later issue.
+//! The transport-agnostic interface between the session manager and whatever makes sandboxes.
+//!
+//! A backend knows how to start, check, use and stop one sandbox; it knows nothing of sessions,
+//! limits or cleanup policy, which belong to the manager. The required trait,
+//! [`SandboxBackend`], is small and object-safe; conveniences live in [`SandboxBackendExt`],
+//! implemented for every backend.
+//!
+//! Features:
+//! - `mock`: [`MockSandboxBackend`], a mockall mock of the trait, for other crates' tests.
+//! - `conformance`: [`conformance`], the checks every backend must pass.
+
+mod error;
+mod types;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+pub use error::{BackendError, ErrorKind, Operation};
+pub use msbw_config::VolumeMapping;
+pub use types::{
+    Aftermath, Capabilities, CodeRequest, CommandRequest, ExecOutput, ExecStatus, Health, ListFilter, MAX_NAME_LEN,
+    SandboxId, SandboxInfo, SandboxSpec, Template, UnknownTemplate, is_valid_name,
+};
+
+/// Something that makes sandboxes: the microsandbox server, local processes, or your own.
+///
+/// Contract (checked by the [`conformance`] suite):
+/// - `start` starts a sandbox from a validated spec and returns once it can run code; starting
+///   a name that is already running fails with [`ErrorKind::AlreadyExists`]; an invalid spec fails
+///   with [`ErrorKind::InvalidInput`] and creates nothing.
+/// - `run_code` runs code in the sandbox's persistent REPL: state persists across calls, calls
+///   run one at a time. An exception is a result with [`ExecStatus::Raised`], not an error; so is a
+///   timeout ([`ExecStatus::TimedOut`]), which says what became of the sandbox.
+/// - `run_command` runs a program directly (no shell); a non-zero exit code is a result.
+/// - Calls on a stopped or unknown sandbox fail with [`ErrorKind::NotFound`].
+/// - `stop` is idempotent: stopping a stopped sandbox succeeds.
+/// - `list` returns the running sandboxes that pass the filter.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait SandboxBackend: Send + Sync + Debug + 'static {
+    /// A short name for messages and logs (`microsandbox`, `local`, ...).
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do. It may ask the backend (a server may announce abilities).
+    async fn capabilities(&self) -> Capabilities;
+
+    /// Whether the backend is up.
+    async fn health(&self) -> Result<Health, BackendError>;
+
+    /// Starts a sandbox and waits until it can run code.
+    async fn start(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
+
+    /// Stops a sandbox and everything running in it.
+    async fn stop(&self, id: &SandboxId) -> Result<(), BackendError>;
+
+    /// Runs code in the sandbox's persistent REPL.
+    async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError>;
+
+    /// Runs a command in the sandbox.
+    async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError>;
+
+    /// The running sandboxes that pass the filter, with their resource use.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError>;
+}
+
+/// Conveniences built on [`SandboxBackend`], available on every backend.
+#[async_trait]
+pub trait SandboxBackendExt: SandboxBackend {
+    /// Whether the sandbox is running.
+    async fn is_running(&self, id: &SandboxId) -> Result<bool, BackendError> {
+        Ok(self.list(&ListFilter::sandbox(id)).await?.iter().any(|s| s.id == *id))
+    }
+
+    /// Checks a spec against the rules every backend shares and against this backend's
+    /// capabilities, so that an unsupported request fails before anything is created.
+    async fn check_supported(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        spec.validate()?;
+        let caps = self.capabilities().await;
+        let unsupported = |message: String| {
+            Err(BackendError::new(ErrorKind::Unsupported, Operation::Start, message)
+                .with_backend(self.name())
+                .with_sandbox(&spec.id))
+        };
+        if !caps.templates.contains(&spec.template) {
+            return unsupported(format!(
+                "the {} backend cannot start {} sandboxes",
+                self.name(),
+                spec.template
+            ));
+        }
+        if let Some(v) = spec.volumes.iter().find(|v| v.read_only) {
+            if !caps.read_only_volumes {
+                return unsupported(format!(
+                    "the {} backend cannot mount {} read-only, and mounting it writable would break the promise; \
+                     drop the :ro suffix or use a backend that supports read-only volumes (local, or msbw serve)",
+                    self.name(),
+                    v.host_path
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: SandboxBackend + ?Sized> SandboxBackendExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn check_supported_refuses_read_only_volumes_on_a_backend_without_them() {
+        let mut mock = MockSandboxBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(Capabilities::basic);
+        let mut spec = SandboxSpec::new(SandboxId::new("default", "s").unwrap(), Template::Python);
+        spec.volumes
+            .push(VolumeMapping::read_only("/data", "/sandbox/data").unwrap());
+        let err = mock.check_supported(&spec).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("cannot mount /data read-only"), "{err}");
+        spec.volumes[0].read_only = false;
+        mock.check_supported(&spec).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn check_supported_refuses_templates_the_backend_lacks() {
+        let mut mock = MockSandboxBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities()
+            .returning(|| Capabilities::basic().with_templates(vec![Template::Python]));
+        let spec = SandboxSpec::new(SandboxId::new("default", "s").unwrap(), Template::Node);
+        let err = mock.check_supported(&spec).await.unwrap_err();
+        assert!(err.to_string().contains("cannot start node sandboxes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn is_running_looks_for_the_sandbox_in_the_listing() {
+        let id = SandboxId::new("default", "s").unwrap();
+        let listed = id.clone();
+        let mut mock = MockSandboxBackend::new();
+        mock.expect_list().returning(move |_| {
+            Ok(vec![SandboxInfo {
+                id: listed.clone(),
+                cpu_percent: None,
+                memory_mb: None,
+                disk_bytes: None,
+            }])
+        });
+        assert!(mock.is_running(&id).await.unwrap());
+        assert!(
+            !mock
+                .is_running(&SandboxId::new("default", "other").unwrap())
+                .await
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn the_trait_is_object_safe_and_the_mock_is_debug() {
+        let backend: Box<dyn SandboxBackend> = Box::new(MockSandboxBackend::new());
+        assert!(format!("{backend:?}").contains("Mock"));
+    }
+}

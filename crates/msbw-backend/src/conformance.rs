@@ -1,0 +1,620 @@
+//! The conformance suite: checks that every [`SandboxBackend`] must pass, written once over
+//! `&dyn SandboxBackend` and run against every backend (the local one, the HTTP one against a
+//! server, custom ones).
+//!
+//! ```no_run
+//! # async fn demo(backend: &dyn msbw_backend::SandboxBackend) {
+//! use msbw_backend::conformance::{ConformanceOptions, run_all};
+//!
+//! let report = run_all(backend, &ConformanceOptions::default()).await;
+//! report.assert_all_passed();
+//! # }
+//! ```
+//!
+//! Each check starts its own sandboxes under unique names and stops them again, also when the
+//! check fails. Every backend call is bounded in time, so a hanging backend fails a check instead
+//! of hanging the suite.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{
+    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, ListFilter, SandboxBackend,
+    SandboxBackendExt, SandboxId, SandboxSpec, Template,
+};
+
+/// How the suite runs.
+#[derive(Debug, Clone)]
+pub struct ConformanceOptions {
+    /// The namespace the sandboxes are started in.
+    pub namespace: String,
+    /// The start of every sandbox name (a unique suffix is added).
+    pub name_prefix: String,
+    /// The templates to test; `None` for every template the backend's capabilities list.
+    pub templates: Option<Vec<Template>>,
+    /// The execution timeout the timeout checks use (keep it short).
+    pub exec_timeout: Duration,
+    /// The timeout of executions that should finish quickly.
+    pub quick_timeout: Duration,
+    /// The start timeout put into every spec.
+    pub start_timeout: Duration,
+    /// Memory of each sandbox, in MiB.
+    pub memory_mb: u32,
+    /// How much longer than its own timeout any backend call may take before the check fails.
+    pub grace: Duration,
+}
+
+impl Default for ConformanceOptions {
+    fn default() -> Self {
+        ConformanceOptions {
+            namespace: "default".into(),
+            name_prefix: "conformance".into(),
+            templates: None,
+            exec_timeout: Duration::from_secs(2),
+            quick_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(120),
+            memory_mb: 512,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<BackendError> for Failure {
+    fn from(e: BackendError) -> Self {
+        Failure(format!("unexpected error: {e} (kind {:?})", e.kind()))
+    }
+}
+
+/// The result of one check.
+pub type CheckResult = Result<(), Failure>;
+
+/// The outcome of [`run_all`].
+#[derive(Debug, Clone, Default)]
+pub struct ConformanceReport {
+    /// Every check run, with its outcome.
+    pub results: Vec<(String, CheckResult)>,
+}
+
+impl ConformanceReport {
+    /// The names and reasons of the failed checks.
+    pub fn failures(&self) -> Vec<(&str, &Failure)> {
+        self.results
+            .iter()
+            .filter_map(|(n, r)| r.as_ref().err().map(|f| (n.as_str(), f)))
+            .collect()
+    }
+
+    /// How many checks passed.
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|(_, r)| r.is_ok()).count()
+    }
+
+    /// Panics with every failure if any check failed.
+    #[track_caller]
+    pub fn assert_all_passed(&self) {
+        let failures = self.failures();
+        if !failures.is_empty() {
+            let lines: Vec<String> = failures.iter().map(|(n, f)| format!("  - {n}: {f}")).collect();
+            panic!(
+                "{} of {} conformance checks failed:\n{}",
+                failures.len(),
+                self.results.len(),
+                lines.join("\n")
+            );
+        }
+        assert!(!self.results.is_empty(), "no conformance check ran");
+    }
+}
+
+impl fmt::Display for ConformanceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, result) in &self.results {
+            match result {
+                Ok(()) => writeln!(f, "ok     {name}")?,
+                Err(why) => writeln!(f, "FAILED {name}: {why}")?,
+            }
+        }
+        write!(
+            f,
+            "{} passed, {} failed",
+            self.passed(),
+            self.results.len() - self.passed()
+        )
+    }
+}
+
+/// Runs every check and reports each outcome. Checks run one after another.
+pub async fn run_all(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> ConformanceReport {
+    let templates = match &options.templates {
+        Some(t) => t.clone(),
+        None => backend.capabilities().await.templates,
+    };
+    let mut report = ConformanceReport::default();
+    for template in &templates {
+        let name = format!("repl_state_persists[{template}]");
+        report
+            .results
+            .push((name, repl_state_persists(backend, options, *template).await));
+    }
+    macro_rules! run {
+        ($($check:ident),+ $(,)?) => {
+            $( report.results.push((stringify!($check).to_owned(), $check(backend, options).await)); )+
+        };
+    }
+    run!(
+        stdout_and_stderr_are_separate,
+        exception_is_a_failed_execution,
+        command_exit_code_is_returned,
+        code_timeout_is_reported,
+        command_timeout_is_reported,
+        listed_while_running_and_gone_after_stop,
+        stopped_or_unknown_sandbox_is_not_found,
+        stopping_twice_is_harmless,
+        starting_a_running_sandbox_is_refused,
+        invalid_spec_is_refused_before_anything_starts,
+        concurrent_sandboxes_are_independent,
+    );
+    report
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A sandbox id that no other check (or earlier run) uses.
+pub fn unique_id(options: &ConformanceOptions) -> SandboxId {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    SandboxId {
+        namespace: options.namespace.clone(),
+        name: format!("{}-{}-{:x}-{n}", options.name_prefix, std::process::id(), nanos),
+    }
+}
+
+fn spec(options: &ConformanceOptions, template: Template) -> SandboxSpec {
+    let mut spec = SandboxSpec::new(unique_id(options), template);
+    spec.memory_mb = options.memory_mb;
+    spec.start_timeout = options.start_timeout;
+    spec
+}
+
+/// Bounds a backend call: it must finish within `limit` plus the grace period.
+async fn bounded<T>(
+    options: &ConformanceOptions,
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, BackendError>>,
+) -> Result<Result<T, BackendError>, Failure> {
+    tokio::time::timeout(limit + options.grace, fut)
+        .await
+        .map_err(|_| Failure(format!("{what} did not return within {:?}", limit + options.grace)))
+}
+
+async fn start(backend: &dyn SandboxBackend, options: &ConformanceOptions, spec: &SandboxSpec) -> CheckResult {
+    bounded(options, spec.start_timeout, "start", backend.start(spec)).await??;
+    Ok(())
+}
+
+async fn stop_quietly(backend: &dyn SandboxBackend, options: &ConformanceOptions, id: &SandboxId) {
+    let _ = bounded(options, Duration::from_secs(30), "stop", backend.stop(id)).await;
+}
+
+async fn code(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+    id: &SandboxId,
+    language: Template,
+    source: &str,
+    timeout: Duration,
+) -> Result<ExecOutput, Failure> {
+    let request = CodeRequest {
+        language,
+        code: source.to_owned(),
+        timeout,
+    };
+    Ok(bounded(options, timeout, "run_code", backend.run_code(id, &request)).await??)
+}
+
+async fn command(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+    id: &SandboxId,
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<ExecOutput, Failure> {
+    let request = CommandRequest {
+        command: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        timeout,
+    };
+    Ok(bounded(options, timeout, "run_command", backend.run_command(id, &request)).await??)
+}
+
+fn expect(condition: bool, why: impl FnOnce() -> String) -> CheckResult {
+    if condition { Ok(()) } else { Err(Failure(why())) }
+}
+
+/// Starts a sandbox, runs `body` with its id, and stops it whatever happened.
+async fn with_sandbox<'a, F, Fut>(
+    backend: &'a dyn SandboxBackend,
+    options: &'a ConformanceOptions,
+    template: Template,
+    body: F,
+) -> CheckResult
+where
+    F: FnOnce(SandboxId) -> Fut,
+    Fut: Future<Output = CheckResult> + 'a,
+{
+    let spec = spec(options, template);
+    start(backend, options, &spec).await?;
+    let result = body(spec.id.clone()).await;
+    stop_quietly(backend, options, &spec.id).await;
+    result
+}
+
+/// `x = 41`, then `print(x + 1)` prints 42 (in the template's language).
+pub async fn repl_state_persists(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+    template: Template,
+) -> CheckResult {
+    let (set, get) = match template {
+        Template::Python => ("x = 41", "print(x + 1)"),
+        Template::Node => ("var x = 41;", "console.log(x + 1);"),
+    };
+    with_sandbox(backend, options, template, |id| async move {
+        let first = code(backend, options, &id, template, set, options.quick_timeout).await?;
+        expect(first.success(), || format!("`{set}` did not succeed: {first:?}"))?;
+        let second = code(backend, options, &id, template, get, options.quick_timeout).await?;
+        expect(second.success(), || format!("`{get}` did not succeed: {second:?}"))?;
+        expect(second.stdout.trim_end() == "42", || {
+            format!("expected stdout \"42\", got {:?}", second.stdout)
+        })
+    })
+    .await
+}
+
+/// What code writes to stderr is kept apart from what it writes to stdout.
+pub async fn stdout_and_stderr_are_separate(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let source = "import sys\nprint('to-stdout')\nprint('to-stderr', file=sys.stderr)";
+        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        expect(
+            out.stdout.contains("to-stdout") && !out.stdout.contains("to-stderr"),
+            || format!("stdout should hold only 'to-stdout': {:?}", out.stdout),
+        )?;
+        expect(
+            out.stderr.contains("to-stderr") && !out.stderr.contains("to-stdout"),
+            || format!("stderr should hold only 'to-stderr': {:?}", out.stderr),
+        )?;
+        expect(out.status == ExecStatus::Completed, || {
+            format!("writing to stderr is not a failure: {out:?}")
+        })
+    })
+    .await
+}
+
+/// An exception is a result with status `Raised` and the traceback on stderr, not a transport
+/// error; the sandbox keeps working.
+pub async fn exception_is_a_failed_execution(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let source = "raise ValueError('conformance-boom')";
+        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        expect(out.status == ExecStatus::Raised, || {
+            format!("expected status Raised: {out:?}")
+        })?;
+        expect(!out.success(), || "a raised exception must not count as success".into())?;
+        expect(
+            out.stderr.contains("ValueError") && out.stderr.contains("conformance-boom"),
+            || format!("stderr should name the exception: {:?}", out.stderr),
+        )?;
+        let after = code(
+            backend,
+            options,
+            &id,
+            Template::Python,
+            "print('still-alive')",
+            options.quick_timeout,
+        )
+        .await?;
+        expect(after.stdout.trim_end() == "still-alive", || {
+            format!("sandbox broken after an exception: {after:?}")
+        })
+    })
+    .await
+}
+
+/// A command's non-zero exit code is a result, with its stdout and stderr apart.
+pub async fn command_exit_code_is_returned(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let out = command(
+            backend,
+            options,
+            &id,
+            "sh",
+            &["-c", "echo out; echo err >&2; exit 3"],
+            options.quick_timeout,
+        )
+        .await?;
+        expect(out.exit_code == Some(3), || format!("expected exit code 3: {out:?}"))?;
+        expect(out.status == ExecStatus::Completed, || {
+            format!("a non-zero exit is a completed command: {out:?}")
+        })?;
+        expect(out.stdout.trim_end() == "out" && out.stderr.trim_end() == "err", || {
+            format!("expected stdout \"out\" and stderr \"err\": {out:?}")
+        })?;
+        let ok = command(
+            backend,
+            options,
+            &id,
+            "echo",
+            &["hello", "world"],
+            options.quick_timeout,
+        )
+        .await?;
+        expect(
+            ok.exit_code == Some(0) && ok.stdout.trim_end() == "hello world" && ok.success(),
+            || format!("echo hello world: {ok:?}"),
+        )
+    })
+    .await
+}
+
+/// Code that runs past its timeout is reported as timed out, and the sandbox is usable again
+/// unless the backend says it is not.
+pub async fn code_timeout_is_reported(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let source = "import time\ntime.sleep(300)";
+        let out = code(backend, options, &id, Template::Python, source, options.exec_timeout).await?;
+        let ExecStatus::TimedOut { aftermath, .. } = out.status else {
+            return Err(Failure(format!("expected a timeout: {out:?}")));
+        };
+        if aftermath != crate::Aftermath::Unusable {
+            let after = code(
+                backend,
+                options,
+                &id,
+                Template::Python,
+                "print('alive')",
+                options.quick_timeout,
+            )
+            .await?;
+            expect(after.stdout.trim_end() == "alive", || {
+                format!("the backend said the sandbox survived the timeout ({aftermath:?}), but: {after:?}")
+            })?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A command that runs past its timeout is reported as timed out.
+pub async fn command_timeout_is_reported(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let out = command(backend, options, &id, "sleep", &["300"], options.exec_timeout).await?;
+        expect(out.timed_out(), || format!("expected a timeout: {out:?}"))
+    })
+    .await
+}
+
+/// A running sandbox is listed; after stop it is not.
+pub async fn listed_while_running_and_gone_after_stop(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    let spec = spec(options, Template::Python);
+    start(backend, options, &spec).await?;
+    let listed = bounded(
+        options,
+        Duration::from_secs(30),
+        "list",
+        backend.list(&ListFilter::namespace(&options.namespace)),
+    )
+    .await?;
+    let result = match listed {
+        Ok(list) => expect(list.iter().any(|s| s.id == spec.id), || {
+            format!("{} is not in the listing {list:?}", spec.id)
+        }),
+        Err(e) => Err(e.into()),
+    };
+    stop_quietly(backend, options, &spec.id).await;
+    result?;
+    let running = bounded(
+        options,
+        Duration::from_secs(30),
+        "is_running",
+        backend.is_running(&spec.id),
+    )
+    .await??;
+    expect(!running, || format!("{} is still listed after stop", spec.id))
+}
+
+fn expect_not_found(what: &str, result: Result<ExecOutput, BackendError>) -> CheckResult {
+    match result {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Failure(format!("{what}: expected NotFound, got {:?}: {e}", e.kind()))),
+        Ok(out) => Err(Failure(format!("{what}: expected NotFound, got a result {out:?}"))),
+    }
+}
+
+/// Code and commands on an unknown or stopped sandbox fail as not found.
+pub async fn stopped_or_unknown_sandbox_is_not_found(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    let t = options.quick_timeout;
+    let unknown = unique_id(options);
+    let request = CodeRequest {
+        language: Template::Python,
+        code: "print(1)".into(),
+        timeout: t,
+    };
+    let cmd = CommandRequest {
+        command: "echo".into(),
+        args: vec!["1".into()],
+        timeout: t,
+    };
+    expect_not_found(
+        "code on an unknown sandbox",
+        bounded(options, t, "run_code", backend.run_code(&unknown, &request)).await?,
+    )?;
+    expect_not_found(
+        "command on an unknown sandbox",
+        bounded(options, t, "run_command", backend.run_command(&unknown, &cmd)).await?,
+    )?;
+
+    let spec = spec(options, Template::Python);
+    start(backend, options, &spec).await?;
+    bounded(options, Duration::from_secs(30), "stop", backend.stop(&spec.id)).await??;
+    expect_not_found(
+        "code on a stopped sandbox",
+        bounded(options, t, "run_code", backend.run_code(&spec.id, &request)).await?,
+    )?;
+    expect_not_found(
+        "command on a stopped sandbox",
+        bounded(options, t, "run_command", backend.run_command(&spec.id, &cmd)).await?,
+    )
+}
+
+/// Stopping a stopped sandbox succeeds; stopping an unknown one succeeds or fails as not found.
+pub async fn stopping_twice_is_harmless(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    let spec = spec(options, Template::Python);
+    start(backend, options, &spec).await?;
+    let limit = Duration::from_secs(30);
+    bounded(options, limit, "stop", backend.stop(&spec.id)).await??;
+    bounded(options, limit, "second stop", backend.stop(&spec.id)).await??;
+    match bounded(
+        options,
+        limit,
+        "stop of an unknown sandbox",
+        backend.stop(&unique_id(options)),
+    )
+    .await?
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Failure(format!(
+            "stopping an unknown sandbox should succeed or be NotFound: {e}"
+        ))),
+    }
+}
+
+/// Starting a name that is already running fails as `AlreadyExists`, and the running sandbox
+/// keeps working (the server would otherwise break it).
+pub async fn starting_a_running_sandbox_is_refused(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    let spec = spec(options, Template::Python);
+    start(backend, options, &spec).await?;
+    let result = async {
+        code(
+            backend,
+            options,
+            &spec.id,
+            Template::Python,
+            "kept = 'yes'",
+            options.quick_timeout,
+        )
+        .await?;
+        match bounded(options, spec.start_timeout, "second start", backend.start(&spec)).await? {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Failure(format!("expected AlreadyExists, got {:?}: {e}", e.kind()))),
+            Ok(()) => {
+                return Err(Failure(
+                    "starting a running sandbox succeeded; it must be refused".into(),
+                ));
+            }
+        }
+        let out = code(
+            backend,
+            options,
+            &spec.id,
+            Template::Python,
+            "print(kept)",
+            options.quick_timeout,
+        )
+        .await?;
+        expect(out.stdout.trim_end() == "yes", || {
+            format!("the running sandbox lost its state: {out:?}")
+        })
+    }
+    .await;
+    stop_quietly(backend, options, &spec.id).await;
+    result
+}
+
+/// An invalid spec fails as `InvalidInput` and starts nothing.
+pub async fn invalid_spec_is_refused_before_anything_starts(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    let mut bad = spec(options, Template::Python);
+    bad.env.push(("NOT VALID".into(), "x".into()));
+    match bounded(options, bad.start_timeout, "start", backend.start(&bad)).await? {
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {}
+        Err(e) => return Err(Failure(format!("expected InvalidInput, got {:?}: {e}", e.kind()))),
+        Ok(()) => {
+            stop_quietly(backend, options, &bad.id).await;
+            return Err(Failure(
+                "a spec with an invalid environment variable name was started".into(),
+            ));
+        }
+    }
+    let running = bounded(
+        options,
+        Duration::from_secs(30),
+        "is_running",
+        backend.is_running(&bad.id),
+    )
+    .await??;
+    expect(!running, || "the refused sandbox is running anyway".into())
+}
+
+/// Two sandboxes do not share REPL state, and both work at the same time.
+pub async fn concurrent_sandboxes_are_independent(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    let (a, b) = (spec(options, Template::Python), spec(options, Template::Python));
+    let (ra, rb) = tokio::join!(start(backend, options, &a), start(backend, options, &b));
+    let result = async {
+        ra?;
+        rb?;
+        let t = options.quick_timeout;
+        code(backend, options, &a.id, Template::Python, "owner = 'a'", t).await?;
+        code(backend, options, &b.id, Template::Python, "owner = 'b'", t).await?;
+        let (oa, ob) = tokio::join!(
+            code(backend, options, &a.id, Template::Python, "print(owner)", t),
+            code(backend, options, &b.id, Template::Python, "print(owner)", t),
+        );
+        let (oa, ob) = (oa?, ob?);
+        expect(oa.stdout.trim_end() == "a" && ob.stdout.trim_end() == "b", || {
+            format!(
+                "sandboxes share state: a printed {:?}, b printed {:?}",
+                oa.stdout, ob.stdout
+            )
+        })
+    }
+    .await;
+    stop_quietly(backend, options, &a.id).await;
+    stop_quietly(backend, options, &b.id).await;
+    result
+}
