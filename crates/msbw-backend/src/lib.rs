@@ -92,15 +92,15 @@ pub trait SandboxBackendExt: SandboxBackend {
                 spec.template
             ));
         }
-        if let Some(v) = spec.volumes.iter().find(|v| v.read_only) {
-            if !caps.read_only_volumes {
-                return unsupported(format!(
-                    "the {} backend cannot mount {} read-only, and mounting it writable would break the promise; \
-                     drop the :ro suffix or use a backend that supports read-only volumes (local, or msbw serve)",
-                    self.name(),
-                    v.host_path
-                ));
-            }
+        if let Some(v) = spec.volumes.iter().find(|v| v.read_only)
+            && !caps.read_only_volumes
+        {
+            return unsupported(format!(
+                "the {} backend cannot mount {} read-only, and mounting it writable would break the promise; \
+                 drop the :ro suffix or use a backend that supports read-only volumes (local, or msbw serve)",
+                self.name(),
+                v.host_path
+            ));
         }
         Ok(())
     }

@@ -187,10 +187,10 @@ impl SandboxSpec {
                 return invalid(format!("environment variable {name} contains a NUL byte"));
             }
         }
-        if let Some(image) = &self.image {
-            if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return invalid(format!("invalid image {image:?}"));
-            }
+        if let Some(image) = &self.image
+            && (image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return invalid(format!("invalid image {image:?}"));
         }
         Ok(())
     }
