@@ -6,7 +6,8 @@
 //! implemented for every backend.
 //!
 //! Features:
-//! - `mock`: [`MockSandboxBackend`], a mockall mock of the trait, for other crates' tests.
+//! - `mock`: [`MockSandboxBackend`], a mockall mock of the trait, and [`fake::FakeBackend`], an
+//!   in-memory backend with counters and fault injection, for other crates' tests.
 //! - `conformance`: [`conformance`], the checks every backend must pass.
 
 mod error;
@@ -14,6 +15,8 @@ mod types;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(any(test, feature = "mock"))]
+pub mod fake;
 
 use std::fmt::Debug;
 
