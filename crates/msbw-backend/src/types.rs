@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use msbw_config::VolumeMapping;
+use serde::{Serialize, Serializer};
 
 use crate::{BackendError, ErrorKind, Operation};
 
@@ -22,7 +23,7 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// Which sandbox a call is about: its namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct SandboxId {
     /// The namespace, e.g. `default`.
     pub namespace: String,
@@ -91,6 +92,12 @@ impl Template {
             Template::Python => "python",
             Template::Node => "nodejs",
         }
+    }
+}
+
+impl Serialize for Template {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -219,7 +226,8 @@ pub struct CommandRequest {
 }
 
 /// What became of a sandbox whose execution timed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aftermath {
     /// The execution was stopped and the sandbox is usable with its state intact.
     Intact,
@@ -231,7 +239,8 @@ pub enum Aftermath {
 }
 
 /// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
 pub enum ExecStatus {
     /// It ran to the end (a command may still have exited non-zero: see `exit_code`).
     Completed,
@@ -240,10 +249,15 @@ pub enum ExecStatus {
     /// It ran out of time and was stopped.
     TimedOut {
         /// The limit it ran into.
+        #[serde(serialize_with = "seconds")]
         after: Duration,
         /// What became of the sandbox.
         aftermath: Aftermath,
     },
+}
+
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// The result of running code or a command.
