@@ -220,6 +220,14 @@ impl FakeBackend {
                         });
                     }
                     tokio::time::sleep(delay).await;
+                    if !self.lock().running.contains_key(id) {
+                        return Err(Self::error(
+                            ErrorKind::NotFound,
+                            op,
+                            id,
+                            "the sandbox was stopped during the execution",
+                        ));
+                    }
                     waited += delay;
                     reply = *next;
                 }

@@ -1,1 +1,290 @@
-//! msbw-manager: filled by a later issue.
+//! Sessions and resources over any [`SandboxBackend`]: which sandbox serves a call, how many may
+//! exist, when they die, and what happens at the limits.
+//!
+//! - **Sessions** ([`session`]): get-or-create by caller id or a generated one, lazy start with the
+//!   flavor's resources and the configured volumes, reuse, one execution at a time per session,
+//!   a clear error when an existing session is asked for another template or flavor.
+//! - **Admission**: `max_concurrent_sessions` and `max_total_memory_mb` hold under any concurrency:
+//!   a reservation is taken before a sandbox starts and given back only when it is stopped (or
+//!   known gone). Reusing a session never counts. At a limit, `MSB_LIMIT_POLICY` decides: reject,
+//!   wait for a slot, or evict the least recently used idle session. At most
+//!   `max_concurrent_starts` sandboxes start at once.
+//! - **Idle cleanup** ([`cleanup`]) every `cleanup_interval`, **orphan cleanup** ([`orphans`])
+//!   every `orphan_cleanup_interval` and once at start-up.
+//! - **Timeouts**: the backend stops an execution at its timeout and says what became of the
+//!   sandbox; an unusable sandbox is replaced on the session's next use.
+//! - **Shutdown** ([`SessionManager::shutdown`]): stop the background tasks, wait for running
+//!   executions up to `shutdown_timeout`, stop every sandbox this manager started.
+
+mod calls;
+pub mod cleanup;
+mod error;
+mod manager;
+pub mod naming;
+pub mod orphans;
+pub mod session;
+mod stats;
+mod tasks;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msbw_backend::{SandboxBackend, SandboxId};
+use msbw_config::WrapperConfig;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+pub use calls::{
+    CodeCall, CommandCall, CommandResult, ExecutionResult, MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions,
+};
+pub use cleanup::CleanupReport;
+pub use error::{ManagerError, Phase, Resource};
+pub use orphans::OrphanReport;
+pub use session::{SessionInfo, SessionStatus};
+pub use stats::ResourceStats;
+pub use tasks::{TaskKind, TaskStatus};
+
+use manager::{Inner, Lifecycle};
+use session::Registry;
+
+/// The session manager. Cheap to clone; clones share the same sessions.
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+/// What [`SessionManager::start`] did.
+#[derive(Debug, Serialize)]
+pub struct StartReport {
+    /// The first orphan-cleanup pass, or why it failed (the manager starts anyway).
+    pub orphans: Result<OrphanReport, String>,
+}
+
+/// What [`SessionManager::shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Sandboxes stopped.
+    pub stopped: usize,
+    /// Executions still running when the shutdown timeout ran out (their sandboxes were stopped).
+    pub interrupted_executions: usize,
+    /// Sandboxes that could not be stopped, with the last error.
+    pub failed: Vec<(SandboxId, String)>,
+}
+
+impl SessionManager {
+    /// A manager over `backend`; the configuration is validated first.
+    pub fn new(config: WrapperConfig, backend: Arc<dyn SandboxBackend>) -> Result<Self, ManagerError> {
+        config.validate()?;
+        let starts = Semaphore::new(config.max_concurrent_starts as usize);
+        Ok(SessionManager {
+            inner: Arc::new(Inner {
+                config,
+                backend,
+                registry: Mutex::new(Registry::default()),
+                slot_freed: Notify::new(),
+                call_ended: Notify::new(),
+                starts,
+                lifecycle: Mutex::new((Lifecycle::NotStarted, None)),
+                tasks: Mutex::new(tasks::Tasks::default()),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &WrapperConfig {
+        &self.inner.config
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> &Arc<dyn SandboxBackend> {
+        &self.inner.backend
+    }
+
+    /// Starts accepting calls: one orphan-cleanup pass, then the background tasks. Starting a
+    /// started manager does nothing; a manager that was shut down cannot be started again.
+    pub async fn start(&self) -> Result<StartReport, ManagerError> {
+        match self.inner.lifecycle() {
+            Lifecycle::Running => {
+                return Ok(StartReport {
+                    orphans: Ok(OrphanReport::default()),
+                });
+            }
+            Lifecycle::ShuttingDown | Lifecycle::Stopped => return Err(ManagerError::ShuttingDown),
+            Lifecycle::NotStarted => {}
+        }
+        self.inner.set_lifecycle(Lifecycle::Running);
+        let orphans = self.inner.cleanup_orphans().await.map_err(|e| e.to_string());
+        if let Err(why) = &orphans {
+            tracing::warn!(error = %why, "orphan cleanup at start-up failed");
+        }
+        self.inner.spawn_tasks();
+        Ok(StartReport { orphans })
+    }
+
+    /// Whether the manager accepts calls.
+    pub fn is_running(&self) -> bool {
+        self.inner.lifecycle() == Lifecycle::Running
+    }
+
+    /// Runs code in a session (see [`CodeCall`]).
+    pub async fn execute_code(&self, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
+        self.inner.execute_code(call).await
+    }
+
+    /// Runs a command in a session (see [`CommandCall`]).
+    pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, ManagerError> {
+        self.inner.execute_command(call).await
+    }
+
+    /// The live sessions, or only `session_id`'s (empty when it does not exist).
+    pub fn sessions(&self, session_id: Option<&str>) -> Result<Vec<SessionInfo>, ManagerError> {
+        self.inner.ensure_running()?;
+        let reg = self.inner.lock();
+        let mut list: Vec<SessionInfo> = reg
+            .sessions
+            .values()
+            .filter(|e| session_id.is_none_or(|id| e.id == id))
+            .map(session::Entry::info)
+            .collect();
+        list.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.session_id.cmp(&b.session_id))
+        });
+        Ok(list)
+    }
+
+    /// Stops a session and its sandbox. Returns `false` when no such session exists. A running
+    /// execution in it is cut short.
+    pub async fn stop_session(&self, session_id: &str) -> Result<bool, ManagerError> {
+        self.inner.ensure_running()?;
+        let sandbox = self.inner.lock().retire(session_id);
+        let Some(sandbox) = sandbox else { return Ok(false) };
+        self.inner.clone().stop_retiring().await;
+        let still = self
+            .inner
+            .lock()
+            .retiring
+            .iter()
+            .find(|r| r.sandbox == sandbox)
+            .and_then(|r| r.last_error.clone());
+        match still {
+            None => Ok(true),
+            Some(why) => Err(ManagerError::Backend {
+                phase: Phase::Stopping,
+                session_id: session_id.to_owned(),
+                source: Box::new(
+                    msbw_backend::BackendError::new(
+                        msbw_backend::ErrorKind::Internal,
+                        msbw_backend::Operation::Stop,
+                        why,
+                    )
+                    .with_backend(self.inner.backend.name())
+                    .with_sandbox(&sandbox),
+                ),
+            }),
+        }
+    }
+
+    /// Resource use against the limits.
+    pub fn resource_stats(&self) -> ResourceStats {
+        self.inner.stats()
+    }
+
+    /// One idle-cleanup pass now.
+    pub async fn cleanup_idle_sessions(&self) -> Result<CleanupReport, ManagerError> {
+        self.inner.ensure_running()?;
+        Ok(self.inner.cleanup_idle().await)
+    }
+
+    /// One orphan-cleanup pass now.
+    pub async fn cleanup_orphan_sandboxes(&self) -> Result<OrphanReport, ManagerError> {
+        self.inner.ensure_running()?;
+        self.inner.cleanup_orphans().await
+    }
+
+    /// The background tasks' state.
+    pub fn background_task_status(&self) -> Vec<TaskStatus> {
+        self.inner.task_status()
+    }
+
+    /// Pauses the background tasks' passes (the tasks stay alive).
+    pub fn pause_background_tasks(&self) -> Result<(), ManagerError> {
+        self.inner.ensure_running()?;
+        self.inner.pause_tasks(true);
+        Ok(())
+    }
+
+    /// Resumes the background tasks' passes.
+    pub fn resume_background_tasks(&self) -> Result<(), ManagerError> {
+        self.inner.ensure_running()?;
+        self.inner.pause_tasks(false);
+        Ok(())
+    }
+
+    /// Stops and starts the background tasks again (counters reset, not paused).
+    pub async fn restart_background_tasks(&self) -> Result<(), ManagerError> {
+        self.inner.ensure_running()?;
+        self.inner.stop_tasks().await;
+        self.inner.spawn_tasks();
+        Ok(())
+    }
+
+    /// Stops the background tasks, waits for running executions up to `shutdown_timeout`, and
+    /// stops every sandbox this manager started. New calls fail from the moment it begins.
+    /// Calling it again returns an empty report.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        let inner = &self.inner;
+        if matches!(inner.lifecycle(), Lifecycle::ShuttingDown | Lifecycle::Stopped) {
+            return ShutdownReport::default();
+        }
+        inner.set_lifecycle(Lifecycle::ShuttingDown);
+        inner.slot_freed.notify_waiters();
+        inner.stop_tasks().await;
+
+        let deadline = Instant::now() + inner.config.shutdown_timeout;
+        let interrupted = loop {
+            let notified = inner.call_ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let busy = inner.lock().sessions.values().filter(|e| e.active_calls > 0).count();
+            if busy == 0 || Instant::now() >= deadline {
+                break busy;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        };
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "shutdown timeout reached with executions still running; stopping their sandboxes"
+            );
+        }
+        {
+            let mut reg = inner.lock();
+            let ids: Vec<String> = reg.sessions.keys().cloned().collect();
+            for id in ids {
+                reg.retire(&id);
+            }
+        }
+        let (mut stopped, _) = inner.clone().stop_retiring().await;
+        // One more try for those that failed (a transient failure should not leak a sandbox).
+        let failed_first = !inner.lock().retiring.is_empty();
+        if failed_first {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stopped += inner.clone().stop_retiring().await.0;
+        }
+        let failed = inner
+            .lock()
+            .retiring
+            .iter()
+            .map(|r| (r.sandbox.clone(), r.last_error.clone().unwrap_or_default()))
+            .collect();
+        inner.set_lifecycle(Lifecycle::Stopped);
+        ShutdownReport {
+            stopped,
+            interrupted_executions: interrupted,
+            failed,
+        }
+    }
+}

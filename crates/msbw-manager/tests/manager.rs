@@ -1,0 +1,1054 @@
+//! The manager's policies, each proven against the fake backend (counters, fault injection) or
+//! the mockall mock, with tokio's paused clock: no test waits for real time.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msbw_backend::fake::{FakeBackend, Reply};
+use msbw_backend::{
+    Aftermath, ExecOutput, ExecStatus, MockSandboxBackend, SandboxId, SandboxSpec, Template, VolumeMapping,
+};
+use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
+use msbw_manager::{CodeCall, CommandCall, ManagerError, Resource, SessionManager, SessionStatus, naming};
+use tokio::time::{Instant, sleep};
+
+fn config() -> WrapperConfig {
+    WrapperConfig {
+        session_timeout: Duration::from_secs(60),
+        cleanup_interval: Duration::from_secs(10),
+        orphan_cleanup_interval: Duration::from_secs(60),
+        default_execution_timeout: Duration::from_secs(30),
+        sandbox_start_timeout: Duration::from_secs(30),
+        ..WrapperConfig::default()
+    }
+}
+
+async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
+    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
+    manager.start().await.expect("starts");
+    manager
+}
+
+fn slow(secs: u64, text: &str) -> Reply {
+    Reply::After(
+        Duration::from_secs(secs),
+        Box::new(Reply::Output(ExecOutput::completed(text, "", None))),
+    )
+}
+
+mod sessions {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_starts_lazily_with_its_flavor_volumes_and_start_timeout() {
+        let fake = FakeBackend::new();
+        let mut cfg = config();
+        cfg.default_flavor = SandboxFlavor::Medium;
+        cfg.shared_volume_mappings = vec![VolumeMapping::read_only("/data", "/sandbox/data").unwrap()];
+        let manager = started(cfg, &fake).await;
+        assert_eq!(fake.stats().start_calls, 0, "nothing starts before the first call");
+
+        let result = manager
+            .execute_code(CodeCall::new("print(1)").session("s1"))
+            .await
+            .unwrap();
+        assert!(result.session_created);
+        assert!(result.success);
+        assert_eq!(result.stdout, "print(1)");
+        let spec = fake.spec_of(&result.sandbox).expect("running");
+        assert_eq!((spec.memory_mb, spec.cpus), (2048, 2));
+        assert_eq!(
+            spec.volumes,
+            vec![VolumeMapping::read_only("/data", "/sandbox/data").unwrap()]
+        );
+        assert_eq!(spec.start_timeout, Duration::from_secs(30));
+        assert_eq!(spec.template, Template::Python);
+        assert_eq!(spec.id.namespace, "default");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_existing_session_is_reused_and_only_the_first_call_creates_it() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let first = manager
+            .execute_code(CodeCall::new("a").session("user-1"))
+            .await
+            .unwrap();
+        let second = manager
+            .execute_code(CodeCall::new("b").session("user-1"))
+            .await
+            .unwrap();
+        assert!(first.session_created);
+        assert!(!second.session_created);
+        assert!(!second.sandbox_replaced);
+        assert_eq!(first.sandbox, second.sandbox);
+        assert_eq!(fake.stats().started, 1);
+        assert_eq!(manager.sessions(Some("user-1")).unwrap()[0].executions, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_id_each_call_gets_a_new_generated_session() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let a = manager.execute_code(CodeCall::new("a")).await.unwrap();
+        let b = manager.execute_code(CodeCall::new("b")).await.unwrap();
+        assert_ne!(a.session_id, b.session_id);
+        assert!(a.session_created && b.session_created);
+        assert_eq!(manager.sessions(None).unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn similar_session_ids_get_distinct_sandboxes_marked_as_ours() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let a = manager
+            .execute_code(CodeCall::new("a").session("user-abc-1"))
+            .await
+            .unwrap();
+        let b = manager
+            .execute_code(CodeCall::new("b").session("user-abc-2"))
+            .await
+            .unwrap();
+        let c = manager
+            .execute_code(CodeCall::new("c").session("user/abc/1"))
+            .await
+            .unwrap();
+        assert_ne!(a.sandbox, b.sandbox);
+        assert_ne!(a.sandbox, c.sandbox);
+        for r in [&a, &b, &c] {
+            assert!(naming::is_owned("msbw", &r.sandbox.name), "{}", r.sandbox.name);
+        }
+        assert_eq!(fake.running().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asking_an_existing_session_for_another_template_or_flavor_is_an_error() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        manager.execute_code(CodeCall::new("a").session("s")).await.unwrap();
+        let err = manager
+            .execute_code(CodeCall::new("a").session("s").template(Template::Node))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManagerError::SessionMismatch {
+                    requested_template: Template::Node,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "session \"s\" is a python/small session; this call asked for node/small"
+        );
+        let err = manager
+            .execute_code(CodeCall::new("a").session("s").flavor(SandboxFlavor::Large))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagerError::SessionMismatch { .. }), "{err}");
+        assert_eq!(fake.stats().started, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn executions_within_a_session_are_serialised() {
+        let fake = FakeBackend::with_script(|_, code| slow(10, code));
+        let manager = started(config(), &fake).await;
+        let t0 = Instant::now();
+        let calls = (0..5).map(|i| manager.execute_code(CodeCall::new(format!("c{i}")).session("one")));
+        let results = futures_join_all(calls).await;
+        for r in &results {
+            assert!(r.as_ref().unwrap().success);
+        }
+        assert_eq!(fake.stats().max_concurrent_execs_per_sandbox, 1);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(50),
+            "five 10 s executions one after another"
+        );
+        assert_eq!(
+            results.iter().filter(|r| r.as_ref().unwrap().session_created).count(),
+            1
+        );
+        assert_eq!(fake.stats().started, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn different_sessions_run_in_parallel() {
+        let fake = FakeBackend::with_script(|_, code| slow(10, code));
+        let manager = started(config(), &fake).await;
+        let t0 = Instant::now();
+        let calls = (0..3).map(|i| manager.execute_code(CodeCall::new("x").session(format!("s{i}"))));
+        for r in futures_join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn statuses_go_creating_running_ready() {
+        let fake = FakeBackend::with_script(|_, code| slow(10, code));
+        fake.set_start_delay(Duration::from_secs(5));
+        let manager = started(config(), &fake).await;
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("s")).await });
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Creating);
+        sleep(Duration::from_secs(6)).await;
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Running);
+        call.await.unwrap().unwrap();
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Ready);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_before_start_and_after_shutdown_fail_clearly() {
+        let fake = FakeBackend::new();
+        let manager = SessionManager::new(config(), Arc::new(fake.clone())).unwrap();
+        let err = manager.execute_code(CodeCall::new("x")).await.unwrap_err();
+        assert!(matches!(err, ManagerError::NotStarted));
+        assert_eq!(err.to_string(), "the wrapper has not been started; call start() first");
+        assert!(matches!(manager.sessions(None), Err(ManagerError::NotStarted)));
+        manager.start().await.unwrap();
+        manager.shutdown().await;
+        let err = manager.execute_code(CodeCall::new("x")).await.unwrap_err();
+        assert!(matches!(err, ManagerError::ShuttingDown), "{err}");
+        assert!(manager.start().await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_arguments_are_refused_before_anything_starts() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        for call in [
+            CodeCall::new("x").timeout(Duration::ZERO),
+            CodeCall::new("x").timeout(Duration::from_secs(3601)),
+            CodeCall::new("x").session(""),
+            CodeCall::new("x").session("a\nb"),
+            CodeCall::new("x".repeat(msbw_manager::MAX_INPUT_BYTES + 1)),
+        ] {
+            let err = manager.execute_code(call).await.unwrap_err();
+            assert!(matches!(err, ManagerError::InvalidInput { .. }), "{err}");
+        }
+        let err = manager
+            .execute_command(CommandCall::new("  ", Vec::<String>::new()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ManagerError::InvalidInput { what: "command", .. }),
+            "{err}"
+        );
+        assert_eq!(fake.stats().start_calls, 0);
+        let err = manager
+            .execute_code(CodeCall::new("x").timeout(Duration::ZERO))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid timeout: must be more than zero; leave it out for the configured default"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_timeout_is_the_configured_one() {
+        let fake = FakeBackend::with_script(|_, code| slow(29, code));
+        let manager = started(config(), &fake).await;
+        assert!(manager.execute_code(CodeCall::new("x")).await.unwrap().success);
+        let fake = FakeBackend::with_script(|_, code| slow(31, code));
+        let manager = started(config(), &fake).await;
+        let r = manager.execute_code(CodeCall::new("x")).await.unwrap();
+        assert!(matches!(r.status, ExecStatus::TimedOut { after, .. } if after == Duration::from_secs(30)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_report_exit_codes_as_results() {
+        let fake = FakeBackend::with_script(|_, text| {
+            Reply::Output(ExecOutput::completed(format!("ran {text}\n"), "oops\n", Some(3)))
+        });
+        let manager = started(config(), &fake).await;
+        let r = manager
+            .execute_command(CommandCall::new("sh", ["-c", "exit 3"]).session("s"))
+            .await
+            .unwrap();
+        assert_eq!(r.exit_code, Some(3));
+        assert!(!r.success);
+        assert_eq!(r.stdout, "ran sh -c exit 3");
+        assert_eq!(r.stderr, "oops");
+        assert_eq!(r.command, "sh");
+        assert_eq!(r.args, vec!["-c", "exit 3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_session_stops_its_sandbox_and_says_whether_it_existed() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        assert!(manager.stop_session("s").await.unwrap());
+        assert!(!manager.stop_session("s").await.unwrap());
+        assert!(fake.spec_of(&r.sandbox).is_none());
+        assert!(manager.sessions(None).unwrap().is_empty());
+        let again = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        assert!(again.session_created);
+    }
+}
+
+mod admission {
+    use super::*;
+
+    fn limited(max: u32) -> WrapperConfig {
+        WrapperConfig {
+            max_concurrent_sessions: max,
+            ..config()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_session_over_the_limit_is_rejected_with_resource_usage_and_limit() {
+        let fake = FakeBackend::new();
+        let manager = started(limited(2), &fake).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        let err = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap_err();
+        match &err {
+            ManagerError::ResourceLimit {
+                resource,
+                usage,
+                limit,
+                requested,
+                waited,
+            } => {
+                assert_eq!(
+                    (*resource, *usage, *limit, *requested, *waited),
+                    (Resource::Sessions, 2, 2, 1, None)
+                );
+            }
+            other => panic!("expected a resource limit error, got {other}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "concurrent sessions limit reached: 2 in use, limit 2, this session needs 1"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(fake.stats().start_calls, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reusing_a_session_at_the_limit_never_counts() {
+        let fake = FakeBackend::new();
+        let manager = started(limited(1), &fake).await;
+        for _ in 0..5 {
+            manager.execute_code(CodeCall::new("x").session("only")).await.unwrap();
+        }
+        assert_eq!(fake.stats().started, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_limit_counts_flavors() {
+        let fake = FakeBackend::new();
+        let cfg = WrapperConfig {
+            max_total_memory_mb: Some(3072),
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        manager
+            .execute_code(CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium))
+            .await
+            .unwrap();
+        let err = manager
+            .execute_code(CodeCall::new("x").session("m2").flavor(SandboxFlavor::Medium))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManagerError::ResourceLimit {
+                    resource: Resource::MemoryMb,
+                    usage: 2048,
+                    limit: 3072,
+                    requested: 2048,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        assert_eq!(manager.resource_stats().total_memory_mb, 3072);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_start_leaks_no_reservation() {
+        let fake = FakeBackend::new();
+        let manager = started(limited(1), &fake).await;
+        fake.fail_next_starts(1);
+        let err = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap_err();
+        assert_eq!(err.phase(), msbw_manager::Phase::Starting);
+        assert!(manager.sessions(None).unwrap().is_empty());
+        assert_eq!(manager.resource_stats().total_memory_mb, 0);
+        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_times_out_is_stopped_and_releases_its_slot() {
+        let fake = FakeBackend::new();
+        fake.set_start_delay(Duration::from_secs(31));
+        let manager = started(limited(1), &fake).await;
+        let err = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap_err();
+        assert!(matches!(err, ManagerError::StartTimeout { .. }), "{err}");
+        assert!(err.to_string().contains("timed out after 30.0 s"), "{err}");
+        fake.set_start_delay(Duration::ZERO);
+        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        assert_eq!(fake.running().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_never_start_more_sandboxes_than_the_limit() {
+        let fake = FakeBackend::with_script(|_, code| slow(3, code));
+        fake.set_start_delay(Duration::from_secs(2));
+        let manager = started(limited(3), &fake).await;
+        let calls = (0..20).map(|i| manager.execute_code(CodeCall::new("x").session(format!("s{i}"))));
+        let results = futures_join_all(calls).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(e, ManagerError::ResourceLimit { .. }))
+        );
+        assert_eq!(fake.stats().max_running, 3);
+        assert_eq!(fake.stats().start_calls, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_concurrent_starts_sandboxes_start_at_once() {
+        let fake = FakeBackend::new();
+        fake.set_start_delay(Duration::from_secs(5));
+        let cfg = WrapperConfig {
+            max_concurrent_starts: 2,
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        let t0 = Instant::now();
+        let calls = (0..6).map(|i| manager.execute_code(CodeCall::new("x").session(format!("s{i}"))));
+        for r in futures_join_all(calls).await {
+            r.unwrap();
+        }
+        assert_eq!(fake.stats().max_concurrent_starts, 2);
+        assert_eq!(t0.elapsed(), Duration::from_secs(15), "three rounds of two 5 s starts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_policy_waits_for_a_slot() {
+        let fake = FakeBackend::new();
+        let cfg = WrapperConfig {
+            limit_policy: LimitPolicy::Wait,
+            limit_wait_timeout: Duration::from_secs(20),
+            ..limited(1)
+        };
+        let manager = started(cfg, &fake).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let m = manager.clone();
+        let waiter = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("b")).await });
+        sleep(Duration::from_secs(5)).await;
+        assert_eq!(manager.resource_stats().waiting_callers, 1);
+        assert!(!waiter.is_finished());
+        assert!(manager.stop_session("a").await.unwrap());
+        let r = waiter.await.unwrap().unwrap();
+        assert!(r.session_created);
+        assert_eq!(manager.resource_stats().waiting_callers, 0);
+        assert_eq!(fake.stats().max_running, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_policy_gives_up_after_its_bound() {
+        let fake = FakeBackend::new();
+        let cfg = WrapperConfig {
+            limit_policy: LimitPolicy::Wait,
+            limit_wait_timeout: Duration::from_secs(20),
+            ..limited(1)
+        };
+        let manager = started(cfg, &fake).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let t0 = Instant::now();
+        let err = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
+        assert!(
+            matches!(err, ManagerError::ResourceLimit { waited: Some(w), .. } if w == Duration::from_secs(20)),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("(waited 20.0 s for a slot)"), "{err}");
+        assert_eq!(manager.resource_stats().waiting_callers, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_evict_policy_stops_the_least_recently_used_idle_session() {
+        let fake = FakeBackend::new();
+        let cfg = WrapperConfig {
+            limit_policy: LimitPolicy::Evict,
+            ..limited(2)
+        };
+        let manager = started(cfg, &fake).await;
+        let a = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        sleep(Duration::from_secs(1)).await;
+        let b = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        sleep(Duration::from_secs(1)).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap(); // a is now the most recent
+        let c = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap();
+        assert!(c.session_created);
+        assert!(fake.spec_of(&b.sandbox).is_none(), "b was the least recently used");
+        assert!(fake.spec_of(&a.sandbox).is_some());
+        let ids: Vec<String> = manager
+            .sessions(None)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(!ids.contains(&"b".to_owned()));
+        assert_eq!(fake.stats().max_running, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_evict_policy_never_evicts_a_busy_session() {
+        let fake = FakeBackend::with_script(|_, code| slow(100, code));
+        let cfg = WrapperConfig {
+            limit_policy: LimitPolicy::Evict,
+            ..limited(1)
+        };
+        let manager = started(cfg, &fake).await;
+        let m = manager.clone();
+        let busy = tokio::spawn(async move {
+            m.execute_code(CodeCall::new("x").session("busy").timeout(Duration::from_secs(200)))
+                .await
+        });
+        sleep(Duration::from_secs(1)).await;
+        let err = manager
+            .execute_code(CodeCall::new("x").session("new"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ManagerError::ResourceLimit { .. }), "{err}");
+        assert!(busy.await.unwrap().unwrap().success);
+    }
+}
+
+mod cleanup {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_session_is_reaped_after_the_session_timeout() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await; // timeout 60 s, cleanup every 10 s
+        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        sleep(Duration::from_secs(55)).await;
+        assert_eq!(manager.sessions(None).unwrap().len(), 1, "not yet idle for 60 s");
+        sleep(Duration::from_secs(10)).await; // the pass at t=60 s sees 60 s of idleness
+        assert!(manager.sessions(None).unwrap().is_empty(), "reaped by the pass at 60 s");
+        assert!(fake.spec_of(&r.sandbox).is_none());
+        let status = manager.background_task_status();
+        assert!(
+            status
+                .iter()
+                .any(|t| t.runs >= 6 && t.last_outcome.as_deref().unwrap_or("").contains("reaped 1"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn use_resets_the_idle_clock() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        for _ in 0..5 {
+            sleep(Duration::from_secs(40)).await;
+            manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        }
+        assert_eq!(fake.stats().started, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_session_is_never_reaped() {
+        let fake = FakeBackend::with_script(|_, code| slow(300, code));
+        let manager = started(config(), &fake).await;
+        let m = manager.clone();
+        let call = tokio::spawn(async move {
+            m.execute_code(CodeCall::new("long").session("busy").timeout(Duration::from_secs(600)))
+                .await
+        });
+        sleep(Duration::from_secs(250)).await;
+        assert_eq!(manager.sessions(None).unwrap()[0].status, SessionStatus::Running);
+        assert_eq!(fake.stats().stopped, 0);
+        let r = call.await.unwrap().unwrap();
+        assert!(r.success, "the long execution completed: {r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_call_keeps_its_session_alive() {
+        let fake = FakeBackend::with_script(|_, code| slow(100, code));
+        let manager = started(config(), &fake).await;
+        let (m1, m2) = (manager.clone(), manager.clone());
+        let first = tokio::spawn(async move {
+            m1.execute_code(CodeCall::new("1").session("s").timeout(Duration::from_secs(200)))
+                .await
+        });
+        sleep(Duration::from_secs(1)).await;
+        let second = tokio::spawn(async move {
+            m2.execute_code(CodeCall::new("2").session("s").timeout(Duration::from_secs(200)))
+                .await
+        });
+        let (a, b) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+        assert!(a.success && b.success);
+        assert!(!b.session_created);
+        assert_eq!(fake.stats().started, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_stop_keeps_the_slot_and_is_retried_on_the_next_pass() {
+        let fake = FakeBackend::new();
+        let manager = started(
+            WrapperConfig {
+                max_concurrent_sessions: 1,
+                ..config()
+            },
+            &fake,
+        )
+        .await;
+        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        fake.fail_next_stops(1);
+        let report = manager.cleanup_idle_sessions().await.unwrap();
+        assert!(report.reaped.is_empty());
+        sleep(Duration::from_secs(61)).await;
+        // The background pass at 60 s reaped the session, but its stop failed.
+        assert!(manager.sessions(None).unwrap().is_empty());
+        assert!(fake.spec_of(&r.sandbox).is_some(), "the sandbox still runs");
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 1);
+        let err = manager.execute_code(CodeCall::new("x").session("t")).await.unwrap_err();
+        assert!(
+            matches!(err, ManagerError::ResourceLimit { .. }),
+            "the unstopped sandbox still counts: {err}"
+        );
+        sleep(Duration::from_secs(10)).await;
+        assert!(fake.spec_of(&r.sandbox).is_none(), "stopped on the next pass");
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
+        manager.execute_code(CodeCall::new("x").session("t")).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        manager.pause_background_tasks().unwrap();
+        assert!(manager.background_task_status().iter().all(|t| t.paused && t.running));
+        sleep(Duration::from_secs(200)).await;
+        assert_eq!(manager.sessions(None).unwrap().len(), 1);
+        manager.resume_background_tasks().unwrap();
+        sleep(Duration::from_secs(10)).await;
+        assert!(manager.sessions(None).unwrap().is_empty());
+        manager.restart_background_tasks().await.unwrap();
+        assert!(
+            manager
+                .background_task_status()
+                .iter()
+                .all(|t| t.runs == 0 && t.running && !t.paused)
+        );
+    }
+}
+
+mod orphans {
+    use super::*;
+
+    fn spec(name: &str) -> SandboxSpec {
+        SandboxSpec::new(SandboxId::new("default", name).unwrap(), Template::Python)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn marked_orphans_are_stopped_at_start_and_foreign_sandboxes_never() {
+        let fake = FakeBackend::new();
+        let orphan = naming::sandbox_name("msbw", "crashed-session");
+        let other_owner = naming::sandbox_name("other", "theirs");
+        fake.insert_running(spec(&orphan));
+        fake.insert_running(spec(&other_owner));
+        fake.insert_running(spec("sandbox-1a2b3c4d"));
+        fake.insert_running(SandboxSpec::new(
+            SandboxId::new("elsewhere", naming::sandbox_name("msbw", "x")).unwrap(),
+            Template::Python,
+        ));
+
+        let manager = SessionManager::new(config(), Arc::new(fake.clone())).unwrap();
+        let report = manager.start().await.unwrap().orphans.unwrap();
+        assert_eq!(report.examined, 3, "only this manager's namespace is listed");
+        assert_eq!(report.foreign, 2);
+        assert_eq!(report.stopped.len(), 1);
+        assert_eq!(report.stopped[0].name, orphan);
+        let running: Vec<String> = fake.running().into_iter().map(|id| id.name).collect();
+        assert!(!running.contains(&orphan));
+        assert!(running.contains(&other_owner));
+        assert!(running.contains(&"sandbox-1a2b3c4d".to_owned()));
+        assert_eq!(running.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_sessions_are_not_orphans_and_periodic_passes_find_new_ones() {
+        let fake = FakeBackend::new();
+        let manager = started(
+            WrapperConfig {
+                session_timeout: Duration::from_secs(600),
+                ..config()
+            },
+            &fake,
+        )
+        .await;
+        let live = manager.execute_code(CodeCall::new("x").session("live")).await.unwrap();
+        let orphan = naming::sandbox_name("msbw", "left-behind");
+        fake.insert_running(spec(&orphan));
+        let report = manager.cleanup_orphan_sandboxes().await.unwrap();
+        assert_eq!(
+            report.stopped.iter().map(|id| id.name.clone()).collect::<Vec<_>>(),
+            vec![orphan.clone()]
+        );
+        assert!(fake.spec_of(&live.sandbox).is_some());
+
+        let another = naming::sandbox_name("msbw", "later");
+        fake.insert_running(spec(&another));
+        sleep(Duration::from_secs(61)).await; // the orphan task runs every 60 s
+        assert!(!fake.running().iter().any(|id| id.name == another));
+        assert!(fake.spec_of(&live.sandbox).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_being_created_is_not_an_orphan() {
+        let fake = FakeBackend::new();
+        fake.set_start_delay(Duration::from_secs(10));
+        let manager = started(config(), &fake).await;
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("new")).await });
+        sleep(Duration::from_secs(5)).await;
+        let report = manager.cleanup_orphan_sandboxes().await.unwrap();
+        assert!(report.stopped.is_empty());
+        call.await.unwrap().unwrap();
+    }
+}
+
+mod timeouts {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_that_kept_the_sandbox_leaves_the_session_usable() {
+        let fake = FakeBackend::with_script(|_, code| if code == "loop" { slow(1000, "") } else { slow(0, code) });
+        fake.set_timeout_aftermath(Aftermath::StateLost);
+        let manager = started(config(), &fake).await;
+        let r = manager
+            .execute_code(CodeCall::new("loop").session("s").timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(!r.success);
+        assert_eq!(
+            r.status,
+            ExecStatus::TimedOut {
+                after: Duration::from_secs(5),
+                aftermath: Aftermath::StateLost
+            }
+        );
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Ready);
+        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        assert!(!next.sandbox_replaced);
+        assert_eq!(next.sandbox, r.sandbox);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unusable_sandbox_is_replaced_on_next_use() {
+        let fake = FakeBackend::with_script(|_, code| if code == "loop" { slow(1000, "") } else { slow(0, code) });
+        fake.set_timeout_aftermath(Aftermath::Unusable);
+        let manager = started(config(), &fake).await;
+        let r = manager
+            .execute_code(CodeCall::new("loop").session("s").timeout(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            r.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::Unusable,
+                ..
+            }
+        ));
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
+        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        assert!(next.sandbox_replaced);
+        assert!(!next.session_created);
+        assert_ne!(next.sandbox, r.sandbox);
+        assert!(fake.spec_of(&r.sandbox).is_none(), "the unusable sandbox was stopped");
+        assert_eq!(fake.running(), vec![next.sandbox.clone()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_never_answers_is_cut_off_and_its_sandbox_replaced() {
+        let fake = FakeBackend::with_script(|_, code| if code == "hang" { Reply::Hang } else { slow(0, code) });
+        let manager = started(config(), &fake).await;
+        let t0 = Instant::now();
+        let r = manager
+            .execute_code(CodeCall::new("hang").session("s").timeout(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(40), "the timeout plus the 30 s grace");
+        assert!(matches!(
+            r.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::Unusable,
+                ..
+            }
+        ));
+        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        assert!(next.sandbox_replaced);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sandbox_that_vanished_is_replaced_transparently() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let r = manager.execute_code(CodeCall::new("a").session("s")).await.unwrap();
+        assert!(fake.kill(&r.sandbox));
+        let next = manager.execute_code(CodeCall::new("b").session("s")).await.unwrap();
+        assert!(next.success);
+        assert!(next.sandbox_replaced);
+        assert_ne!(next.sandbox, r.sandbox);
+        assert_eq!(fake.running().len(), 1);
+    }
+}
+
+mod shutdown {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_every_sandbox_it_started() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        for i in 0..5 {
+            manager
+                .execute_code(CodeCall::new("x").session(format!("s{i}")))
+                .await
+                .unwrap();
+        }
+        let foreign = SandboxSpec::new(SandboxId::new("default", "not-ours").unwrap(), Template::Python);
+        fake.insert_running(foreign.clone());
+        let report = manager.shutdown().await;
+        assert_eq!(report.stopped, 5);
+        assert!(report.failed.is_empty());
+        let stats = fake.stats();
+        assert_eq!(stats.started, stats.stopped, "starts == stops");
+        assert_eq!(fake.running(), vec![foreign.id]);
+        assert!(manager.background_task_status().iter().all(|t| !t.running));
+        assert_eq!(manager.shutdown().await, Default::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_running_executions_up_to_its_bound() {
+        let fake = FakeBackend::with_script(|_, code| if code == "long" { slow(500, code) } else { slow(5, code) });
+        let cfg = WrapperConfig {
+            shutdown_timeout: Duration::from_secs(20),
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        let (m1, m2) = (manager.clone(), manager.clone());
+        let short = tokio::spawn(async move { m1.execute_code(CodeCall::new("short").session("a")).await });
+        let long = tokio::spawn(async move {
+            m2.execute_code(CodeCall::new("long").session("b").timeout(Duration::from_secs(1000)))
+                .await
+        });
+        sleep(Duration::from_secs(1)).await;
+        let t0 = Instant::now();
+        let report = manager.shutdown().await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
+        assert_eq!(report.interrupted_executions, 1);
+        assert_eq!(report.stopped, 2);
+        assert!(
+            short.await.unwrap().unwrap().success,
+            "the short execution finished first"
+        );
+        assert!(long.await.unwrap().is_err(), "the long one lost its sandbox");
+        assert!(fake.running().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_reports_what_it_could_not_stop() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        fake.fail_next_stops(2);
+        let report = manager.shutdown().await;
+        assert_eq!(report.stopped, 0);
+        assert_eq!(report.failed.len(), 1);
+        assert!(report.failed[0].1.contains("injected stop failure"), "{report:?}");
+    }
+}
+
+mod with_mocks {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_only_volume_on_a_backend_that_cannot_is_refused_before_start() {
+        let mut mock = MockSandboxBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(msbw_backend::Capabilities::basic);
+        mock.expect_list().returning(|_| Ok(vec![]));
+        mock.expect_start().never();
+        let cfg = WrapperConfig {
+            shared_volume_mappings: vec![VolumeMapping::read_only("/data", "/sandbox/data").unwrap()],
+            ..config()
+        };
+        let manager = SessionManager::new(cfg, Arc::new(mock)).unwrap();
+        manager.start().await.unwrap();
+        let err = manager.execute_code(CodeCall::new("x")).await.unwrap_err();
+        let source = err.backend_error().expect("a backend error");
+        assert_eq!(source.kind(), msbw_backend::ErrorKind::Unsupported);
+        assert!(err.to_string().contains("cannot mount /data read-only"), "{err}");
+        assert_eq!(manager.resource_stats().active_sessions, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backend_gets_the_exact_spec_and_request() {
+        let mut mock = MockSandboxBackend::new();
+        mock.expect_name().return_const("mock");
+        mock.expect_capabilities().returning(msbw_backend::Capabilities::basic);
+        mock.expect_list().returning(|_| Ok(vec![]));
+        mock.expect_start()
+            .withf(|spec| {
+                spec.template == Template::Node
+                    && spec.memory_mb == 4096
+                    && spec.cpus == 4
+                    && spec.id.name.starts_with("team7-job-42-")
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        mock.expect_run_code()
+            .withf(|_, req| {
+                req.language == Template::Node && req.code == "1+1" && req.timeout == Duration::from_secs(12)
+            })
+            .times(1)
+            .returning(|_, _| Ok(ExecOutput::completed("2\n\n", "", None)));
+        mock.expect_stop().times(1).returning(|_| Ok(()));
+        let cfg = WrapperConfig {
+            owner_mark: "team7".into(),
+            ..config()
+        };
+        let manager = SessionManager::new(cfg, Arc::new(mock)).unwrap();
+        manager.start().await.unwrap();
+        let r = manager
+            .execute_code(
+                CodeCall::new("1+1")
+                    .template(Template::Node)
+                    .flavor(SandboxFlavor::Large)
+                    .session("job 42")
+                    .timeout(Duration::from_secs(12)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, "2", "trailing white space is trimmed");
+        assert_eq!(manager.shutdown().await.stopped, 1);
+    }
+}
+
+mod stats {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn resource_stats_count_sessions_memory_and_cpus() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        manager
+            .execute_code(CodeCall::new("x").session("b").flavor(SandboxFlavor::Large))
+            .await
+            .unwrap();
+        sleep(Duration::from_secs(7)).await;
+        let s = manager.resource_stats();
+        assert_eq!(s.active_sessions, 2);
+        assert_eq!(s.max_sessions, 10);
+        assert_eq!(s.sessions_by_flavor.get("small"), Some(&1));
+        assert_eq!(s.sessions_by_flavor.get("large"), Some(&1));
+        assert_eq!(s.total_memory_mb, 1024 + 4096);
+        assert_eq!(s.total_cpus, 5);
+        assert_eq!(s.uptime_seconds, 7);
+        assert_eq!(s.backend, "fake");
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any number of callers with any limit and any schedule: never more sandboxes than the
+        /// limit, every refusal is a limit error, and shutdown stops everything started.
+        #[test]
+        fn limits_hold_under_any_schedule(
+            limit in 1u32..6,
+            callers in prop::collection::vec((0u64..20, 0u64..3, 0u64..15), 1..24),
+            start_delay in 0u64..4,
+            policy in prop::sample::select(vec![LimitPolicy::Reject, LimitPolicy::Wait, LimitPolicy::Evict]),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            runtime.block_on(async move {
+                let fake = FakeBackend::with_script(|_, code| slow(code.parse().unwrap_or(0), code));
+                fake.set_start_delay(Duration::from_secs(start_delay));
+                let cfg = WrapperConfig {
+                    max_concurrent_sessions: limit,
+                    limit_policy: policy,
+                    limit_wait_timeout: Duration::from_secs(5),
+                    ..config()
+                };
+                let manager = started(cfg, &fake).await;
+                let mut tasks = Vec::new();
+                for (delay, session, exec) in callers {
+                    let m = manager.clone();
+                    tasks.push(tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(delay)).await;
+                        m.execute_code(CodeCall::new(exec.to_string()).session(format!("s{session}-{delay}"))).await
+                    }));
+                }
+                for t in tasks {
+                    match t.await.unwrap() {
+                        Ok(r) => assert!(r.success),
+                        Err(ManagerError::ResourceLimit { .. }) => {}
+                        Err(other) => panic!("unexpected error {other}"),
+                    }
+                }
+                assert!(fake.stats().max_running <= limit as usize, "{} > {limit}", fake.stats().max_running);
+                assert!(manager.resource_stats().active_sessions <= limit as usize);
+                manager.shutdown().await;
+                let stats = fake.stats();
+                assert_eq!(stats.started, stats.stopped, "shutdown stops everything started");
+                assert!(fake.running().is_empty());
+            });
+        }
+    }
+}
+
+/// Runs futures concurrently on the current task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut outputs: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => outputs[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
