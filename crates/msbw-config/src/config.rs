@@ -119,10 +119,41 @@ impl WrapperConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        let report = Self::report_from_vars(vars);
+        if report.problems.is_empty() {
+            Ok(report.config)
+        } else {
+            Err(ConfigError::Invalid {
+                problems: report.problems,
+            })
+        }
+    }
+
+    /// Loads what can be loaded and reports everything else: the configuration with the default
+    /// in place of every invalid value, every problem, every warning, and the `MSB_*` variables
+    /// that are not settings. This is what `msbw config check` shows; use
+    /// [`WrapperConfig::from_vars`] to get a configuration only when it is valid.
+    pub fn report_from_vars<I, K, V>(vars: I) -> ConfigReport
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let mut values: BTreeMap<ConfigKey, String> = BTreeMap::new();
+        let mut unknown = Vec::new();
         for (name, value) in vars {
-            if let Some(key) = ConfigKey::ALL.into_iter().find(|k| k.var_name() == name.as_ref()) {
-                values.insert(key, value.as_ref().to_owned());
+            let name = name.as_ref();
+            match ConfigKey::ALL.into_iter().find(|k| k.var_name() == name) {
+                Some(key) => {
+                    values.insert(key, value.as_ref().to_owned());
+                }
+                None if name.starts_with("MSB_") && !unknown.iter().any(|u: &crate::UnknownKey| u.name == name) => {
+                    unknown.push(crate::UnknownKey {
+                        name: name.to_owned(),
+                        suggestion: crate::key::closest(name),
+                    });
+                }
+                None => {}
             }
         }
         let mut config = WrapperConfig::default();
@@ -132,7 +163,16 @@ impl WrapperConfig {
                 problems.push(problem);
             }
         }
-        config.finish(problems)
+        let failed: BTreeSet<ConfigKey> = problems.iter().map(|p| p.key).collect();
+        problems.extend(config.check(&failed));
+        problems.sort_by_key(|p| ConfigKey::ALL.iter().position(|k| *k == p.key));
+        let warnings = config.warnings();
+        ConfigReport {
+            config,
+            problems,
+            warnings,
+            unknown,
+        }
     }
 
     /// Loads a `.env` file, then the process environment on top of it (the environment wins,
@@ -522,6 +562,38 @@ impl WrapperConfig {
     }
 }
 
+/// Everything known about a configuration as loaded: see [`WrapperConfig::report_from_vars`].
+#[derive(Debug, Clone)]
+pub struct ConfigReport {
+    /// The configuration, with defaults in place of invalid values.
+    pub config: WrapperConfig,
+    /// Every problem (empty when the configuration is valid).
+    pub problems: Vec<ConfigProblem>,
+    /// Every warning.
+    pub warnings: Vec<ConfigWarning>,
+    /// `MSB_*` variables that are not settings.
+    pub unknown: Vec<crate::UnknownKey>,
+}
+
+impl ConfigReport {
+    /// The report for the process environment.
+    pub fn from_env() -> Self {
+        WrapperConfig::report_from_vars(process_vars())
+    }
+
+    /// The report for a `.env` file with the process environment on top.
+    pub fn from_env_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let mut vars = read_env_file(path.as_ref())?;
+        vars.extend(process_vars());
+        Ok(WrapperConfig::report_from_vars(vars))
+    }
+
+    /// Whether the configuration is valid.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
 impl Serialize for WrapperConfig {
     /// Every field under its name; durations as seconds, options lower-case, the API key masked.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -664,7 +736,8 @@ impl ConfigBuilder {
     }
 }
 
-fn process_vars() -> Vec<(String, String)> {
+/// The process environment's `MSB_*` variables, as `(name, value)` pairs.
+pub fn process_vars() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
@@ -673,7 +746,9 @@ fn process_vars() -> Vec<(String, String)> {
         .collect()
 }
 
-fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+/// The `(name, value)` pairs of a `.env` file, without touching the process environment. Errors
+/// never quote the file's content (it may hold the API key).
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     let fail = |reason: String| ConfigError::EnvFile {
         path: path.to_owned(),
         reason,

@@ -30,7 +30,7 @@ mod secret;
 mod url;
 mod volume;
 
-pub use config::{ConfigBuilder, DEFAULT_SERVER_URL, WrapperConfig};
+pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars, read_env_file};
 pub use error::{ConfigError, ConfigProblem, ConfigWarning};
 pub use key::{ConfigKey, UnknownKey};
 pub use options::{BackendKind, LimitPolicy, LogLevel, ParseOptionError, SandboxFlavor};

@@ -578,3 +578,35 @@ mod construction {
         assert!(load(&[("MSB_API_KEY", "k")]).server_is_configured());
     }
 }
+
+mod report {
+    use super::*;
+
+    #[test]
+    fn reports_keep_the_valid_values_and_list_every_problem_warning_and_unknown_variable() {
+        let report = WrapperConfig::report_from_vars([
+            ("MSB_MAX_SESSIONS", "20"),
+            ("MSB_SESSION_TIMEOUT", "5"),
+            ("MSB_DEFAULT_FLAVR", "large"),
+            ("MSB_EXECUTION_TIMEOUT", "3600"),
+        ]);
+        assert!(!report.is_valid());
+        assert_eq!(report.config.max_concurrent_sessions, 20, "valid values are kept");
+        assert_eq!(
+            report.config.session_timeout,
+            Duration::from_secs(5),
+            "out-of-range values are shown as given"
+        );
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].key, ConfigKey::SessionTimeout);
+        assert_eq!(report.unknown.len(), 1);
+        assert_eq!(report.unknown[0].suggestion, Some(ConfigKey::DefaultFlavor));
+        assert!(report.warnings.iter().any(|w| w.key == ConfigKey::ExecutionTimeout));
+        let valid = WrapperConfig::report_from_vars([("MSB_MAX_SESSIONS", "20")]);
+        assert!(valid.is_valid());
+        assert_eq!(
+            WrapperConfig::from_vars([("MSB_MAX_SESSIONS", "20")]).unwrap(),
+            valid.config
+        );
+    }
+}
