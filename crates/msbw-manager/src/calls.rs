@@ -28,6 +28,8 @@ pub struct SessionOptions {
     pub flavor: Option<SandboxFlavor>,
     /// The execution's time limit.
     pub timeout: Option<Duration>,
+    /// Fail with `SessionNotFound` instead of creating the session when it does not exist.
+    pub must_exist: bool,
 }
 
 /// Code to run in a session's REPL.
@@ -123,6 +125,23 @@ impl CommandCall {
         self.options.timeout = Some(timeout);
         self
     }
+}
+
+/// A session to open eagerly (see `SessionManager::open_session`): its sandbox starts now, not
+/// on first use. Extra volumes and environment variables apply to this session's sandboxes only,
+/// on top of the configured volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// The session's id.
+    pub session_id: String,
+    /// Its template.
+    pub template: Template,
+    /// Its flavor.
+    pub flavor: SandboxFlavor,
+    /// Volumes mapped into this session's sandboxes besides the configured ones.
+    pub extra_volumes: Vec<msbw_backend::VolumeMapping>,
+    /// Environment variables of this session's sandboxes.
+    pub env: Vec<(String, String)>,
 }
 
 /// The result of running code.

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 pub use calls::{
     CodeCall, CommandCall, CommandResult, ExecutionResult, MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions,
+    SessionSpec,
 };
 pub use cleanup::CleanupReport;
 pub use error::{ManagerError, Phase, Resource};
@@ -135,6 +136,13 @@ impl SessionManager {
     /// Runs a command in a session (see [`CommandCall`]).
     pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, ManagerError> {
         self.inner.execute_command(call).await
+    }
+
+    /// Opens a session now: its sandbox starts before this returns, under the same limits as
+    /// lazily created sessions. An existing session with the same template and flavor is
+    /// returned as it is (`false`: not created); another template or flavor is an error.
+    pub async fn open_session(&self, spec: SessionSpec) -> Result<(SessionInfo, bool), ManagerError> {
+        self.inner.open_session(spec).await
     }
 
     /// The live sessions, or only `session_id`'s (empty when it does not exist).

@@ -14,9 +14,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
-use crate::session::{Entry, Registry, SessionStatus};
+use crate::session::{Entry, Extras, Registry, SessionStatus};
 use crate::tasks::Tasks;
-use crate::{CodeCall, CommandCall, CommandResult, ExecutionResult, ManagerError, Phase, naming};
+use crate::{
+    CodeCall, CommandCall, CommandResult, ExecutionResult, ManagerError, Phase, SessionInfo, SessionSpec, naming,
+};
 
 /// How much longer than an execution's own timeout the manager waits for the backend before it
 /// gives up on the sandbox (the backend enforces the timeout; this guards against a backend that
@@ -190,6 +192,7 @@ impl Inner {
         session_id: &str,
         template: Template,
         flavor: SandboxFlavor,
+        create: Option<&Arc<Extras>>,
     ) -> Result<Acquired, ManagerError> {
         let wait_started = Instant::now();
         let deadline = wait_started + self.config.limit_wait_timeout;
@@ -197,7 +200,15 @@ impl Inner {
         loop {
             self.ensure_running()?;
             // Decide under the lock; do every await after it is released.
-            let step = self.admit(session_id, template, flavor, wait_started, deadline, &mut evictions)?;
+            let step = self.admit(
+                session_id,
+                template,
+                flavor,
+                create,
+                wait_started,
+                deadline,
+                &mut evictions,
+            )?;
             match step {
                 Step::Ready(acquired) => return Ok(acquired),
                 Step::Existing { token, lock } => {
@@ -233,11 +244,13 @@ impl Inner {
     }
 
     /// One admission decision, taken under the registry lock.
+    #[allow(clippy::too_many_arguments)]
     fn admit<'a>(
         self: &'a Arc<Self>,
         session_id: &str,
         template: Template,
         flavor: SandboxFlavor,
+        create: Option<&Arc<Extras>>,
         wait_started: Instant,
         deadline: Instant,
         evictions: &mut u32,
@@ -260,6 +273,11 @@ impl Inner {
                 lock: entry.exec_lock.clone(),
             });
         }
+        let Some(extras) = create else {
+            return Err(ManagerError::SessionNotFound {
+                session_id: session_id.to_owned(),
+            });
+        };
 
         let (resource, usage, limit, requested) = match reg.try_reserve(
             flavor,
@@ -290,6 +308,7 @@ impl Inner {
                         active_calls: 1,
                         executions: 0,
                         exec_lock,
+                        extras: extras.clone(),
                     },
                 );
                 let guard = CallGuard {
@@ -412,7 +431,15 @@ impl Inner {
         let mut spec = SandboxSpec::new(acquired.sandbox.clone(), acquired.template);
         spec.memory_mb = acquired.flavor.memory_mb();
         spec.cpus = acquired.flavor.cpus();
+        let extras = self
+            .lock()
+            .sessions
+            .get(session_id)
+            .map(|e| e.extras.clone())
+            .unwrap_or_default();
         spec.volumes = self.config.shared_volume_mappings.clone();
+        spec.volumes.extend(extras.volumes.iter().cloned());
+        spec.env = extras.env.clone();
         spec.start_timeout = self.config.sandbox_start_timeout;
         if let Err(e) = self.backend.check_supported(&spec).await {
             self.abandon_start(acquired, session_id, false).await;
@@ -515,13 +542,17 @@ impl Inner {
         session_id: String,
         template: Template,
         flavor: SandboxFlavor,
+        must_exist: bool,
         work: Work,
     ) -> Result<Ran, ManagerError> {
         let call_started = Instant::now();
         let mut created = false;
         let mut replaced = false;
+        let extras = Arc::new(Extras::default());
         for attempt in 0..2 {
-            let mut acquired = self.acquire(&session_id, template, flavor).await?;
+            // The retry after a vanished sandbox must find the same session: it never creates.
+            let create = (!must_exist && attempt == 0).then_some(&extras);
+            let mut acquired = self.acquire(&session_id, template, flavor, create).await?;
             created |= acquired.created;
             if acquired.needs_start {
                 replaced |= !acquired.created;
@@ -633,7 +664,7 @@ impl Inner {
         });
         let span = tracing::info_span!("execute_code", session_id = %session_id, flavor = %flavor, template = %call.template, backend = self.backend.name());
         let ran = self
-            .spawn_run(session_id, call.template, flavor, work)
+            .spawn_run(session_id, call.template, flavor, call.options.must_exist, work)
             .instrument(span)
             .await?;
         Ok(ExecutionResult {
@@ -676,7 +707,7 @@ impl Inner {
         });
         let span = tracing::info_span!("execute_command", session_id = %session_id, flavor = %flavor, command = %call.command, backend = self.backend.name());
         let ran = self
-            .spawn_run(session_id, call.template, flavor, work)
+            .spawn_run(session_id, call.template, flavor, call.options.must_exist, work)
             .instrument(span)
             .await?;
         Ok(CommandResult {
@@ -703,12 +734,58 @@ impl Inner {
         session_id: String,
         template: Template,
         flavor: SandboxFlavor,
+        must_exist: bool,
         work: Work,
     ) -> Result<Ran, ManagerError> {
         let inner = self.clone();
-        let task = tokio::spawn(async move { inner.run(session_id, template, flavor, work).await }.in_current_span());
+        let task = tokio::spawn(
+            async move { inner.run(session_id, template, flavor, must_exist, work).await }.in_current_span(),
+        );
         task.await
             .map_err(|e| ManagerError::Internal(format!("execution task failed: {e}")))?
+    }
+
+    /// Opens a session now (its sandbox starts before this returns). An existing session with
+    /// the same template and flavor is returned as it is; `created` says which.
+    pub(crate) async fn open_session(self: &Arc<Self>, spec: SessionSpec) -> Result<(SessionInfo, bool), ManagerError> {
+        self.ensure_running()?;
+        let session_id = Self::session_id_of(&SessionOptions {
+            session_id: Some(spec.session_id),
+            ..Default::default()
+        })?;
+        for v in &spec.extra_volumes {
+            if v.to_string().parse::<msbw_backend::VolumeMapping>().as_ref() != Ok(v) {
+                return Err(ManagerError::invalid(
+                    "volume",
+                    format!("{v} is not an absolute, normalised mapping"),
+                ));
+            }
+        }
+        let extras = Arc::new(Extras {
+            volumes: spec.extra_volumes,
+            env: spec.env,
+        });
+        let inner = self.clone();
+        let (template, flavor) = (spec.template, spec.flavor);
+        let task = tokio::spawn(
+            async move {
+                let mut acquired = inner.acquire(&session_id, template, flavor, Some(&extras)).await?;
+                let created = acquired.created;
+                if acquired.needs_start {
+                    inner.start_sandbox(&mut acquired, &session_id).await?;
+                }
+                let info = inner.lock().sessions.get(&session_id).map(Entry::info).ok_or_else(|| {
+                    ManagerError::SessionNotFound {
+                        session_id: session_id.clone(),
+                    }
+                })?;
+                drop(acquired);
+                Ok((info, created))
+            }
+            .in_current_span(),
+        );
+        task.await
+            .map_err(|e| ManagerError::Internal(format!("open task failed: {e}")))?
     }
 
     /// Stops every sandbox on the retiring list (a few at a time); those stopped (or already

@@ -79,6 +79,15 @@ pub(crate) struct Entry {
     pub(crate) executions: u64,
     /// Serialises executions (and the start) within the session.
     pub(crate) exec_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What this session's sandboxes get besides the configuration.
+    pub(crate) extras: Arc<Extras>,
+}
+
+/// Volumes and environment variables of one session, on top of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    pub(crate) volumes: Vec<msbw_backend::VolumeMapping>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Entry {

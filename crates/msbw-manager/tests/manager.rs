@@ -11,7 +11,9 @@ use msbw_backend::{
     Aftermath, ExecOutput, ExecStatus, MockSandboxBackend, SandboxId, SandboxSpec, Template, VolumeMapping,
 };
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
-use msbw_manager::{CodeCall, CommandCall, ManagerError, Resource, SessionManager, SessionStatus, naming};
+use msbw_manager::{
+    CodeCall, CommandCall, ManagerError, Resource, SessionManager, SessionOptions, SessionSpec, SessionStatus, naming,
+};
 use tokio::time::{Instant, sleep};
 
 fn config() -> WrapperConfig {
@@ -292,6 +294,95 @@ mod sessions {
         assert!(manager.sessions(None).unwrap().is_empty());
         let again = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
         assert!(again.session_created);
+    }
+}
+
+mod open_sessions {
+    use super::*;
+
+    fn spec(id: &str) -> SessionSpec {
+        SessionSpec {
+            session_id: id.into(),
+            template: Template::Node,
+            flavor: SandboxFlavor::Small,
+            extra_volumes: vec![VolumeMapping::read_only("/srv/in", "/in").unwrap()],
+            env: vec![("MODE".into(), "test".into())],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_session_starts_now_with_its_extras_and_is_idempotent() {
+        let fake = FakeBackend::new();
+        let cfg = WrapperConfig {
+            shared_volume_mappings: vec![VolumeMapping::new("/shared", "/shared").unwrap()],
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        let (info, created) = manager.open_session(spec("ns/box")).await.unwrap();
+        assert!(created);
+        assert_eq!(info.status, SessionStatus::Ready);
+        let id = SandboxId::new(info.namespace.clone(), info.sandbox_name.clone()).unwrap();
+        let started_spec = fake.spec_of(&id).expect("started before open_session returned");
+        assert_eq!(started_spec.volumes.len(), 2, "configured plus extra volumes");
+        assert_eq!(started_spec.env, vec![("MODE".to_owned(), "test".to_owned())]);
+        let (again, created) = manager.open_session(spec("ns/box")).await.unwrap();
+        assert!(!created);
+        assert_eq!(again.sandbox_name, info.sandbox_name);
+        assert_eq!(fake.stats().started, 1);
+        let mut other = spec("ns/box");
+        other.template = Template::Python;
+        assert!(matches!(
+            manager.open_session(other).await,
+            Err(ManagerError::SessionMismatch { .. })
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replacement_sandbox_keeps_the_sessions_extras() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let (info, _) = manager.open_session(spec("s")).await.unwrap();
+        fake.kill(&SandboxId::new(info.namespace, info.sandbox_name).unwrap());
+        let r = manager
+            .execute_code(CodeCall::new("x").session("s").template(Template::Node))
+            .await
+            .unwrap();
+        assert!(r.sandbox_replaced);
+        assert_eq!(
+            fake.spec_of(&r.sandbox).unwrap().env,
+            vec![("MODE".to_owned(), "test".to_owned())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn must_exist_refuses_to_create() {
+        let fake = FakeBackend::new();
+        let manager = started(config(), &fake).await;
+        let mut call = CodeCall::new("x").session("ghost");
+        call.options = SessionOptions {
+            must_exist: true,
+            ..call.options
+        };
+        let err = manager.execute_code(call).await.unwrap_err();
+        assert!(matches!(err, ManagerError::SessionNotFound { .. }), "{err}");
+        assert_eq!(fake.stats().start_calls, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_session_counts_against_the_limits() {
+        let fake = FakeBackend::new();
+        let manager = started(
+            WrapperConfig {
+                max_concurrent_sessions: 2,
+                ..config()
+            },
+            &fake,
+        )
+        .await;
+        let opens = (0..5).map(|i| manager.open_session(spec(&format!("s{i}"))));
+        let results = futures_join_all(opens).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+        assert_eq!(fake.stats().max_running, 2);
     }
 }
 
