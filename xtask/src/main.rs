@@ -1,13 +1,26 @@
 //! Project automation, run as `cargo xtask <task>`.
 
+mod integration;
+
 use std::process::ExitCode;
 
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci                  format check, clippy, and the test suite
+  test-integration    the wrapper against the real microsandbox server 0.2.6 (see docs/testing.md;
+                      `cargo xtask test-integration --help` for its options)";
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1);
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("ci") => ci(),
+        Some("test-integration") => integration::main(&rest),
+        Some(integration::REAPER_TASK) => integration::reaper_main(&rest),
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  ci    format check, clippy, and the test suite");
+            eprintln!("{USAGE}");
             ExitCode::from(2)
         }
     }

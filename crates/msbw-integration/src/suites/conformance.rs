@@ -1,0 +1,200 @@
+//! The backend conformance suite (`msbw_backend::conformance`, unchanged) through `HttpBackend`
+//! against the real server.
+//!
+//! The real agent (`portal` 0.2.6) has documented defects that no client can see or undo
+//! (/work/krun-standin/NOTES.md, surprise 2): its Python REPL drops stderr lines that arrive
+//! after its stdout end marker (the traceback of `1/0` came back in 8 of 30 calls), and
+//! `sandbox.command.run` answers when the process exits, sometimes before the last output lines
+//! were forwarded. A check that fails *with the symptom of one of these defects* is run again,
+//! a bounded number of times, in a fresh sandbox; the report then says that it passed only
+//! after retries, how often it failed first and why. Any other failure, or a failure that
+//! persists, fails the suite. The shared suite itself is not weakened.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use msbw_backend::SandboxBackend;
+use msbw_backend::conformance::{self, CheckResult, ConformanceOptions};
+
+use crate::report::{Outcome, SuiteReport};
+use crate::suites::no_sandbox_left;
+use crate::target::Target;
+
+/// A documented upstream defect that makes a check fail at random, and how often the check
+/// may be run in all because of it.
+#[derive(Debug)]
+pub struct KnownDefect {
+    /// The conformance check it affects.
+    pub check: &'static str,
+    /// The most attempts, the first included.
+    pub attempts: u32,
+    /// Whether a failure message shows the defect's symptom (only those are retried).
+    pub symptom: fn(&str) -> bool,
+    /// The defect, for the report.
+    pub defect: &'static str,
+}
+
+const REPL_STDERR: &str = "portal 0.2.6's Python REPL drops stderr lines that arrive after its stdout end marker \
+     (NOTES.md surprise 2: the traceback came back in 8 of 30 calls; measured here: the first call of a fresh \
+     sandbox kept its stderr in 2 of 12)";
+const COMMAND_OUTPUT: &str = "portal 0.2.6 answers sandbox.command.run when the process exits, sometimes before \
+     the last output lines were forwarded (NOTES.md surprise 2; measured here: `sh -c 'echo out; echo err >&2'` lost a line in 17 of 40 calls)";
+
+/// The checks that may be retried, and why. Measured on the real agent with the stand-in,
+/// sending raw requests: the first REPL call in a fresh sandbox kept its stderr in 2 to 8 of
+/// 10-15 tries, later calls in 60-75 %; a short command kept both its lines in 23 of 40.
+/// `HttpBackend` pads Python code with a 20 ms pause (`python_stderr_settle`), which made the
+/// two REPL checks pass at the first attempt in every run so far; the retries stay as a safety
+/// net for a loaded machine. It has no such help for commands, whose check needs retries in
+/// about half of the runs. At the worst rates measured (15 % and 55 % success) 30 and 12
+/// attempts all fail with a probability of 0.8 % and 0.007 %.
+pub const KNOWN_DEFECTS: [KnownDefect; 3] = [
+    KnownDefect {
+        check: "stdout_and_stderr_are_separate",
+        attempts: 30,
+        symptom: |why| why.starts_with("stderr should hold only 'to-stderr'"),
+        defect: REPL_STDERR,
+    },
+    KnownDefect {
+        check: "exception_is_a_failed_execution",
+        attempts: 30,
+        // Without the traceback the execution looks completed, with an empty stderr.
+        symptom: |why| why.starts_with("expected status Raised") || why.starts_with("stderr should name the exception"),
+        defect: REPL_STDERR,
+    },
+    KnownDefect {
+        check: "command_exit_code_is_returned",
+        attempts: 12,
+        symptom: |why| {
+            why.starts_with("expected stdout \"out\" and stderr \"err\"") || why.starts_with("echo hello world")
+        },
+        defect: COMMAND_OUTPUT,
+    },
+];
+
+type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + 'a>>;
+
+/// Runs one conformance check again, by name (only those of [`KNOWN_DEFECTS`]).
+fn rerun<'a>(name: &str, backend: &'a dyn SandboxBackend, options: &'a ConformanceOptions) -> Option<CheckFuture<'a>> {
+    Some(match name {
+        "stdout_and_stderr_are_separate" => Box::pin(conformance::stdout_and_stderr_are_separate(backend, options)),
+        "exception_is_a_failed_execution" => Box::pin(conformance::exception_is_a_failed_execution(backend, options)),
+        "command_exit_code_is_returned" => Box::pin(conformance::command_exit_code_is_returned(backend, options)),
+        _ => return None,
+    })
+}
+
+/// The conformance suite against the target.
+pub async fn run(target: &Target) -> SuiteReport {
+    let mut report = SuiteReport::new("conformance", target.describe());
+    let backend = match target.backend() {
+        Ok(backend) => backend,
+        Err(why) => {
+            report.record("create_the_backend", None, Outcome::Failed(why));
+            return report;
+        }
+    };
+    let prefix = target.prefix("cf");
+    let options = ConformanceOptions {
+        namespace: target.namespace.clone(),
+        name_prefix: prefix.clone(),
+        ..ConformanceOptions::default()
+    };
+    let started = Instant::now();
+    let results = conformance::run_all(&backend, &options).await;
+    println!(
+        "  (run_all: {} checks in {:.1} s; retries of known upstream defects follow it)",
+        results.results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (name, result) in results.results {
+        match result {
+            // run_all does not time each check.
+            Ok(()) => report.record(name, None, Outcome::Passed),
+            Err(failure) => {
+                let retrying = Instant::now();
+                let outcome = retry_known_defect(&name, failure.0, &backend, &options).await;
+                let retried = matches!(outcome, Outcome::PassedAfterRetries { .. } | Outcome::Failed(_));
+                report.record(name, retried.then(|| retrying.elapsed()), outcome);
+            }
+        }
+    }
+    no_sandbox_left(&mut report, &backend, target, &prefix).await;
+    report
+}
+
+/// Runs a failed check again while it fails with the symptom of its known defect.
+async fn retry_known_defect(
+    name: &str,
+    first: String,
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> Outcome {
+    let Some(known) = KNOWN_DEFECTS.iter().find(|k| k.check == name) else {
+        return Outcome::Failed(first);
+    };
+    if !(known.symptom)(&first) {
+        return Outcome::Failed(format!("{first} (not the symptom of the known defect, so not retried)"));
+    }
+    let mut earlier = vec![first];
+    for attempt in 2..=known.attempts {
+        let Some(check) = rerun(name, backend, options) else {
+            return Outcome::Failed(earlier.join("; "));
+        };
+        match check.await {
+            Ok(()) => {
+                return Outcome::PassedAfterRetries {
+                    attempt,
+                    of: known.attempts,
+                    earlier,
+                    defect: known.defect,
+                };
+            }
+            Err(failure) if (known.symptom)(&failure.0) => earlier.push(failure.0),
+            Err(failure) => {
+                return Outcome::Failed(format!(
+                    "attempt {attempt} failed otherwise than the known defect: {}; earlier: {}",
+                    failure.0,
+                    earlier.join("; ")
+                ));
+            }
+        }
+    }
+    Outcome::Failed(format!(
+        "failed all {} attempts with the symptom of a known upstream defect ({}): {}",
+        known.attempts,
+        known.defect,
+        earlier.last().map(String::as_str).unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_symptoms_of_the_defects_are_retried() {
+        let stderr = &KNOWN_DEFECTS[0];
+        assert!((stderr.symptom)("stderr should hold only 'to-stderr': \"\""));
+        assert!(!(stderr.symptom)("stdout should hold only 'to-stdout': \"\""));
+        let raised = &KNOWN_DEFECTS[1];
+        assert!((raised.symptom)("expected status Raised: ExecOutput { .. }"));
+        assert!(!(raised.symptom)("sandbox broken after an exception: ..."));
+        let command = &KNOWN_DEFECTS[2];
+        assert!((command.symptom)("expected stdout \"out\" and stderr \"err\": ..."));
+        assert!(!(command.symptom)("expected exit code 3: ..."));
+    }
+
+    #[test]
+    fn every_known_defect_can_be_rerun() {
+        // The futures are only built, not run: the mock is never called.
+        let backend = msbw_backend::MockSandboxBackend::new();
+        let options = ConformanceOptions::default();
+        for known in &KNOWN_DEFECTS {
+            assert!(rerun(known.check, &backend, &options).is_some(), "{}", known.check);
+            assert!(known.attempts >= 2);
+        }
+        assert!(rerun("repl_state_persists[python]", &backend, &options).is_none());
+    }
+}
