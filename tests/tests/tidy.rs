@@ -105,3 +105,54 @@ fn the_code_is_formatted() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn ci_runs_the_readmes_test_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    let first_screen: String = readme.lines().take(30).collect::<Vec<_>>().join("\n");
+    let test_line = first_screen
+        .lines()
+        .find(|l| l.contains("# run the tests"))
+        .expect("the README's first screen names the test command");
+    let command = test_line.split('#').next().expect("a command").trim();
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        ".ci/run does not run the README's test command {command:?}"
+    );
+    assert!(
+        first_screen.contains("# run code in a sandbox"),
+        "the README's first screen names the run command"
+    );
+}
+
+#[test]
+fn the_config_crate_stays_free_of_async_runtimes_and_http() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "msbw-config",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.contains("msbw-config"), "{tree}");
+    for heavy in ["tokio ", "reqwest ", "hyper ", "async-std "] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(heavy)),
+            "msbw-config depends on {heavy}:\n{tree}"
+        );
+    }
+}

@@ -554,6 +554,7 @@ impl Inner {
             let create = (!must_exist && attempt == 0).then_some(&extras);
             let mut acquired = self.acquire(&session_id, template, flavor, create).await?;
             created |= acquired.created;
+            tracing::Span::current().record("sandbox", tracing::field::display(&acquired.sandbox));
             if acquired.needs_start {
                 replaced |= !acquired.created;
                 self.start_sandbox(&mut acquired, &session_id).await?;
@@ -662,7 +663,7 @@ impl Inner {
             code: call.code,
             timeout,
         });
-        let span = tracing::info_span!("execute_code", session_id = %session_id, flavor = %flavor, template = %call.template, backend = self.backend.name());
+        let span = tracing::info_span!("execute_code", session_id = %session_id, flavor = %flavor, template = %call.template, backend = self.backend.name(), sandbox = tracing::field::Empty);
         let ran = self
             .spawn_run(session_id, call.template, flavor, call.options.must_exist, work)
             .instrument(span)
@@ -705,7 +706,7 @@ impl Inner {
             args: call.args.clone(),
             timeout,
         });
-        let span = tracing::info_span!("execute_command", session_id = %session_id, flavor = %flavor, command = %call.command, backend = self.backend.name());
+        let span = tracing::info_span!("execute_command", session_id = %session_id, flavor = %flavor, command = %call.command, backend = self.backend.name(), sandbox = tracing::field::Empty);
         let ran = self
             .spawn_run(session_id, call.template, flavor, call.options.must_exist, work)
             .instrument(span)
