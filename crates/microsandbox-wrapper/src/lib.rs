@@ -1,1 +1,287 @@
-//! microsandbox-wrapper: filled by a later issue.
+//! microsandbox-wrapper: run untrusted code for AI agents and tools in sandbox sessions.
+//!
+//! A caller says "run this Python in session X"; the wrapper finds or starts a sandbox for X,
+//! enforces limits (sessions, memory, time), maps host folders in, returns stdout, stderr and the
+//! exit status, and cleans up idle sessions and sandboxes nobody owns. Sandboxes come from a
+//! backend: the microsandbox server (microVMs), the local isolated-process backend (no server
+//! needed), or your own [`SandboxBackend`].
+//!
+//! ```no_run
+//! use microsandbox_wrapper::{CodeCall, MicrosandboxWrapper};
+//!
+//! # async fn demo() -> Result<(), microsandbox_wrapper::WrapperError> {
+//! let wrapper = MicrosandboxWrapper::from_env().await?;
+//! let out = wrapper
+//!     .scoped(|w| async move {
+//!         w.execute_code(CodeCall::new("x = 41").session("demo")).await?;
+//!         w.execute_code(CodeCall::new("print(x + 1)").session("demo")).await
+//!     })
+//!     .await?;
+//! assert_eq!(out.stdout, "42");
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod selection;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use error::{ErrorCategory, ExecutionFailure, WrapperError};
+pub use selection::{AUTO_PROBE_TIMEOUT, BackendSelection, build_backend, choose_backend};
+
+pub use msbw_backend::{
+    self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, ListFilter,
+    SandboxBackend, SandboxBackendExt, SandboxId, Template,
+};
+pub use msbw_config::{
+    self as config, ApiKey, BackendKind, ConfigError, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor, VolumeMapping,
+    WrapperConfig,
+};
+pub use msbw_http::{HttpBackend, HttpBackendConfig};
+pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
+pub use msbw_manager::{
+    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, OrphanReport, Resource,
+    ResourceStats, SessionInfo, SessionManager, SessionOptions, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+};
+
+/// The answer of [`MicrosandboxWrapper::health_check`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// Whether the backend answered its health check.
+    pub healthy: bool,
+    /// The backend's name.
+    pub backend: String,
+    /// What the backend said, or why it failed.
+    pub message: String,
+    /// Whether the wrapper is started.
+    pub started: bool,
+    /// Live sessions.
+    pub active_sessions: usize,
+}
+
+/// The wrapper: sessions over a backend, with the reference implementation's operations.
+///
+/// Build it from the environment, from a [`WrapperConfig`], or over any backend; then
+/// [`start`](Self::start) it, use it, and [`stop`](Self::stop) it (or use
+/// [`scoped`](Self::scoped), which always stops). Clones share the same sessions.
+#[derive(Debug, Clone)]
+pub struct MicrosandboxWrapper {
+    manager: SessionManager,
+    selection: BackendSelection,
+}
+
+impl MicrosandboxWrapper {
+    /// A wrapper configured from the process environment (`MSB_*`), with the backend
+    /// `MSB_BACKEND` selects.
+    pub async fn from_env() -> Result<Self, WrapperError> {
+        Self::new(WrapperConfig::from_env()?).await
+    }
+
+    /// A wrapper for `config`, with the backend its `backend` setting selects (`auto` probes for a
+    /// server at the default URL and otherwise takes the local backend).
+    pub async fn new(config: WrapperConfig) -> Result<Self, WrapperError> {
+        config.validate()?;
+        let selection = choose_backend(&config).await;
+        let backend = build_backend(&config, &selection)?;
+        tracing::info!(backend = %selection.backend, reason = %selection.reason, "backend selected");
+        Self::assemble(config, backend, selection)
+    }
+
+    /// A wrapper over your own backend.
+    pub fn with_backend(config: WrapperConfig, backend: Arc<dyn SandboxBackend>) -> Result<Self, WrapperError> {
+        let selection = BackendSelection {
+            backend: backend.name().to_owned(),
+            requested: "custom".to_owned(),
+            reason: "a backend given in code (with_backend)".to_owned(),
+        };
+        Self::assemble(config, backend, selection)
+    }
+
+    fn assemble(
+        config: WrapperConfig,
+        backend: Arc<dyn SandboxBackend>,
+        selection: BackendSelection,
+    ) -> Result<Self, WrapperError> {
+        let manager = SessionManager::new(config, backend).map_err(|e| WrapperError::from_manager(e, None, None))?;
+        Ok(MicrosandboxWrapper { manager, selection })
+    }
+
+    fn err(&self, e: msbw_manager::ManagerError, command: Option<&str>) -> WrapperError {
+        let url = (self.selection.backend == "microsandbox").then_some(self.manager.config().server_url.as_str());
+        WrapperError::from_manager(e, command, url)
+    }
+
+    /// Which backend is in use, and why.
+    pub fn backend_selection(&self) -> &BackendSelection {
+        &self.selection
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &WrapperConfig {
+        self.manager.config()
+    }
+
+    /// The session manager underneath, for what the wrapper does not expose.
+    pub fn manager(&self) -> &SessionManager {
+        &self.manager
+    }
+
+    /// Starts the wrapper: stops orphans this wrapper's mark left behind, and starts the
+    /// background cleanup tasks.
+    pub async fn start(&self) -> Result<(), WrapperError> {
+        let report = self.manager.start().await.map_err(|e| self.err(e, None))?;
+        if let Ok(orphans) = &report.orphans
+            && !orphans.stopped.is_empty()
+        {
+            tracing::info!(count = orphans.stopped.len(), "stopped orphan sandboxes at start-up");
+        }
+        Ok(())
+    }
+
+    /// Stops the wrapper: background tasks end, running executions get up to
+    /// `MSB_SHUTDOWN_TIMEOUT`, and every sandbox it started is stopped.
+    pub async fn stop(&self) -> ShutdownReport {
+        self.manager.shutdown().await
+    }
+
+    /// Starts the wrapper, runs `f`, and stops the wrapper whatever `f` returned.
+    pub async fn scoped<F, Fut, T>(self, f: F) -> Result<T, WrapperError>
+    where
+        F: FnOnce(MicrosandboxWrapper) -> Fut,
+        Fut: Future<Output = Result<T, WrapperError>>,
+    {
+        self.start().await?;
+        let result = f(self.clone()).await;
+        let report = self.stop().await;
+        if !report.failed.is_empty() {
+            tracing::warn!(failed = report.failed.len(), "some sandboxes could not be stopped");
+        }
+        result
+    }
+
+    /// Runs code in a session: `wrapper.execute_code("print(1)")` or
+    /// `wrapper.execute_code(CodeCall::new(code).session("s").template(Template::Node))`.
+    pub async fn execute_code(&self, call: impl Into<CodeCallArg>) -> Result<ExecutionResult, WrapperError> {
+        let call = call.into().0;
+        self.manager.execute_code(call).await.map_err(|e| self.err(e, None))
+    }
+
+    /// Runs a command in a session. A non-zero exit code is a result, not an error.
+    pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, WrapperError> {
+        let command = call.command.clone();
+        self.manager
+            .execute_command(call)
+            .await
+            .map_err(|e| self.err(e, Some(&command)))
+    }
+
+    /// The live sessions, or the one named.
+    pub fn get_sessions(&self, session_id: Option<&str>) -> Result<Vec<SessionInfo>, WrapperError> {
+        self.manager.sessions(session_id).map_err(|e| self.err(e, None))
+    }
+
+    /// Stops a session; `false` when it does not exist.
+    pub async fn stop_session(&self, session_id: &str) -> Result<bool, WrapperError> {
+        self.manager
+            .stop_session(session_id)
+            .await
+            .map_err(|e| self.err(e, None))
+    }
+
+    /// The configured volume mappings.
+    pub fn get_volume_mappings(&self) -> &[VolumeMapping] {
+        &self.manager.config().shared_volume_mappings
+    }
+
+    /// Resource use against the limits.
+    pub fn get_resource_stats(&self) -> Result<ResourceStats, WrapperError> {
+        if !self.manager.is_running() {
+            return Err(WrapperError::NotStarted);
+        }
+        Ok(self.manager.resource_stats())
+    }
+
+    /// Stops orphan sandboxes now; returns how many were stopped.
+    pub async fn cleanup_orphan_sandboxes(&self) -> Result<usize, WrapperError> {
+        let report = self
+            .manager
+            .cleanup_orphan_sandboxes()
+            .await
+            .map_err(|e| self.err(e, None))?;
+        Ok(report.stopped.len())
+    }
+
+    /// Asks the backend whether it is up; works before `start`.
+    pub async fn health_check(&self) -> HealthReport {
+        let backend = self.manager.backend();
+        let (healthy, message) = match backend.health().await {
+            Ok(h) => (true, h.message),
+            Err(e) => (false, e.to_string()),
+        };
+        HealthReport {
+            healthy,
+            backend: backend.name().to_owned(),
+            message,
+            started: self.manager.is_running(),
+            active_sessions: if self.manager.is_running() {
+                self.manager.resource_stats().active_sessions
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Pauses the background cleanup tasks.
+    pub fn pause_background_tasks(&self) -> Result<(), WrapperError> {
+        self.manager.pause_background_tasks().map_err(|e| self.err(e, None))
+    }
+
+    /// Resumes the background cleanup tasks.
+    pub fn resume_background_tasks(&self) -> Result<(), WrapperError> {
+        self.manager.resume_background_tasks().map_err(|e| self.err(e, None))
+    }
+
+    /// Restarts the background cleanup tasks.
+    pub async fn restart_background_tasks(&self) -> Result<(), WrapperError> {
+        self.manager
+            .restart_background_tasks()
+            .await
+            .map_err(|e| self.err(e, None))
+    }
+
+    /// The background cleanup tasks' state.
+    pub fn get_background_task_status(&self) -> Vec<TaskStatus> {
+        self.manager.background_task_status()
+    }
+
+    /// The longest a call may ask to run.
+    pub const MAX_TIMEOUT: Duration = msbw_manager::MAX_CALL_TIMEOUT;
+}
+
+/// What [`MicrosandboxWrapper::execute_code`] takes: a [`CodeCall`], or just the code (Python, a
+/// new session, defaults).
+#[derive(Debug, Clone)]
+pub struct CodeCallArg(CodeCall);
+
+impl From<CodeCall> for CodeCallArg {
+    fn from(call: CodeCall) -> Self {
+        CodeCallArg(call)
+    }
+}
+
+impl From<&str> for CodeCallArg {
+    fn from(code: &str) -> Self {
+        CodeCallArg(CodeCall::new(code))
+    }
+}
+
+impl From<String> for CodeCallArg {
+    fn from(code: String) -> Self {
+        CodeCallArg(CodeCall::new(code))
+    }
+}

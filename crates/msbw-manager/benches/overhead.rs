@@ -33,11 +33,17 @@ async fn manager(config: WrapperConfig) -> (SessionManager, FakeBackend) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         // Warm execution in an existing session.
         let (m, _) = manager(WrapperConfig::default()).await;
-        m.execute_code(CodeCall::new("warm-up").session("s")).await.expect("first call");
+        m.execute_code(CodeCall::new("warm-up").session("s"))
+            .await
+            .expect("first call");
         let mut samples = Vec::new();
         for _ in 0..5000 {
             let t = Instant::now();
@@ -53,7 +59,9 @@ fn main() {
         for i in 0..2000 {
             let t = Instant::now();
             let id = format!("s{i}");
-            m.execute_code(CodeCall::new("x").session(id.clone())).await.expect("call");
+            m.execute_code(CodeCall::new("x").session(id.clone()))
+                .await
+                .expect("call");
             m.stop_session(&id).await.expect("stop");
             samples.push(t.elapsed());
         }
@@ -75,7 +83,9 @@ fn main() {
             tasks.push(tokio::spawn(async move {
                 let id = format!("c{i}");
                 let t = Instant::now();
-                m.execute_code(CodeCall::new("x").session(id.clone())).await.expect("call");
+                m.execute_code(CodeCall::new("x").session(id.clone()))
+                    .await
+                    .expect("call");
                 m.stop_session(&id).await.expect("stop");
                 t.elapsed()
             }));
@@ -85,7 +95,12 @@ fn main() {
             samples.push(task.await.expect("task"));
         }
         report("64 callers for 8 slots (wait), per caller", samples);
-        println!("{:<44} total={:.1} ms, most running at once={}", "", t.elapsed().as_secs_f64() * 1e3, fake.stats().max_running);
+        println!(
+            "{:<44} total={:.1} ms, most running at once={}",
+            "",
+            t.elapsed().as_secs_f64() * 1e3,
+            fake.stats().max_running
+        );
         m.shutdown().await;
     });
 }

@@ -1,0 +1,527 @@
+//! The wrapper's error: typed variants with context, a stable code, a category and recovery
+//! suggestions, as the reference implementation had.
+
+use std::fmt;
+use std::time::Duration;
+
+use msbw_backend::{BackendError, ErrorKind, SandboxId, Template};
+use msbw_config::{ConfigError, ConfigKey, SandboxFlavor};
+use msbw_manager::{ManagerError, Phase, Resource};
+
+/// The broad class of an error, for routing and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// The configuration is wrong.
+    Configuration,
+    /// A limit was reached.
+    Resource,
+    /// The backend could not be reached or refused the credentials.
+    Network,
+    /// Running code or a command failed.
+    Execution,
+    /// A session problem (unknown, mismatched).
+    Session,
+    /// The caller's input was invalid.
+    Input,
+    /// Anything else: lifecycle, internal failures.
+    System,
+}
+
+impl ErrorCategory {
+    /// The category's lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Configuration => "configuration",
+            ErrorCategory::Resource => "resource",
+            ErrorCategory::Network => "network",
+            ErrorCategory::Execution => "execution",
+            ErrorCategory::Session => "session",
+            ErrorCategory::Input => "input",
+            ErrorCategory::System => "system",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an execution failed (when the failure is an error, not a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionFailure {
+    /// The backend failed while running it.
+    Backend,
+    /// The sandbox went away and could not be replaced.
+    SandboxLost,
+}
+
+/// Everything that can go wrong in the wrapper.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WrapperError {
+    /// The configuration is invalid.
+    #[error("{source}")]
+    Configuration {
+        /// The first setting at fault, if one is.
+        key: Option<ConfigKey>,
+        /// Every problem.
+        #[source]
+        source: ConfigError,
+    },
+
+    /// A new session would exceed a limit.
+    #[error("{message}")]
+    ResourceLimit {
+        /// The resource at its limit.
+        resource: Resource,
+        /// How much is in use.
+        current_usage: u64,
+        /// The limit.
+        limit: u64,
+        /// How much the session needed.
+        requested: u64,
+        /// How long the call waited for a slot, if it waited.
+        waited: Option<Duration>,
+        /// The message.
+        message: String,
+    },
+
+    /// No session has that id.
+    #[error("no session {session_id:?}")]
+    SessionNotFound {
+        /// The id asked for.
+        session_id: String,
+    },
+
+    /// The session exists with another template or flavor.
+    #[error(
+        "session {session_id:?} is a {existing_template}/{existing_flavor} session; this call asked for {requested_template}/{requested_flavor}"
+    )]
+    SessionMismatch {
+        /// The session.
+        session_id: String,
+        /// Its template.
+        existing_template: Template,
+        /// Its flavor.
+        existing_flavor: SandboxFlavor,
+        /// The template asked for.
+        requested_template: Template,
+        /// The flavor asked for.
+        requested_flavor: SandboxFlavor,
+    },
+
+    /// The session's sandbox could not be started.
+    #[error("could not start a sandbox for session {session_id:?}: {message}")]
+    SandboxCreation {
+        /// The session.
+        session_id: String,
+        /// The sandbox, when known.
+        sandbox: Option<SandboxId>,
+        /// What went wrong.
+        message: String,
+        /// The backend's error, if it came from the backend.
+        #[source]
+        source: Option<Box<BackendError>>,
+    },
+
+    /// Running code failed (an exception or a timeout is a result, not this error).
+    #[error("running code in session {session_id:?} failed: {source}")]
+    CodeExecution {
+        /// The session.
+        session_id: String,
+        /// How it failed.
+        failure: ExecutionFailure,
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
+    /// Running a command failed (a non-zero exit or a timeout is a result, not this error).
+    #[error("running command {command:?} in session {session_id:?} failed: {source}")]
+    CommandExecution {
+        /// The session.
+        session_id: String,
+        /// The program.
+        command: String,
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
+    /// The backend could not be reached.
+    #[error("cannot reach the {backend} backend{}: {source}", server_url.as_ref().map(|u| format!(" at {u}")).unwrap_or_default())]
+    Connection {
+        /// The backend.
+        backend: String,
+        /// The server's URL (credentials redacted), for the microsandbox backend.
+        server_url: Option<String>,
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
+    /// The backend refused the credentials.
+    #[error("the {backend} backend refused the credentials: {source}")]
+    Unauthorized {
+        /// The backend.
+        backend: String,
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
+    /// The backend cannot do what was asked.
+    #[error("{source}")]
+    Unsupported {
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
+    /// An argument is invalid; nothing was done.
+    #[error("invalid {what}: {message}")]
+    InvalidInput {
+        /// Which argument.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// Called before `start`.
+    #[error("the wrapper has not been started; call start() first")]
+    NotStarted,
+
+    /// Called during or after `stop`.
+    #[error("the wrapper is shutting down and accepts no new work")]
+    ShuttingDown,
+
+    /// Something failed inside the wrapper or the backend that fits no other class.
+    #[error("{message}")]
+    Internal {
+        /// What failed.
+        message: String,
+        /// The backend's error, if any.
+        #[source]
+        source: Option<Box<BackendError>>,
+    },
+}
+
+impl WrapperError {
+    /// A stable code for programs, e.g. `RESOURCE_LIMIT_ERROR`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WrapperError::Configuration { .. } => "CONFIGURATION_ERROR",
+            WrapperError::ResourceLimit { .. } => "RESOURCE_LIMIT_ERROR",
+            WrapperError::SessionNotFound { .. } => "SESSION_NOT_FOUND_ERROR",
+            WrapperError::SessionMismatch { .. } => "SESSION_MISMATCH_ERROR",
+            WrapperError::SandboxCreation { .. } => "SANDBOX_CREATION_ERROR",
+            WrapperError::CodeExecution { .. } => "CODE_EXECUTION_ERROR",
+            WrapperError::CommandExecution { .. } => "COMMAND_EXECUTION_ERROR",
+            WrapperError::Connection { .. } => "CONNECTION_ERROR",
+            WrapperError::Unauthorized { .. } => "AUTHENTICATION_ERROR",
+            WrapperError::Unsupported { .. } => "UNSUPPORTED_ERROR",
+            WrapperError::InvalidInput { .. } => "INVALID_INPUT_ERROR",
+            WrapperError::NotStarted => "WRAPPER_NOT_STARTED_ERROR",
+            WrapperError::ShuttingDown => "WRAPPER_SHUTTING_DOWN_ERROR",
+            WrapperError::Internal { .. } => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The error's category.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            WrapperError::Configuration { .. } | WrapperError::Unsupported { .. } => ErrorCategory::Configuration,
+            WrapperError::ResourceLimit { .. } => ErrorCategory::Resource,
+            WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => ErrorCategory::Session,
+            WrapperError::SandboxCreation { .. }
+            | WrapperError::CodeExecution { .. }
+            | WrapperError::CommandExecution { .. } => ErrorCategory::Execution,
+            WrapperError::Connection { .. } | WrapperError::Unauthorized { .. } => ErrorCategory::Network,
+            WrapperError::InvalidInput { .. } => ErrorCategory::Input,
+            WrapperError::NotStarted | WrapperError::ShuttingDown | WrapperError::Internal { .. } => {
+                ErrorCategory::System
+            }
+        }
+    }
+
+    /// What a person could do about it.
+    pub fn suggestions(&self) -> Vec<String> {
+        let s = |items: &[&str]| items.iter().map(|i| (*i).to_owned()).collect();
+        match self {
+            WrapperError::Configuration { .. } => s(&[
+                "Fix the settings named in the message",
+                "Run `msbw config check` to see every problem at once",
+            ]),
+            WrapperError::ResourceLimit {
+                resource: Resource::Sessions,
+                ..
+            } => s(&[
+                "Increase MSB_MAX_SESSIONS",
+                "Reuse an existing session (pass its session id) or stop idle ones with stop_session",
+                "Decrease MSB_SESSION_TIMEOUT for faster turnover, or set MSB_LIMIT_POLICY=wait or evict",
+            ]),
+            WrapperError::ResourceLimit {
+                resource: Resource::MemoryMb,
+                ..
+            } => s(&[
+                "Increase MSB_MAX_TOTAL_MEMORY_MB",
+                "Use a smaller flavor",
+                "Stop idle sessions, or set MSB_LIMIT_POLICY=wait or evict",
+            ]),
+            WrapperError::SessionNotFound { .. } => s(&[
+                "List the live sessions with get_sessions",
+                "Omit the session id to start a new session",
+            ]),
+            WrapperError::SessionMismatch { .. } => s(&[
+                "Use the session's own template and flavor",
+                "Use another session id for a different template or flavor",
+            ]),
+            WrapperError::SandboxCreation { .. } => s(&[
+                "Check that the backend is healthy (`msbw doctor`)",
+                "Increase MSB_SANDBOX_START_TIMEOUT if starts are slow",
+                "Check the backend's log for the reason",
+            ]),
+            WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } => s(&[
+                "Retry the call; the session's sandbox is replaced if it was lost",
+                "Check the backend's health with `msbw doctor`",
+            ]),
+            WrapperError::Connection { .. } => s(&[
+                "Verify MSB_SERVER_URL",
+                "Check that the microsandbox server is running: curl -s $MSB_SERVER_URL/api/v1/health",
+                "Set MSB_BACKEND=local to run sandboxes without a server",
+            ]),
+            WrapperError::Unauthorized { .. } => s(&[
+                "Check MSB_API_KEY (keys start with msb_)",
+                "Mint a new key with `msb server keygen`",
+                "Check the key's namespace matches MSB_NAMESPACE",
+            ]),
+            WrapperError::Unsupported { .. } => s(&["Use a backend that supports it (see `msbw doctor`)"]),
+            WrapperError::InvalidInput { .. } => s(&["Correct the argument named in the message"]),
+            WrapperError::NotStarted => s(&["Call start() first, or use the scoped form that starts and stops"]),
+            WrapperError::ShuttingDown => s(&["Create a new wrapper"]),
+            WrapperError::Internal { .. } => {
+                s(&["Retry; if it persists, report it with the log at MSB_LOG_LEVEL=DEBUG"])
+            }
+        }
+    }
+
+    /// Context fields, as `(name, value)` pairs (never secrets).
+    pub fn context(&self) -> Vec<(&'static str, String)> {
+        let mut c = Vec::new();
+        match self {
+            WrapperError::Configuration { key, source } => {
+                if let Some(key) = key {
+                    c.push(("key", key.var_name().to_owned()));
+                }
+                if let Some(p) = source.problems().first() {
+                    c.push(("value", p.value.clone()));
+                }
+            }
+            WrapperError::ResourceLimit {
+                resource,
+                current_usage,
+                limit,
+                requested,
+                ..
+            } => {
+                c.push(("resource_type", resource.to_string()));
+                c.push(("current_usage", current_usage.to_string()));
+                c.push(("limit", limit.to_string()));
+                c.push(("requested", requested.to_string()));
+            }
+            WrapperError::SessionNotFound { session_id } | WrapperError::SessionMismatch { session_id, .. } => {
+                c.push(("session_id", session_id.clone()));
+            }
+            WrapperError::SandboxCreation {
+                session_id, sandbox, ..
+            } => {
+                c.push(("session_id", session_id.clone()));
+                if let Some(s) = sandbox {
+                    c.push(("sandbox", s.to_string()));
+                }
+            }
+            WrapperError::CodeExecution { session_id, .. } => c.push(("session_id", session_id.clone())),
+            WrapperError::CommandExecution {
+                session_id, command, ..
+            } => {
+                c.push(("session_id", session_id.clone()));
+                c.push(("command", command.clone()));
+            }
+            WrapperError::Connection {
+                backend, server_url, ..
+            } => {
+                c.push(("backend", backend.clone()));
+                if let Some(url) = server_url {
+                    c.push(("server_url", url.clone()));
+                }
+            }
+            WrapperError::Unauthorized { backend, .. } => c.push(("backend", backend.clone())),
+            WrapperError::InvalidInput { what, .. } => c.push(("argument", what.clone())),
+            _ => {}
+        }
+        c
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WrapperError::ResourceLimit { .. } | WrapperError::Connection { .. } => true,
+            WrapperError::SandboxCreation { source, .. } => source.as_ref().is_some_and(|s| s.is_retryable()),
+            WrapperError::CodeExecution { source, .. } | WrapperError::CommandExecution { source, .. } => {
+                source.is_retryable()
+            }
+            _ => false,
+        }
+    }
+
+    /// Converts a manager error; `command` names the command when the call ran one.
+    pub(crate) fn from_manager(e: ManagerError, command: Option<&str>, server_url: Option<&str>) -> Self {
+        match e {
+            ManagerError::Config(source) => WrapperError::Configuration {
+                key: source.problems().first().map(|p| p.key),
+                source,
+            },
+            ManagerError::NotStarted => WrapperError::NotStarted,
+            ManagerError::ShuttingDown => WrapperError::ShuttingDown,
+            ManagerError::InvalidInput { what, message } => WrapperError::InvalidInput {
+                what: what.to_owned(),
+                message,
+            },
+            ManagerError::ResourceLimit {
+                resource,
+                usage,
+                limit,
+                requested,
+                waited,
+            } => {
+                let message = ManagerError::ResourceLimit {
+                    resource,
+                    usage,
+                    limit,
+                    requested,
+                    waited,
+                }
+                .to_string();
+                WrapperError::ResourceLimit {
+                    resource,
+                    current_usage: usage,
+                    limit,
+                    requested,
+                    waited,
+                    message,
+                }
+            }
+            ManagerError::SessionMismatch {
+                session_id,
+                existing_template,
+                existing_flavor,
+                requested_template,
+                requested_flavor,
+            } => WrapperError::SessionMismatch {
+                session_id,
+                existing_template,
+                existing_flavor,
+                requested_template,
+                requested_flavor,
+            },
+            ManagerError::SessionNotFound { session_id } => WrapperError::SessionNotFound { session_id },
+            ManagerError::StartTimeout {
+                session_id,
+                sandbox,
+                timeout,
+            } => WrapperError::SandboxCreation {
+                message: format!(
+                    "starting sandbox {sandbox} timed out after {:.1} s",
+                    timeout.as_secs_f64()
+                ),
+                session_id,
+                sandbox: Some(sandbox),
+                source: None,
+            },
+            ManagerError::Backend {
+                phase,
+                session_id,
+                source,
+            } => Self::from_backend(*source, phase, session_id, command, server_url),
+            ManagerError::Internal(message) => WrapperError::Internal { message, source: None },
+            other => WrapperError::Internal {
+                message: other.to_string(),
+                source: None,
+            },
+        }
+    }
+
+    fn from_backend(
+        source: BackendError,
+        phase: Phase,
+        session_id: String,
+        command: Option<&str>,
+        server_url: Option<&str>,
+    ) -> Self {
+        let backend = source.backend().unwrap_or("sandbox").to_owned();
+        match source.kind() {
+            ErrorKind::Connect => WrapperError::Connection {
+                backend,
+                server_url: server_url.map(msbw_config::redact_url),
+                source: Box::new(source),
+            },
+            ErrorKind::Unauthorized => WrapperError::Unauthorized {
+                backend,
+                source: Box::new(source),
+            },
+            ErrorKind::Unsupported => WrapperError::Unsupported {
+                source: Box::new(source),
+            },
+            ErrorKind::InvalidInput => WrapperError::InvalidInput {
+                what: "request".into(),
+                message: source.message().to_owned(),
+            },
+            _ => match phase {
+                Phase::Starting => WrapperError::SandboxCreation {
+                    session_id,
+                    sandbox: source.sandbox().cloned(),
+                    message: source.to_string(),
+                    source: Some(Box::new(source)),
+                },
+                Phase::Executing => match command {
+                    Some(command) => WrapperError::CommandExecution {
+                        session_id,
+                        command: command.to_owned(),
+                        source: Box::new(source),
+                    },
+                    None => WrapperError::CodeExecution {
+                        session_id,
+                        failure: if source.kind() == ErrorKind::NotFound {
+                            ExecutionFailure::SandboxLost
+                        } else {
+                            ExecutionFailure::Backend
+                        },
+                        source: Box::new(source),
+                    },
+                },
+                _ => WrapperError::Internal {
+                    message: format!("{phase} failed: {source}"),
+                    source: Some(Box::new(source)),
+                },
+            },
+        }
+    }
+}
+
+impl From<ManagerError> for WrapperError {
+    /// Classifies a manager error (without the server URL or command context the wrapper adds).
+    fn from(e: ManagerError) -> Self {
+        WrapperError::from_manager(e, None, None)
+    }
+}
+
+impl From<ConfigError> for WrapperError {
+    fn from(source: ConfigError) -> Self {
+        WrapperError::Configuration {
+            key: source.problems().first().map(|p| p.key),
+            source,
+        }
+    }
+}

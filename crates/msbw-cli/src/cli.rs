@@ -1,0 +1,180 @@
+//! The command line: `msbw exec`, `msbw run`, `msbw config check`, `msbw doctor`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run untrusted code in sandbox sessions.
+///
+/// Settings come from MSB_* environment variables (see docs/configuration.md), from a .env file
+/// in the current directory (or --env-file), and from the options below, which win. Without a
+/// microsandbox server, sandboxes run on the local backend (isolated processes).
+#[derive(Debug, Parser)]
+#[command(name = "msbw", version, after_help = crate::exit::TABLE)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Load settings from this .env file (default: ./.env when it exists).
+    #[arg(long, global = true, env = "MSB_ENV_FILE", value_name = "PATH")]
+    pub(crate) env_file: Option<PathBuf>,
+
+    /// Do not load ./.env.
+    #[arg(long, global = true, conflicts_with = "env_file")]
+    pub(crate) no_env_file: bool,
+
+    /// The backend: auto, microsandbox or local.
+    #[arg(long, global = true, env = "MSB_BACKEND", value_name = "BACKEND")]
+    pub(crate) backend: Option<String>,
+
+    /// The microsandbox server's URL.
+    #[arg(long, global = true, env = "MSB_SERVER_URL", value_name = "URL")]
+    pub(crate) server_url: Option<String>,
+
+    /// More logs on stderr (-v debug, -vv trace); the default level is MSB_LOG_LEVEL.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Only errors on stderr, no progress indicator.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+
+    /// Print results as JSON on stdout (for scripts).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run code in a sandbox and print its stdout and stderr.
+    ///
+    /// The code comes from the argument, from a file (-f FILE), or from stdin (-). Exit status:
+    /// 0 success, 1 the code raised, 124 it timed out, others as listed in `msbw --help`.
+    Exec(ExecArgs),
+
+    /// Run a command in a sandbox; exit with the command's exit code.
+    ///
+    /// The command is executed directly, not by a shell: use `msbw run -- sh -c '...'` for
+    /// shell syntax.
+    Run(RunArgs),
+
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Say which backend would be used and why, whether it answers, and what the local
+    /// backend's isolation needs and whether this host has it.
+    Doctor,
+
+    /// Serve the microsandbox server protocol (JSON-RPC over HTTP) over this machine's backend
+    /// (the local one unless MSB_BACKEND=microsandbox), so existing microsandbox clients work
+    /// where no microVM can run. Every sandbox is a session under the MSB_* limits.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ServeArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<ServeCommand>,
+
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: String,
+
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 5555)]
+    pub(crate) port: u16,
+
+    /// No authentication (for local development only).
+    #[arg(long, conflicts_with = "key")]
+    pub(crate) dev: bool,
+
+    /// The server key: clients send keys minted with `msbw serve keygen` from it.
+    #[arg(long, env = "MSBW_SERVE_KEY", hide_env_values = true, value_name = "KEY")]
+    pub(crate) key: Option<String>,
+
+    /// A host folder under which clients may map volumes (repeatable; none: no client volumes).
+    #[arg(long = "volume-root", value_name = "DIR")]
+    pub(crate) volume_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServeCommand {
+    /// Mint an API key (`msb_` + an HS256 JWT) for clients of `msbw serve --key KEY`.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// The server key the API key is signed with.
+    #[arg(long, env = "MSBW_SERVE_KEY", hide_env_values = true, value_name = "KEY")]
+    pub(crate) key: String,
+
+    /// How long the key is valid: 30s, 15m, 1h, 7d.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub(crate) expire: String,
+
+    /// The namespace the key may use (`*` for all).
+    #[arg(short = 'n', long, default_value = "*")]
+    pub(crate) namespace: String,
+}
+
+/// Where and how a call runs.
+#[derive(Debug, Args)]
+pub(crate) struct SessionArgs {
+    /// The template: python or node.
+    #[arg(long, short = 't', default_value = "python")]
+    pub(crate) template: String,
+
+    /// The session id (one invocation's sandbox is named after it; sessions end when msbw exits).
+    #[arg(long, short = 's', value_name = "ID")]
+    pub(crate) session: Option<String>,
+
+    /// The flavor: small, medium or large (default: MSB_DEFAULT_FLAVOR).
+    #[arg(long)]
+    pub(crate) flavor: Option<String>,
+
+    /// The time limit in seconds (default: MSB_EXECUTION_TIMEOUT).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
+
+    /// Read the code from this file.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "code")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// The code, or - to read it from stdin.
+    #[arg(value_name = "CODE")]
+    pub(crate) code: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
+
+    /// The command and its arguments (after --).
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate the configuration: each finding as a line (ok, warning, error), then a summary.
+    /// With --json, the resolved configuration with `errors` and `warnings`. Exit status 2 when
+    /// there are errors.
+    Check,
+}

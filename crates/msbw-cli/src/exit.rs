@@ -1,0 +1,62 @@
+//! Exit statuses: one per outcome, stable, documented in `msbw --help` and docs/cli.md.
+
+use microsandbox_wrapper::WrapperError;
+
+/// Success.
+pub(crate) const OK: u8 = 0;
+/// The code raised an exception (or, for `doctor`, the backend is not healthy).
+pub(crate) const FAILED: u8 = 1;
+/// Bad usage or an invalid configuration.
+pub(crate) const USAGE: u8 = 2;
+/// A session does not match (another template or flavor) or does not exist.
+pub(crate) const SESSION: u8 = 65;
+/// The backend is unreachable.
+pub(crate) const UNAVAILABLE: u8 = 69;
+/// An internal error.
+pub(crate) const INTERNAL: u8 = 70;
+/// The sandbox could not be started.
+pub(crate) const SANDBOX: u8 = 71;
+/// The backend failed while running the code or command.
+pub(crate) const EXECUTION: u8 = 74;
+/// A limit (sessions, memory) was reached: try again later.
+pub(crate) const LIMIT: u8 = 75;
+/// The backend refused the credentials.
+pub(crate) const UNAUTHORIZED: u8 = 77;
+/// The backend cannot do what was asked.
+pub(crate) const UNSUPPORTED: u8 = 78;
+/// The execution timed out (as `timeout(1)` reports it).
+pub(crate) const TIMED_OUT: u8 = 124;
+/// A command was killed without an exit code (other than by the timeout).
+pub(crate) const KILLED: u8 = 137;
+
+/// The table printed by `msbw --help`.
+pub(crate) const TABLE: &str = "\
+Exit status:
+  0    success (for `run`: the command's own exit code is passed through)
+  1    the code raised an exception; `doctor`: the backend is not healthy
+  2    bad usage or invalid configuration
+  65   session mismatch (another template or flavor) or unknown session
+  69   the backend is unreachable
+  70   internal error
+  71   the sandbox could not be started
+  74   the backend failed while running the code or command
+  75   a limit was reached (sessions, memory); try again later
+  77   the backend refused the credentials (MSB_API_KEY)
+  78   the backend cannot do what was asked (e.g. read-only volumes)
+  124  the execution timed out
+  137  the command was killed";
+
+/// The exit status for a wrapper error.
+pub(crate) fn for_error(e: &WrapperError) -> u8 {
+    match e {
+        WrapperError::Configuration { .. } | WrapperError::InvalidInput { .. } => USAGE,
+        WrapperError::ResourceLimit { .. } => LIMIT,
+        WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => SESSION,
+        WrapperError::SandboxCreation { .. } => SANDBOX,
+        WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } => EXECUTION,
+        WrapperError::Connection { .. } => UNAVAILABLE,
+        WrapperError::Unauthorized { .. } => UNAUTHORIZED,
+        WrapperError::Unsupported { .. } => UNSUPPORTED,
+        _ => INTERNAL,
+    }
+}

@@ -1,0 +1,296 @@
+//! The real `msbw` binary, through every subcommand, on the local backend: good input and bad.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// `msbw` with a clean environment (no MSB_* from the caller), the local backend, and a private
+/// working directory (so no stray .env is read).
+fn msbw(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msbw"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MSB_") || k.starts_with("MSBW_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("MSB_BACKEND", "local").current_dir(dir);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out: Output = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_every_subcommand_and_the_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path()).arg("--help"));
+    assert_eq!(code, 0);
+    for word in ["exec", "run", "config", "doctor", "serve", "Exit status:", "124"] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+    for sub in [
+        &["exec", "--help"][..],
+        &["run", "--help"],
+        &["config", "check", "--help"],
+        &["serve", "keygen", "--help"],
+    ] {
+        let (code, out, _) = run(msbw(dir.path()).args(sub));
+        assert_eq!(code, 0, "{sub:?}");
+        assert!(out.contains("Usage:"), "{out}");
+    }
+}
+
+#[test]
+fn config_check_reports_ok_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path()).args(["config", "check"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok       configuration is valid"), "{out}");
+    assert!(
+        out.contains("Configuration summary:") && out.contains("Max sessions:      10"),
+        "{out}"
+    );
+}
+
+#[test]
+fn config_check_json_prints_every_field_and_every_problem_even_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path())
+        .args(["config", "check", "--json"])
+        .env("MSB_SESSION_TIMEOUT", "5")
+        .env("MSB_API_KEY", "msb_very-secret")
+        .env("MSB_MAX_SESION", "3")
+        .env("MSB_SHARED_VOLUME_PATH", r#"["/data/in:/sandbox/in:ro"]"#));
+    assert_eq!(code, 2, "errors give a non-zero status");
+    assert!(!out.contains("very-secret"), "the key leaked: {out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "server_url",
+        "api_key",
+        "session_timeout",
+        "max_concurrent_sessions",
+        "cleanup_interval",
+        "default_flavor",
+        "sandbox_start_timeout",
+        "default_execution_timeout",
+        "max_total_memory_mb",
+        "shared_volume_mappings",
+        "orphan_cleanup_interval",
+        "log_level",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing: {json}");
+    }
+    assert_eq!(json["api_key"], "***");
+    assert_eq!(json["session_timeout"], 5);
+    assert_eq!(json["sandbox_start_timeout"], 180.0);
+    assert_eq!(json["default_flavor"], "small");
+    assert_eq!(json["log_level"], "info");
+    assert_eq!(json["max_total_memory_mb"], Value::Null);
+    assert_eq!(json["shared_volume_mappings"][0]["read_only"], true);
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].as_str().unwrap().starts_with("MSB_SESSION_TIMEOUT"),
+        "{errors:?}"
+    );
+    let warnings: Vec<&str> = json["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("MSB_MAX_SESION") && w.contains("MSB_MAX_SESSIONS")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_bad_variable_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(msbw(dir.path())
+        .args(["exec", "print(1)"])
+        .env("MSB_MAX_SESSIONS", "1000"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("MSB_MAX_SESSIONS") && err.contains("1000") && err.contains("1 to 100"),
+        "{err}"
+    );
+    assert!(err.contains("CONFIGURATION_ERROR"), "{err}");
+}
+
+#[test]
+fn env_files_are_read_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "MSB_MAX_SESSIONS=7\nMSB_DEFAULT_FLAVOR=medium\n",
+    )
+    .unwrap();
+    let (_, out, _) = run(msbw(dir.path())
+        .args(["config", "check", "--json"])
+        .env("MSB_DEFAULT_FLAVOR", "large"));
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["max_concurrent_sessions"], 7);
+    assert_eq!(json["default_flavor"], "large");
+    let (_, out, _) = run(msbw(dir.path()).args(["--no-env-file", "config", "check", "--json"]));
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["max_concurrent_sessions"], 10);
+    let (code, _, err) = run(msbw(dir.path()).args(["--env-file", "missing.env", "config", "check"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot load env file missing.env"), "{err}");
+}
+
+#[test]
+fn bad_input_is_refused_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["exec", "--template", "ruby", "1"], "unknown template \"ruby\""),
+        (&["exec", "-f", "nope.py"], "cannot read nope.py"),
+        (&["exec"], "no code given"),
+        (&["exec", "--flavor", "huge", "1"], "not a valid flavor"),
+        (&["exec", "--timeout", "0", "1"], "--timeout 0"),
+    ];
+    for (args, message) in cases {
+        let (code, _, err) = run(msbw(dir.path()).args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    let (code, _, _) = run(msbw(dir.path()).args(["frobnicate"]));
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn exec_runs_code_and_prints_its_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        run(msbw(dir.path()).args(["exec", "import sys\nprint(6 * 7)\nprint('warn', file=sys.stderr)"]));
+    assert_eq!(code, 0, "stdout {out:?} stderr {err:?}");
+    assert_eq!(out, "42\n");
+    assert!(err.contains("warn"), "{err}");
+    assert!(!out.contains("warn"));
+}
+
+#[test]
+fn exec_reads_files_and_stdin_and_runs_node() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.py"), "total = sum(range(10))\nprint(total)\n").unwrap();
+    let (code, out, err) = run(msbw(dir.path()).args(["exec", "-f", "job.py"]));
+    assert_eq!((code, out.as_str()), (0, "45\n"), "{err}");
+
+    let mut child = msbw(dir.path())
+        .args(["exec", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"print('from stdin')").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from stdin\n");
+
+    let (code, out, err) = run(msbw(dir.path()).args([
+        "exec",
+        "--template",
+        "node",
+        "console.log([1,2,3].map(x => x * 2).join(','))",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "2,4,6\n"), "{err}");
+}
+
+#[test]
+fn code_that_raises_exits_1_with_the_traceback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(msbw(dir.path()).args(["exec", "print('before')\n1 / 0"]));
+    assert_eq!(code, 1);
+    assert_eq!(out, "before\n");
+    assert!(err.contains("ZeroDivisionError"), "{err}");
+}
+
+#[test]
+fn a_timeout_exits_124() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(msbw(dir.path()).args(["exec", "--timeout", "1", "import time\ntime.sleep(60)"]));
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timed out after 1.0 s"), "{err}");
+    let (code, _, _) = run(msbw(dir.path()).args(["run", "--timeout", "1", "--", "sleep", "60"]));
+    assert_eq!(code, 124);
+}
+
+#[test]
+fn run_passes_the_commands_exit_code_and_streams_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(msbw(dir.path()).args(["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]));
+    assert_eq!(code, 3);
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+    let (code, out, _) = run(msbw(dir.path()).args(["run", "--", "echo", "hello", "world"]));
+    assert_eq!((code, out.as_str()), (0, "hello world\n"));
+}
+
+#[test]
+fn json_output_is_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path()).args(["--json", "exec", "--session", "job-1", "print('hi')"]));
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["stdout"], "hi");
+    assert_eq!(json["session_id"], "job-1");
+    assert_eq!(json["success"], true);
+    assert_eq!(json["status"], "completed");
+    assert_eq!(json["session_created"], true);
+    let (code, out, _) = run(msbw(dir.path()).args(["--json", "exec", "--timeout", "1", "while True: pass"]));
+    assert_eq!(code, 124);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["status"], "timed_out");
+}
+
+#[test]
+fn doctor_names_the_backend_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(msbw(dir.path()).arg("doctor"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("selected:  local (MSB_BACKEND=local)"), "{out}");
+    assert!(out.contains("health:    ok"), "{out}");
+    assert!(out.contains("Local backend on this host"), "{out}");
+    let (code, out, _) = run(msbw(dir.path()).args(["--json", "doctor"]));
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["backend"]["backend"], "local");
+    assert_eq!(json["healthy"], true);
+}
+
+#[test]
+fn an_unreachable_server_is_status_69_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(msbw(dir.path())
+        .args(["exec", "print(1)"])
+        .env("MSB_BACKEND", "microsandbox")
+        .env("MSB_SERVER_URL", "http://127.0.0.1:9"));
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("CONNECTION_ERROR") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn serve_keygen_mints_keys_and_serve_needs_a_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path()).args(["serve", "keygen", "--key", "k", "--expire", "1h", "-n", "team"]));
+    assert_eq!(code, 0);
+    let key = out.trim();
+    assert!(key.starts_with("msb_"), "{key}");
+    let claims = msbw_cli::serve::auth::verify("k", Some(key)).unwrap();
+    assert_eq!(claims.namespace, "team");
+    let (code, _, err) = run(msbw(dir.path()).args(["serve", "--port", "0"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--dev") && err.contains("--key"), "{err}");
+}

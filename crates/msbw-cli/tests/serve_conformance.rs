@@ -1,0 +1,73 @@
+//! The backend conformance suite through `HttpBackend`, over real HTTP, against `msbw serve` over
+//! the local backend: in dev mode and with a key.
+
+#![allow(clippy::unwrap_used)] // test helpers may unwrap
+
+use microsandbox_wrapper::backend::conformance::{ConformanceOptions, run_all};
+use microsandbox_wrapper::{
+    BackendKind, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, SandboxBackend, WrapperConfig,
+};
+use msbw_cli::serve::{ServeOptions, Server, auth};
+use tokio::sync::oneshot;
+
+async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let config = WrapperConfig {
+        backend: BackendKind::Local,
+        ..WrapperConfig::default()
+    };
+    let wrapper = MicrosandboxWrapper::new(config).await.unwrap();
+    let options = ServeOptions {
+        key: key.map(str::to_owned),
+        ..Default::default()
+    };
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, options)
+        .await
+        .unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let report = server
+            .run(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+    });
+    (url, tx, task)
+}
+
+async fn conformance(key: Option<&str>) {
+    let (url, stop, task) = serve_local(key).await;
+    let mut config = HttpBackendConfig::new(url);
+    if let Some(k) = key {
+        config = config.with_api_key(auth::mint(k, "*", std::time::Duration::from_secs(3600)));
+    }
+    let backend = HttpBackend::new(config).unwrap();
+    assert!(
+        backend.capabilities().await.read_only_volumes,
+        "msbw serve announces read-only volumes"
+    );
+    let report = run_all(
+        &backend,
+        &ConformanceOptions {
+            name_prefix: "serve".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    println!("{report}");
+    let _ = stop.send(());
+    task.await.unwrap();
+    report.assert_all_passed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_conforms_against_msbw_serve_in_dev_mode() {
+    conformance(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_backend_conforms_against_msbw_serve_with_a_key() {
+    conformance(Some("conformance-server-key")).await;
+}

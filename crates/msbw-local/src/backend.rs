@@ -1,0 +1,311 @@
+//! [`LocalBackend`]: the [`SandboxBackend`] of isolated local process trees.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use msbw_backend::{
+    BackendError, Capabilities, CodeRequest, CommandRequest, ExecOutput, Health, ListFilter, Operation, SandboxBackend,
+    SandboxId, SandboxInfo, SandboxSpec, Template,
+};
+use msbw_config::WrapperConfig;
+
+use crate::config::LocalConfig;
+use crate::error::{BACKEND, LocalError};
+use crate::metrics::ProcTable;
+use crate::probe::{Host, HostSupport};
+use crate::sandbox::{Sandbox, StartContext};
+use crate::spawner::Spawner;
+
+/// The local backend: each sandbox is a tree of processes on this machine, isolated with Linux
+/// namespaces (user, mount, pid, ipc, uts, network), a read-only view of the host's system
+/// directories, rlimits, cgroups and Landlock where available. It needs no server and no KVM,
+/// but it shares the host's kernel: it is not a virtual machine (see `docs/backends.md`).
+///
+/// Dropping the backend kills every sandbox it started; so does the death of this process.
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+enum Slot {
+    /// Being started (by the start call with this generation).
+    Starting(u64),
+    /// Running.
+    Running(Arc<Sandbox>),
+}
+
+struct Inner {
+    config: LocalConfig,
+    host: OnceLock<Host>,
+    spawner: Spawner,
+    sandboxes: Mutex<HashMap<SandboxId, Slot>>,
+    generation: AtomicU64,
+}
+
+impl Inner {
+    fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Slot>> {
+        self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn host(&self) -> &Host {
+        self.host.get_or_init(|| {
+            let base = self.config.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+            crate::sandbox::remove_stale_dirs(&base);
+            crate::probe::probe(&self.config)
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let slots: Vec<Slot> = self.sandboxes().drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Slot::Running(sandbox) = slot {
+                sandbox.kill_now();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalBackend")
+            .field("config", &self.inner.config)
+            .field("sandboxes", &self.inner.sandboxes().len())
+            .finish()
+    }
+}
+
+/// Removes a `Starting` slot if the start fails or its future is dropped.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    id: SandboxId,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut map = self.inner.sandboxes();
+            if matches!(map.get(&self.id), Some(Slot::Starting(g)) if *g == self.generation) {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl LocalBackend {
+    /// A backend with these settings. Nothing is started until the first sandbox.
+    pub fn new(config: LocalConfig) -> Self {
+        LocalBackend {
+            inner: Arc::new(Inner {
+                config,
+                host: OnceLock::new(),
+                spawner: Spawner::default(),
+                sandboxes: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A backend configured from the wrapper's configuration (`MSB_LOCAL_NETWORK`).
+    pub fn from_config(config: &WrapperConfig) -> Self {
+        LocalBackend::new(LocalConfig::from_config(config))
+    }
+
+    /// The backend's settings.
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.config
+    }
+
+    /// Finds out, by trying, what isolation this host offers with `config`: namespaces,
+    /// Landlock, cgroups, the process limit, the interpreters (for `msbw doctor`).
+    pub fn probe(config: &LocalConfig) -> HostSupport {
+        crate::probe::probe(config).support
+    }
+
+    /// What this backend found when it first needed to know (see [`LocalBackend::probe`]).
+    pub fn host_support(&self) -> &HostSupport {
+        &self.inner.host().support
+    }
+
+    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>, LocalError> {
+        match self.inner.sandboxes().get(id) {
+            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
+            Some(Slot::Starting(_)) => Err(LocalError::NotFound(format!("sandbox {id} is still starting"))),
+            None => Err(LocalError::NotFound(format!("no sandbox {id} is running"))),
+        }
+    }
+
+    fn templates(&self) -> Vec<Template> {
+        let support = self.host_support();
+        let mut templates = Vec::new();
+        if support.python.is_some() {
+            templates.push(Template::Python);
+        }
+        if support.node.is_some() {
+            templates.push(Template::Node);
+        }
+        templates
+    }
+
+    async fn start_sandbox(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
+        if let Some(problem) = self.inner.config.problems() {
+            return Err(LocalError::Unsupported(format!(
+                "invalid local backend settings: {problem}"
+            )));
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut map = self.inner.sandboxes();
+            if map.contains_key(&spec.id) {
+                return Err(LocalError::AlreadyExists);
+            }
+            map.insert(spec.id.clone(), Slot::Starting(generation));
+        }
+        let mut reservation = Reservation {
+            inner: &self.inner,
+            id: spec.id.clone(),
+            generation,
+            armed: true,
+        };
+        let ctx = StartContext {
+            config: &self.inner.config,
+            host: self.inner.host(),
+            spawner: &self.inner.spawner,
+        };
+        let sandbox = Arc::new(Sandbox::start(ctx, spec).await?);
+        let replaced = {
+            let mut map = self.inner.sandboxes();
+            match map.get(&spec.id) {
+                Some(Slot::Starting(g)) if *g == generation => {
+                    map.insert(spec.id.clone(), Slot::Running(Arc::clone(&sandbox)));
+                    true
+                }
+                _ => false,
+            }
+        };
+        reservation.armed = false;
+        if replaced {
+            Ok(())
+        } else {
+            sandbox.stop().await;
+            Err(LocalError::NotFound(format!(
+                "sandbox {} was stopped while it was starting",
+                spec.id
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl SandboxBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn capabilities(&self) -> Capabilities {
+        Capabilities::basic()
+            .with_templates(self.templates())
+            .with_read_only_volumes(true)
+            .with_streaming(false)
+            .with_concurrent_commands(true)
+            .with_metrics(true)
+            .with_network_isolated(!self.inner.config.network)
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        let support = self.host_support();
+        match &support.namespaces {
+            Ok(()) => Ok(Health {
+                message: format!(
+                    "local backend: {} sandbox(es) running; landlock {}, cgroups {}",
+                    self.inner.sandboxes().len(),
+                    support
+                        .landlock_abi
+                        .map_or("unavailable".to_owned(), |abi| format!("ABI {abi}")),
+                    support.cgroup_version.map_or("unavailable".to_owned(), |v| format!(
+                        "v{v} ({})",
+                        support.cgroup_controllers.join(", ")
+                    )),
+                ),
+            }),
+            Err(why) => Err(
+                LocalError::Unsupported(format!("this host cannot isolate sandboxes: {why}"))
+                    .into_backend(Operation::Health, None),
+            ),
+        }
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
+        spec.validate().map_err(|e| e.with_backend(BACKEND))?;
+        self.start_sandbox(spec)
+            .await
+            .map_err(|e| e.into_backend(Operation::Start, Some(&spec.id)))
+    }
+
+    async fn stop(&self, id: &SandboxId) -> Result<(), BackendError> {
+        let slot = self.inner.sandboxes().remove(id);
+        if let Some(Slot::Running(sandbox)) = slot {
+            sandbox.stop().await;
+        }
+        Ok(())
+    }
+
+    async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
+        let result = match self.get(id) {
+            Ok(sandbox) => sandbox.run_code(request).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
+    }
+
+    async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
+        let result = match self.get(id) {
+            Ok(sandbox) => sandbox.run_command(request).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {
+        let running: Vec<Arc<Sandbox>> = self
+            .inner
+            .sandboxes()
+            .iter()
+            .filter(|(id, _)| filter.matches(id))
+            .filter_map(|(_, slot)| match slot {
+                Slot::Running(s) => Some(Arc::clone(s)),
+                Slot::Starting(_) => None,
+            })
+            .collect();
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        tokio::task::spawn_blocking(move || {
+            let table = ProcTable::read();
+            let mut infos: Vec<SandboxInfo> = running
+                .iter()
+                .map(|sandbox| {
+                    let (cpu, memory, disk) = sandbox.usage(&table);
+                    SandboxInfo {
+                        id: sandbox.id().clone(),
+                        cpu_percent: Some(cpu),
+                        memory_mb: Some(memory),
+                        disk_bytes: disk,
+                    }
+                })
+                .collect();
+            infos.sort_by(|a, b| a.id.cmp(&b.id));
+            infos
+        })
+        .await
+        .map_err(|e| {
+            LocalError::io("listing sandboxes", std::io::Error::other(e.to_string()))
+                .into_backend(Operation::List, None)
+        })
+    }
+}

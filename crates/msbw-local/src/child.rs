@@ -1,0 +1,1302 @@
+//! Code that runs in forked children: the sandbox holder and the chain of processes that starts
+//! a program inside a sandbox.
+//!
+//! The host process is multi-threaded, so between `fork`/`clone` and `execve` a child may only
+//! make async-signal-safe calls: no allocation, no locks, no `std` I/O. Everything the children
+//! need (paths, argv, envp, descriptor numbers) is prepared by the parent in [`HolderPlan`] and
+//! [`ExecPlan`]; the functions here only issue system calls. Credentials are changed with raw
+//! system calls, because glibc's `setresuid` would try to synchronise threads that do not exist
+//! in the child. Failures are reported to the parent as fixed-size [`Record`]s on a pipe.
+//!
+//! Process layout (see the local backend in `docs/backends.md`):
+//!
+//! ```text
+//! host                              sandbox pid ns                 per-execution pid ns
+//! backend ─clone(NEWUSER|NEWNS|…)─▶ H  holder, pid 1 (mounts, /proc, then waits)
+//! backend ─fork─▶ C1 ─setns(all)─fork─▶ C2 ─unshare(NEWPID)─fork─▶ C3 init, pid 1 (reaps)
+//!                                                                   └─fork─▶ C4 program
+//! ```
+
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+
+use libc::{c_char, c_int, c_ulong};
+
+use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, Pid};
+
+/// Length of one [`Record`] on the report pipe.
+pub(crate) const RECORD_LEN: usize = 16;
+
+/// What a child tells the parent on the report pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// The holder finished setting up the sandbox.
+    Ready,
+    /// A step failed with an `errno`.
+    Failed {
+        /// Which step ([`stage`] constants, or [`stage::STEP_BASE`] + index of a mount step).
+        stage: u32,
+        /// The `errno` it failed with.
+        errno: i32,
+    },
+    /// The program exited; the raw wait status.
+    Exited {
+        /// The wait status, as from `waitpid`.
+        status: i32,
+    },
+    /// The chain's second process (the first inside the sandbox) was forked, with this host
+    /// pid. Killing it ends the execution cleanly: see [`crate::exec::Chain::kill`].
+    Started {
+        /// Its pid in the host's pid namespace.
+        pid: i32,
+    },
+}
+
+impl Record {
+    /// The record's bytes.
+    pub(crate) fn encode(self) -> [u8; RECORD_LEN] {
+        let (kind, a, b) = match self {
+            Record::Ready => (1u32, 0u32, 0i32),
+            Record::Failed { stage, errno } => (2, stage, errno),
+            Record::Exited { status } => (3, 0, status),
+            Record::Started { pid } => (4, 0, pid),
+        };
+        let mut out = [0u8; RECORD_LEN];
+        out[0..4].copy_from_slice(&kind.to_ne_bytes());
+        out[4..8].copy_from_slice(&a.to_ne_bytes());
+        out[8..12].copy_from_slice(&b.to_ne_bytes());
+        out
+    }
+
+    /// Reads a record; `None` for bytes no child writes.
+    pub(crate) fn decode(bytes: &[u8; RECORD_LEN]) -> Option<Record> {
+        let word = |i: usize| [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
+        let kind = u32::from_ne_bytes(word(0));
+        let a = u32::from_ne_bytes(word(4));
+        let b = i32::from_ne_bytes(word(8));
+        match kind {
+            1 => Some(Record::Ready),
+            2 => Some(Record::Failed { stage: a, errno: b }),
+            3 => Some(Record::Exited { status: b }),
+            4 => Some(Record::Started { pid: b }),
+            _ => None,
+        }
+    }
+}
+
+/// The steps a child reports failures of.
+pub(crate) mod stage {
+    /// Waiting for the parent's go-ahead (the parent died).
+    pub(crate) const WAIT_PARENT: u32 = 1;
+    /// Switching to the sandbox's root user.
+    pub(crate) const CREDENTIALS: u32 = 2;
+    /// Making the mount tree private.
+    pub(crate) const PRIVATE_MOUNTS: u32 = 3;
+    /// Mounting the root tmpfs.
+    pub(crate) const ROOT_TMPFS: u32 = 4;
+    /// Switching to the new root (`pivot_root`).
+    pub(crate) const PIVOT_ROOT: u32 = 5;
+    /// Making the root read-only.
+    pub(crate) const ROOT_READ_ONLY: u32 = 6;
+    /// Setting the hostname.
+    pub(crate) const HOSTNAME: u32 = 7;
+    /// Bringing up the loopback interface.
+    pub(crate) const LOOPBACK: u32 = 8;
+    /// Dropping the supplementary groups.
+    pub(crate) const SETGROUPS: u32 = 10;
+    /// Entering the sandbox's namespaces.
+    pub(crate) const SETNS: u32 = 11;
+    /// Forking.
+    pub(crate) const FORK: u32 = 12;
+    /// Creating the execution's pid namespace.
+    pub(crate) const NEW_PID_NS: u32 = 13;
+    /// Joining the sandbox's cgroups.
+    pub(crate) const CGROUP: u32 = 14;
+    /// Setting resource limits.
+    pub(crate) const RLIMIT: u32 = 15;
+    /// Changing to the working directory.
+    pub(crate) const CHDIR: u32 = 16;
+    /// Arranging standard descriptors.
+    pub(crate) const DESCRIPTORS: u32 = 17;
+    /// Dropping capabilities.
+    pub(crate) const CAPABILITIES: u32 = 18;
+    /// Setting no_new_privs.
+    pub(crate) const NO_NEW_PRIVS: u32 = 19;
+    /// Applying the Landlock ruleset.
+    pub(crate) const LANDLOCK: u32 = 20;
+    /// Executing the program.
+    pub(crate) const EXEC: u32 = 21;
+    /// The first mount step; step `i` of a [`super::HolderPlan`] is `STEP_BASE + i`.
+    pub(crate) const STEP_BASE: u32 = 1000;
+
+    /// What a stage number means, for messages.
+    pub(crate) fn describe(stage: u32) -> &'static str {
+        match stage {
+            WAIT_PARENT => "waiting for the backend (it went away)",
+            CREDENTIALS => "switching to the sandbox's root user",
+            PRIVATE_MOUNTS => "making the mount tree private",
+            ROOT_TMPFS => "mounting the sandbox's root filesystem",
+            PIVOT_ROOT => "switching to the sandbox's root (pivot_root)",
+            ROOT_READ_ONLY => "making the root read-only",
+            HOSTNAME => "setting the hostname",
+            LOOPBACK => "bringing up the loopback interface",
+            SETGROUPS => "dropping supplementary groups",
+            SETNS => "entering the sandbox's namespaces",
+            FORK => "forking",
+            NEW_PID_NS => "creating the execution's pid namespace",
+            CGROUP => "joining the sandbox's cgroups",
+            RLIMIT => "setting resource limits",
+            CHDIR => "changing to the working directory",
+            DESCRIPTORS => "arranging standard input and output",
+            CAPABILITIES => "dropping capabilities",
+            NO_NEW_PRIVS => "setting no_new_privs",
+            LANDLOCK => "applying the Landlock ruleset",
+            EXEC => "executing the program",
+            _ => "setting up the sandbox",
+        }
+    }
+}
+
+/// A failed step: which, and its `errno`.
+#[derive(Debug, Clone, Copy)]
+struct Fail {
+    stage: u32,
+    errno: i32,
+}
+
+type Step<T = ()> = Result<T, Fail>;
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn check(r: c_int, stage: u32) -> Step<c_int> {
+    if r < 0 {
+        Err(Fail { stage, errno: errno() })
+    } else {
+        Ok(r)
+    }
+}
+
+fn check_long(r: libc::c_long, stage: u32) -> Step<libc::c_long> {
+    if r < 0 {
+        Err(Fail { stage, errno: errno() })
+    } else {
+        Ok(r)
+    }
+}
+
+/// Forks; the child runs `child` and exits with its result.
+///
+/// # Safety
+/// `child` runs in a copy of a multi-threaded process: it must only make async-signal-safe
+/// calls (no allocation, no locks, no `std` I/O) and must not return into the caller.
+unsafe fn fork_with(child: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // SAFETY: the caller promises that `child` is async-signal-safe.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = child();
+            // SAFETY: _exit never returns and skips atexit handlers and destructors.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// Like [`fork_with`], with `clone(2)` flags (new namespaces).
+///
+/// # Safety
+/// As for [`fork_with`]; in addition, `child` must change credentials only with raw system
+/// calls (glibc's wrappers would signal threads that do not exist in the child).
+pub(crate) unsafe fn clone_with(flags: c_int, child: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // SAFETY: with a null stack pointer clone(2) behaves like fork(2): the child continues on a
+    // copy of this stack. The argument order of the unused pointers differs between
+    // architectures, but they are all zero.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = child();
+            // SAFETY: _exit never returns and skips atexit handlers and destructors.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid as Pid),
+    }
+}
+
+/// Starts the holder of a new sandbox in new namespaces (`flags`). Call it from the spawner
+/// thread: the holder's parent-death signal is tied to the calling thread.
+pub(crate) fn spawn_holder(flags: c_int, plan: &HolderPlan) -> io::Result<Pid> {
+    // SAFETY: `holder_main` only makes async-signal-safe calls on data prepared in `plan`, and
+    // changes credentials with raw system calls.
+    unsafe { clone_with(flags, || holder_main(plan)) }
+}
+
+/// Starts an execution chain for `plan`; returns the pid of its first process.
+pub(crate) fn spawn_chain(plan: &ExecPlan, pointers: &ExecPointers) -> io::Result<Pid> {
+    // SAFETY: `exec_main` only makes async-signal-safe calls on data prepared in `plan`.
+    unsafe { fork_with(|| exec_main(plan, pointers)) }
+}
+
+/// Starts a child in new namespaces (`flags`) that checks it may mount there; it exits with 0
+/// if so.
+pub(crate) fn spawn_probe(flags: c_int) -> io::Result<Pid> {
+    // SAFETY: the child only calls mount(2) and returns.
+    unsafe { clone_with(flags, probe_main) }
+}
+
+fn probe_main() -> i32 {
+    let root = c"/";
+    let tmpfs = c"tmpfs";
+    // SAFETY: mount(2) with valid C strings and null pointers, in our own mount namespace.
+    unsafe {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
+        {
+            return 1;
+        }
+        if libc::mount(tmpfs.as_ptr(), root.as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null()) < 0 {
+            return 2;
+        }
+    }
+    0
+}
+
+/// Closes `fd`, ignoring errors.
+pub(crate) fn close_fd(fd: RawFd) {
+    // SAFETY: closing a descriptor number has no memory-safety preconditions.
+    unsafe { libc::close(fd) };
+}
+
+/// Blocks until `fd` reaches end of file (or fails).
+pub(crate) fn wait_for_eof(fd: RawFd) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let r = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        if r == 0 || (r < 0 && errno() != libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Writes a record to the report pipe, ignoring errors (the parent may be gone).
+fn report(fd: RawFd, record: Record) {
+    let bytes = record.encode();
+    // SAFETY: writing from a valid buffer; 16 bytes are below PIPE_BUF, so the write is atomic.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Closes every descriptor from 3 up that is not in `keep` (sorted ascending).
+fn close_other_fds(keep: &[RawFd]) {
+    let mut next: u32 = 3;
+    for &fd in keep {
+        if fd < 3 {
+            continue;
+        }
+        let fd = fd as u32;
+        if fd > next {
+            close_range(next, fd - 1);
+        }
+        next = next.max(fd + 1);
+    }
+    close_range(next, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range(2) has no memory-safety preconditions.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if r < 0 {
+        // Kernels before 5.9: close one by one, up to a sane bound.
+        let last = last.min(first.saturating_add(65_536));
+        for fd in first..=last {
+            close_fd(fd as RawFd);
+        }
+    }
+}
+
+/// Points descriptors 0 to 2 that are not in `keep` at `/dev/null`.
+fn null_stdio(devnull: RawFd, keep: &[RawFd]) {
+    for fd in 0..3 {
+        if !keep.contains(&fd) {
+            // SAFETY: dup2(2) on descriptor numbers.
+            unsafe { libc::dup2(devnull, fd) };
+        }
+    }
+}
+
+/// Hides what a forked copy of the host process would show to processes in the sandbox:
+/// makes it non-dumpable (so its memory, environment and descriptors cannot be read through
+/// `/proc` or ptrace), names it `title` and overwrites the host program's command line.
+fn disguise(title: &std::ffi::CStr, argv_area: Option<(usize, usize)>) {
+    // SAFETY: prctl with integer arguments and a valid C string (at most 16 bytes are read).
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as c_ulong, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, title.as_ptr() as c_ulong, 0, 0, 0);
+    }
+    if let Some((start, end)) = argv_area {
+        let len = end - start;
+        let text = title.to_bytes();
+        let n = text.len().min(len.saturating_sub(1));
+        // SAFETY: [start, end) is this process's own argument area (from /proc/self/stat of the
+        // process we are a copy of), mapped readable and writable; nothing else uses it here.
+        unsafe {
+            std::ptr::write_bytes(start as *mut u8, 0, len);
+            std::ptr::copy_nonoverlapping(text.as_ptr(), start as *mut u8, n);
+        }
+    }
+}
+
+fn set_parent_death_signal() -> Step {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a signal number.
+    check(
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0) },
+        stage::WAIT_PARENT,
+    )
+    .map(drop)
+}
+
+/// Waits for the parent's go-ahead byte; end of file means the parent died before we set our
+/// parent-death signal, so we must not continue.
+fn wait_for_go(fd: RawFd) -> Step {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let r = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        if r == 1 {
+            close_fd(fd);
+            return Ok(());
+        }
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return Err(Fail {
+            stage: stage::WAIT_PARENT,
+            errno: libc::ESRCH,
+        });
+    }
+}
+
+fn send_go(fd: RawFd) {
+    let byte = b'g';
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    close_fd(fd);
+}
+
+/// Switches to uid and gid 0 of the current user namespace (raw system calls: see the module
+/// documentation).
+fn become_namespace_root() -> Step {
+    // SAFETY: raw credential system calls with plain integer arguments.
+    unsafe {
+        check_long(libc::syscall(libc::SYS_setresgid, 0, 0, 0), stage::CREDENTIALS)?;
+        check_long(libc::syscall(libc::SYS_setresuid, 0, 0, 0), stage::CREDENTIALS)?;
+    }
+    Ok(())
+}
+
+/// `waitpid` that retries on `EINTR`.
+fn wait_child(pid: Pid) -> Option<c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The holder
+// ---------------------------------------------------------------------------------------------
+
+/// One step of building the sandbox's root, on host paths below the new root (before
+/// `pivot_root`).
+#[derive(Debug)]
+pub(crate) enum MountStep {
+    /// `mkdir`, ignoring `EEXIST`.
+    Dir {
+        /// The directory.
+        path: CString,
+    },
+    /// Create an empty file (a mount point for a file), ignoring `EEXIST`.
+    File {
+        /// The file.
+        path: CString,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// What it points to.
+        target: CString,
+        /// Where it is created.
+        path: CString,
+    },
+    /// A recursive bind mount, then `attrs` (`MOUNT_ATTR_*`) set on the whole tree.
+    Bind {
+        /// The host path.
+        source: CString,
+        /// The mount point.
+        target: CString,
+        /// Attributes to set after mounting.
+        attrs: u64,
+    },
+    /// A new tmpfs.
+    Tmpfs {
+        /// The mount point.
+        target: CString,
+        /// Mount options (`mode=..,size=..`).
+        data: CString,
+    },
+    /// Attach a detached (id-mapped) mount tree the parent prepared.
+    Attach {
+        /// The tree's descriptor (inherited from the parent).
+        fd: RawFd,
+        /// The mount point.
+        target: CString,
+    },
+    /// A new procfs for the sandbox's pid namespace.
+    Proc {
+        /// The mount point.
+        target: CString,
+    },
+    /// Set `attrs` on an existing mount (not recursive).
+    SetAttrs {
+        /// The mount point.
+        target: CString,
+        /// Attributes to set.
+        attrs: u64,
+    },
+}
+
+/// Everything the holder needs, prepared by the parent.
+#[derive(Debug)]
+pub(crate) struct HolderPlan {
+    /// Write end of the report pipe.
+    pub(crate) report_fd: RawFd,
+    /// Read end of the go-ahead pipe (the parent writes after setting up the id maps).
+    pub(crate) go_fd: RawFd,
+    /// Read end of the lifeline: the holder lives until it reaches end of file.
+    pub(crate) lifeline_fd: RawFd,
+    /// `/dev/null`, for descriptors 0 to 2.
+    pub(crate) devnull_fd: RawFd,
+    /// Descriptors to keep open (sorted); all others are closed first thing.
+    pub(crate) keep: Vec<RawFd>,
+    /// Host path of the directory that becomes the sandbox's root.
+    pub(crate) new_root: CString,
+    /// Options of the root tmpfs.
+    pub(crate) root_data: CString,
+    /// The mount steps, in order.
+    pub(crate) steps: Vec<MountStep>,
+    /// The sandbox's hostname.
+    pub(crate) hostname: CString,
+    /// Whether to bring up `lo` (the sandbox has its own network namespace).
+    pub(crate) loopback: bool,
+    /// The host process's argument area, overwritten (see [`crate::sys::argv_area`]).
+    pub(crate) argv_area: Option<(usize, usize)>,
+}
+
+/// The holder: runs as pid 1 of the sandbox's namespaces, builds the root filesystem, reports
+/// [`Record::Ready`] and then waits for the lifeline to close. Returns the exit code.
+pub(crate) fn holder_main(plan: &HolderPlan) -> i32 {
+    close_other_fds(&plan.keep);
+    null_stdio(plan.devnull_fd, &plan.keep);
+    match holder_setup(plan) {
+        Ok(()) => {
+            report(plan.report_fd, Record::Ready);
+            close_fd(plan.report_fd);
+            // Children reparented to us are reaped automatically (SIGCHLD ignored).
+            wait_for_eof(plan.lifeline_fd);
+            0
+        }
+        Err(fail) => {
+            report(
+                plan.report_fd,
+                Record::Failed {
+                    stage: fail.stage,
+                    errno: fail.errno,
+                },
+            );
+            1
+        }
+    }
+}
+
+fn holder_setup(plan: &HolderPlan) -> Step {
+    set_parent_death_signal()?;
+    // The parent opens our namespace files before it lets us go on, which it could not do
+    // (without being root) once we are not dumpable.
+    wait_for_go(plan.go_fd)?;
+    disguise(c"msbw-sandbox", plan.argv_area);
+    become_namespace_root()?;
+    // A change of credentials clears the parent-death signal: set it again.
+    set_parent_death_signal()?;
+    // SAFETY: signal(2) with a constant disposition; orphans are then reaped by the kernel.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+
+    let root = c"/";
+    // SAFETY: mount(2) with valid C strings or null pointers.
+    check(
+        unsafe {
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        },
+        stage::PRIVATE_MOUNTS,
+    )?;
+    let tmpfs = c"tmpfs";
+    // SAFETY: as above.
+    check(
+        unsafe {
+            libc::mount(
+                tmpfs.as_ptr(),
+                plan.new_root.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                plan.root_data.as_ptr().cast(),
+            )
+        },
+        stage::ROOT_TMPFS,
+    )?;
+    for (i, step) in plan.steps.iter().enumerate() {
+        mount_step(step, stage::STEP_BASE + i as u32)?;
+    }
+
+    let dot = c".";
+    // SAFETY: chdir, pivot_root and umount2 with valid C strings.
+    unsafe {
+        check(libc::chdir(plan.new_root.as_ptr()), stage::PIVOT_ROOT)?;
+        check_long(
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()),
+            stage::PIVOT_ROOT,
+        )?;
+        check(libc::umount2(dot.as_ptr(), libc::MNT_DETACH), stage::PIVOT_ROOT)?;
+        check(libc::chdir(root.as_ptr()), stage::PIVOT_ROOT)?;
+    }
+    set_attrs(root, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false).map_err(|errno| Fail {
+        stage: stage::ROOT_READ_ONLY,
+        errno,
+    })?;
+    // SAFETY: sethostname with a valid buffer and its length.
+    check(
+        unsafe { libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len()) },
+        stage::HOSTNAME,
+    )?;
+    if plan.loopback {
+        loopback_up()?;
+    }
+    // The credential change made us dumpable again: nothing in the sandbox may ptrace the
+    // holder or read its memory.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as c_ulong, 0, 0, 0) };
+    Ok(())
+}
+
+fn mount_step(step: &MountStep, stage: u32) -> Step {
+    let fail = |errno: i32| Fail { stage, errno };
+    let null = std::ptr::null::<c_char>();
+    match step {
+        MountStep::Dir { path } => {
+            // SAFETY: mkdir with a valid C string.
+            if unsafe { libc::mkdir(path.as_ptr(), 0o755) } < 0 && errno() != libc::EEXIST {
+                return Err(fail(errno()));
+            }
+        }
+        MountStep::File { path } => {
+            // SAFETY: open with a valid C string.
+            let fd = unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o644,
+                )
+            };
+            if fd < 0 {
+                return Err(fail(errno()));
+            }
+            close_fd(fd);
+        }
+        MountStep::Symlink { target, path } => {
+            // SAFETY: symlink with valid C strings.
+            if unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) } < 0 && errno() != libc::EEXIST {
+                return Err(fail(errno()));
+            }
+        }
+        MountStep::Bind { source, target, attrs } => {
+            // SAFETY: mount(2) with valid C strings or null pointers.
+            let r = unsafe {
+                libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    null,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            };
+            if r < 0 {
+                return Err(fail(errno()));
+            }
+            if *attrs != 0 {
+                set_attrs(target, *attrs, true).map_err(fail)?;
+            }
+        }
+        MountStep::Tmpfs { target, data } => {
+            let tmpfs = c"tmpfs";
+            // SAFETY: mount(2) with valid C strings.
+            let r = unsafe {
+                libc::mount(
+                    tmpfs.as_ptr(),
+                    target.as_ptr(),
+                    tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr().cast(),
+                )
+            };
+            if r < 0 {
+                return Err(fail(errno()));
+            }
+        }
+        MountStep::Attach { fd, target } => {
+            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+            let empty = c"";
+            // SAFETY: move_mount(2) with a descriptor and valid C strings.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    *fd,
+                    empty.as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            if r < 0 {
+                return Err(fail(errno()));
+            }
+            close_fd(*fd);
+        }
+        MountStep::Proc { target } => {
+            let proc_ = c"proc";
+            // SAFETY: mount(2) with valid C strings.
+            let r = unsafe {
+                libc::mount(
+                    proc_.as_ptr(),
+                    target.as_ptr(),
+                    proc_.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                )
+            };
+            if r < 0 {
+                return Err(fail(errno()));
+            }
+        }
+        MountStep::SetAttrs { target, attrs } => set_attrs(target, *attrs, false).map_err(fail)?,
+    }
+    Ok(())
+}
+
+/// Sets `MOUNT_ATTR_*` flags on the mount at `target` (and below it when `recursive`), with a
+/// remount fallback for kernels before 5.12. Returns the `errno` on failure.
+fn set_attrs(target: &std::ffi::CStr, attrs: u64, recursive: bool) -> Result<(), i32> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr(2) with a valid C string and a struct of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    if errno() != libc::ENOSYS {
+        return Err(errno());
+    }
+    // Fallback: a bind remount must repeat the flags the kernel locked on the mount.
+    // SAFETY: an all-zero statvfs is valid; statvfs fills it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs(3) with a valid C string and out-pointer. Since Linux 2.6.36 the kernel
+    // reports the mount flags itself, so glibc does not read /proc/mounts (no allocation).
+    if unsafe { libc::statvfs(target.as_ptr(), &mut st) } < 0 {
+        return Err(errno());
+    }
+    let current = st.f_flag as c_ulong;
+    let mut ms = libc::MS_BIND | libc::MS_REMOUNT;
+    for (st_flag, ms_flag) in [
+        (1, libc::MS_RDONLY),
+        (2, libc::MS_NOSUID),
+        (4, libc::MS_NODEV),
+        (8, libc::MS_NOEXEC),
+        (1024, libc::MS_NOATIME),
+        (2048, libc::MS_NODIRATIME),
+        (4096, libc::MS_RELATIME),
+    ] {
+        if current & st_flag != 0 {
+            ms |= ms_flag;
+        }
+    }
+    if attrs & MOUNT_ATTR_RDONLY != 0 {
+        ms |= libc::MS_RDONLY;
+    }
+    if attrs & MOUNT_ATTR_NOSUID != 0 {
+        ms |= libc::MS_NOSUID;
+    }
+    if attrs & MOUNT_ATTR_NODEV != 0 {
+        ms |= libc::MS_NODEV;
+    }
+    // SAFETY: mount(2) with a valid C string and null pointers.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            ms,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `struct ifreq` with the flags member of its union.
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+fn loopback_up() -> Step {
+    // SAFETY: socket(2) with constant arguments.
+    let sock = check(
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
+        stage::LOOPBACK,
+    )?;
+    let mut req = IfReqFlags {
+        name: [0; 16],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write a `struct ifreq`, which `req` mirrors.
+    let result = unsafe {
+        check(
+            libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfReqFlags),
+            stage::LOOPBACK,
+        )
+        .and_then(|_| {
+            req.flags |= libc::IFF_UP as libc::c_short;
+            check(
+                libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfReqFlags),
+                stage::LOOPBACK,
+            )
+        })
+    };
+    close_fd(sock);
+    result.map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The execution chain
+// ---------------------------------------------------------------------------------------------
+
+/// A Landlock ruleset to apply before `execve`.
+#[derive(Debug, Clone)]
+pub(crate) struct LandlockPlan {
+    /// The filesystem rights the ruleset handles (everything else is unrestricted).
+    pub(crate) handled_fs: u64,
+    /// The rights that apply to files (the rest only make sense on directories).
+    pub(crate) file_rights: u64,
+    /// Scopes (ABI 6: abstract unix sockets, signals).
+    pub(crate) scoped: u64,
+    /// How much of the ruleset attribute the kernel understands (8, 16 or 24 bytes).
+    pub(crate) attr_size: usize,
+    /// Directories and the rights granted beneath them.
+    pub(crate) rules: Vec<(CString, u64)>,
+}
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+fn apply_landlock(plan: &LandlockPlan) -> Step {
+    const RULE_PATH_BENEATH: c_int = 1;
+    let fail = |errno: i32| Fail {
+        stage: stage::LANDLOCK,
+        errno,
+    };
+    let attr = RulesetAttr {
+        handled_access_fs: plan.handled_fs,
+        handled_access_net: 0,
+        scoped: plan.scoped,
+    };
+    // SAFETY: the kernel reads `attr_size` bytes (at most the struct's size) from `attr`.
+    let ruleset = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            plan.attr_size.min(std::mem::size_of::<RulesetAttr>()),
+            0u32,
+        )
+    };
+    if ruleset < 0 {
+        return Err(fail(errno()));
+    }
+    let ruleset = ruleset as c_int;
+    let result = (|| {
+        for (path, access) in &plan.rules {
+            // SAFETY: open with a valid C string.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            if fd < 0 {
+                if errno() == libc::ENOENT || errno() == libc::ENOTDIR {
+                    continue;
+                }
+                return Err(fail(errno()));
+            }
+            // A file (a volume that is a single file) only takes the rights that apply to files.
+            // SAFETY: an all-zero stat is valid; fstat fills it.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat(2) on a descriptor we own, with a valid out-pointer.
+            let is_dir = unsafe { libc::fstat(fd, &mut st) } == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            let rights = if is_dir { *access } else { access & plan.file_rights };
+            let rule = PathBeneathAttr {
+                allowed_access: rights & plan.handled_fs,
+                parent_fd: fd,
+            };
+            // SAFETY: the kernel reads a `struct landlock_path_beneath_attr`, which `rule` mirrors.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset,
+                    RULE_PATH_BENEATH,
+                    &rule as *const PathBeneathAttr,
+                    0u32,
+                )
+            };
+            let e = errno();
+            close_fd(fd);
+            if r < 0 {
+                return Err(fail(e));
+            }
+        }
+        // SAFETY: restricting ourselves with a ruleset descriptor.
+        let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) };
+        if r < 0 { Err(fail(errno())) } else { Ok(()) }
+    })();
+    close_fd(ruleset);
+    result
+}
+
+/// Everything the execution chain needs, prepared by the parent. Raw pointers for `execve`
+/// are built right before forking ([`ExecPointers`]).
+#[derive(Debug)]
+pub(crate) struct ExecPlan {
+    /// Write end of the report pipe.
+    pub(crate) report_fd: RawFd,
+    /// `/dev/null`.
+    pub(crate) devnull_fd: RawFd,
+    /// Descriptors to keep open in the first child (sorted); all others are closed.
+    pub(crate) keep: Vec<RawFd>,
+    /// Namespace descriptors to enter, the user namespace first.
+    pub(crate) namespaces: Vec<RawFd>,
+    /// Whether to drop supplementary groups before entering (needs root).
+    pub(crate) drop_groups: bool,
+    /// `cgroup.procs` descriptors the program joins.
+    pub(crate) cgroup_procs: Vec<RawFd>,
+    /// Resource limits: `(resource, soft, hard)`.
+    pub(crate) rlimits: Vec<(c_int, u64, u64)>,
+    /// The program's standard input, output and error.
+    pub(crate) stdio: [RawFd; 3],
+    /// A descriptor that becomes the program's descriptor 3 (the driver's control socket).
+    pub(crate) control: Option<RawFd>,
+    /// The working directory inside the sandbox.
+    pub(crate) cwd: CString,
+    /// The highest capability number, for dropping the bounding set.
+    pub(crate) last_cap: u32,
+    /// The Landlock ruleset, when the kernel has Landlock.
+    pub(crate) landlock: Option<LandlockPlan>,
+    /// Full paths to try, in order (a `PATH` search done ahead).
+    pub(crate) programs: Vec<CString>,
+    /// `argv`.
+    pub(crate) argv: Vec<CString>,
+    /// `envp` entries (`NAME=value`).
+    pub(crate) envp: Vec<CString>,
+    /// The host process's argument area, overwritten (see [`crate::sys::argv_area`]).
+    pub(crate) argv_area: Option<(usize, usize)>,
+}
+
+/// Null-terminated pointer arrays into an [`ExecPlan`], built in the parent before forking.
+pub(crate) struct ExecPointers {
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+}
+
+impl ExecPointers {
+    /// Pointers into `plan`, which must outlive them.
+    pub(crate) fn new(plan: &ExecPlan) -> Self {
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        ExecPointers {
+            argv: ptrs(&plan.argv),
+            envp: ptrs(&plan.envp),
+        }
+    }
+}
+
+/// The first child (host pid namespace): enters the sandbox's namespaces and forks the second.
+/// Returns the exit code.
+pub(crate) fn exec_main(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
+    disguise(c"msbw-exec", plan.argv_area);
+    close_other_fds(&plan.keep);
+    null_stdio(plan.devnull_fd, &plan.keep);
+    match enter(plan, ptrs) {
+        Ok(()) => 0,
+        Err(fail) => {
+            report(
+                plan.report_fd,
+                Record::Failed {
+                    stage: fail.stage,
+                    errno: fail.errno,
+                },
+            );
+            1
+        }
+    }
+}
+
+fn enter(plan: &ExecPlan, ptrs: &ExecPointers) -> Step {
+    if plan.drop_groups {
+        // SAFETY: raw setgroups with an empty list.
+        check_long(
+            unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) },
+            stage::SETGROUPS,
+        )?;
+    }
+    for &ns in &plan.namespaces {
+        // SAFETY: setns(2) with a namespace descriptor.
+        check(unsafe { libc::setns(ns, 0) }, stage::SETNS)?;
+    }
+    for &ns in &plan.namespaces {
+        close_fd(ns);
+    }
+    // The pid namespace applies to children only: fork into it.
+    let (go_read, go_write) = go_pipe()?;
+    // SAFETY: the child runs only async-signal-safe code.
+    let pid = unsafe { fork_with(|| child_in_sandbox(plan, ptrs, go_read, go_write)) }.map_err(|e| Fail {
+        stage: stage::FORK,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?;
+    close_fd(go_read);
+    report(plan.report_fd, Record::Started { pid });
+    send_go(go_write);
+    wait_child(pid);
+    Ok(())
+}
+
+fn go_pipe() -> Step<(RawFd, RawFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 with a valid two-element array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, stage::FORK)?;
+    Ok((fds[0], fds[1]))
+}
+
+/// The second child (a member of the sandbox's pid namespace): creates the execution's own pid
+/// namespace, whose init is the third child.
+fn child_in_sandbox(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_write: RawFd) -> i32 {
+    close_fd(go_write);
+    let result: Step = (|| {
+        set_parent_death_signal()?;
+        wait_for_go(go_read)?;
+        // SAFETY: unshare(2) with a constant flag.
+        check(unsafe { libc::unshare(libc::CLONE_NEWPID) }, stage::NEW_PID_NS)?;
+        let (read2, write2) = go_pipe()?;
+        // SAFETY: the child runs only async-signal-safe code.
+        let pid = unsafe { fork_with(|| execution_init(plan, ptrs, read2, write2)) }.map_err(|e| Fail {
+            stage: stage::FORK,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        close_fd(read2);
+        send_go(write2);
+        wait_child(pid);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(fail) => {
+            report(
+                plan.report_fd,
+                Record::Failed {
+                    stage: fail.stage,
+                    errno: fail.errno,
+                },
+            );
+            1
+        }
+    }
+}
+
+/// The third child: pid 1 of the execution's pid namespace. Forks the program, reaps
+/// everything, and reports the program's exit. When it exits, the kernel kills whatever the
+/// program left behind in the namespace.
+fn execution_init(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_write: RawFd) -> i32 {
+    close_fd(go_write);
+    if set_parent_death_signal().is_err() || wait_for_go(go_read).is_err() {
+        return 1;
+    }
+    // SAFETY: the child runs only async-signal-safe code and never returns (execve or _exit).
+    let program = match unsafe { fork_with(|| run_program(plan, ptrs)) } {
+        Ok(pid) => pid,
+        Err(e) => {
+            report(
+                plan.report_fd,
+                Record::Failed {
+                    stage: stage::FORK,
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                },
+            );
+            return 1;
+        }
+    };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == program {
+            report(plan.report_fd, Record::Exited { status });
+            return 0;
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return 0;
+        }
+    }
+}
+
+/// The fourth child: applies limits and restrictions, then executes the program. Only returns
+/// on failure (after reporting it).
+fn run_program(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
+    match prepare_program(plan) {
+        Ok(report_fd) => {
+            let mut last = libc::ENOENT;
+            for program in &plan.programs {
+                // SAFETY: execve with a valid path and null-terminated pointer arrays whose
+                // strings live in `plan`.
+                unsafe { libc::execve(program.as_ptr(), ptrs.argv.as_ptr(), ptrs.envp.as_ptr()) };
+                let e = errno();
+                // Like execvp: remember a permission problem over "not found".
+                if e != libc::ENOENT && e != libc::ENOTDIR {
+                    last = e;
+                }
+            }
+            report(
+                report_fd,
+                Record::Failed {
+                    stage: stage::EXEC,
+                    errno: last,
+                },
+            );
+            127
+        }
+        Err(fail) => {
+            report(
+                plan.report_fd,
+                Record::Failed {
+                    stage: fail.stage,
+                    errno: fail.errno,
+                },
+            );
+            127
+        }
+    }
+}
+
+/// Everything before `execve`; returns the (moved) report descriptor.
+fn prepare_program(plan: &ExecPlan) -> Step<RawFd> {
+    for &fd in &plan.cgroup_procs {
+        let zero = b"0";
+        // SAFETY: writing from a valid buffer; "0" means the writing process.
+        if unsafe { libc::write(fd, zero.as_ptr().cast(), 1) } < 0 {
+            return Err(Fail {
+                stage: stage::CGROUP,
+                errno: errno(),
+            });
+        }
+    }
+    for &(resource, soft, hard) in &plan.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid struct.
+        check(
+            unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) },
+            stage::RLIMIT,
+        )?;
+    }
+    become_namespace_root()?;
+    set_parent_death_signal()?;
+    // SAFETY: chdir with a valid C string.
+    check(unsafe { libc::chdir(plan.cwd.as_ptr()) }, stage::CHDIR)?;
+
+    // Move everything we need above the low numbers, then place stdio (and the control socket).
+    let high = |fd: RawFd| {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor number.
+        check(
+            unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64) },
+            stage::DESCRIPTORS,
+        )
+    };
+    let report_fd = high(plan.report_fd)?;
+    let stdio = [high(plan.stdio[0])?, high(plan.stdio[1])?, high(plan.stdio[2])?];
+    let control = match plan.control {
+        Some(fd) => Some(high(fd)?),
+        None => None,
+    };
+    for (target, fd) in stdio.iter().enumerate() {
+        // SAFETY: dup2(2) on descriptor numbers.
+        check(unsafe { libc::dup2(*fd, target as c_int) }, stage::DESCRIPTORS)?;
+    }
+    if let Some(fd) = control {
+        // SAFETY: dup2(2) on descriptor numbers.
+        check(unsafe { libc::dup2(fd, 3) }, stage::DESCRIPTORS)?;
+    }
+    let with_control = [3, report_fd];
+    let without_control = [report_fd];
+    close_other_fds(if control.is_some() {
+        &with_control
+    } else {
+        &without_control
+    });
+
+    // No capabilities, ever again: empty the ambient and bounding sets, forbid privilege gains,
+    // restrict filesystem access, then clear the remaining sets.
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong, 0, 0, 0);
+        for cap in 0..=plan.last_cap {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0);
+        }
+        check(
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0),
+            stage::NO_NEW_PRIVS,
+        )?;
+    }
+    if let Some(landlock) = &plan.landlock {
+        apply_landlock(landlock)?;
+    }
+    drop_capabilities()?;
+    Ok(report_fd)
+}
+
+fn drop_capabilities() -> Step {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset(2) reads a v3 header and two data structs, which these mirror.
+    check_long(
+        unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) },
+        stage::CAPABILITIES,
+    )
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        for record in [
+            Record::Ready,
+            Record::Failed {
+                stage: stage::EXEC,
+                errno: libc::ENOENT,
+            },
+            Record::Exited { status: 3 << 8 },
+            Record::Started { pid: 4242 },
+        ] {
+            assert_eq!(Record::decode(&record.encode()), Some(record));
+        }
+        assert_eq!(Record::decode(&[0xff; RECORD_LEN]), None);
+    }
+
+    #[test]
+    fn every_stage_has_a_description() {
+        for s in [stage::WAIT_PARENT, stage::SETNS, stage::LANDLOCK, stage::EXEC] {
+            assert_ne!(stage::describe(s), "setting up the sandbox");
+        }
+    }
+}
