@@ -294,3 +294,61 @@ fn serve_keygen_mints_keys_and_serve_needs_a_mode() {
     assert_eq!(code, 2);
     assert!(err.contains("--dev") && err.contains("--key"), "{err}");
 }
+
+#[test]
+fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = msbw(dir.path())
+        .args(["serve", "--dev", "--port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let start = serde_json::json!({"jsonrpc": "2.0", "method": "sandbox.start", "id": 1,
+            "params": {"sandbox": "sig", "namespace": "default", "config": {"image": "microsandbox/python"}}});
+        let resp = client
+            .post(format!("{url}/api/v1/rpc"))
+            .json(&start)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let run = serde_json::json!({"jsonrpc": "2.0", "method": "sandbox.repl.run", "id": 2,
+            "params": {"sandbox": "sig", "namespace": "default", "language": "python", "code": "print(7 * 6)"}});
+        let body: Value = client
+            .post(format!("{url}/api/v1/rpc"))
+            .json(&run)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["result"]["output"][0]["text"], "42", "{body}");
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(exit.code(), Some(0), "{rest}");
+    assert!(rest.contains("stopped 1 sandboxes"), "{rest}");
+}
