@@ -105,18 +105,7 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
     let result = with_wrapper(config, global, async |w| w.execute_code(call).await).await;
     match result {
         Ok(r) => {
-            if global.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                write_streams(&r.stdout, &r.stderr);
-                if let ExecStatus::TimedOut { after, aftermath } = r.status {
-                    eprintln!(
-                        "msbw: timed out after {:.1} s ({})",
-                        after.as_secs_f64(),
-                        describe(aftermath)
-                    );
-                }
-            }
+            print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match r.status {
                 ExecStatus::Completed => exit::OK,
                 ExecStatus::Raised => exit::FAILED,
@@ -149,14 +138,7 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
     let result = with_wrapper(config, global, async |w| w.execute_command(call).await).await;
     match result {
         Ok(r) => {
-            if global.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                write_streams(&r.stdout, &r.stderr);
-                if let ExecStatus::TimedOut { after, .. } = r.status {
-                    eprintln!("msbw: timed out after {:.1} s", after.as_secs_f64());
-                }
-            }
+            print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match (r.status, r.exit_code) {
                 (ExecStatus::TimedOut { .. }, _) => exit::TIMED_OUT,
                 (_, Some(code)) => u8::try_from(code.rem_euclid(256)).unwrap_or(exit::FAILED),
@@ -175,6 +157,23 @@ fn describe(aftermath: microsandbox_wrapper::Aftermath) -> &'static str {
         microsandbox_wrapper::Aftermath::Intact => "the session is intact",
         microsandbox_wrapper::Aftermath::StateLost => "the interpreter was restarted; its state is lost",
         microsandbox_wrapper::Aftermath::Unusable => "the sandbox will be replaced",
+    }
+}
+
+/// Prints a result: as JSON on stdout, or its outputs on the matching streams and a line on
+/// stderr when it timed out.
+fn print_result(result: &impl serde::Serialize, stdout: &str, stderr: &str, status: ExecStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(result).unwrap_or_default());
+        return;
+    }
+    write_streams(stdout, stderr);
+    if let ExecStatus::TimedOut { after, aftermath } = status {
+        eprintln!(
+            "msbw: timed out after {:.1} s ({})",
+            after.as_secs_f64(),
+            describe(aftermath)
+        );
     }
 }
 

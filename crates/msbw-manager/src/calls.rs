@@ -32,6 +32,37 @@ pub struct SessionOptions {
     pub must_exist: bool,
 }
 
+/// The setters of a call's template and session options, shared by code and command calls.
+macro_rules! session_setters {
+    ($call:ty) => {
+        impl $call {
+            /// Sets the template.
+            pub fn template(mut self, template: Template) -> Self {
+                self.template = template;
+                self
+            }
+
+            /// Runs in this session (created if it does not exist).
+            pub fn session(mut self, session_id: impl Into<String>) -> Self {
+                self.options.session_id = Some(session_id.into());
+                self
+            }
+
+            /// Sets the flavor.
+            pub fn flavor(mut self, flavor: SandboxFlavor) -> Self {
+                self.options.flavor = Some(flavor);
+                self
+            }
+
+            /// Sets the timeout.
+            pub fn timeout(mut self, timeout: Duration) -> Self {
+                self.options.timeout = Some(timeout);
+                self
+            }
+        }
+    };
+}
+
 /// Code to run in a session's REPL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeCall {
@@ -52,31 +83,9 @@ impl CodeCall {
             options: SessionOptions::default(),
         }
     }
-
-    /// Sets the template.
-    pub fn template(mut self, template: Template) -> Self {
-        self.template = template;
-        self
-    }
-
-    /// Runs in this session (created if it does not exist).
-    pub fn session(mut self, session_id: impl Into<String>) -> Self {
-        self.options.session_id = Some(session_id.into());
-        self
-    }
-
-    /// Sets the flavor.
-    pub fn flavor(mut self, flavor: SandboxFlavor) -> Self {
-        self.options.flavor = Some(flavor);
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
 }
+
+session_setters!(CodeCall);
 
 /// A command to run in a session's sandbox (executed directly, not by a shell).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,31 +110,9 @@ impl CommandCall {
             options: SessionOptions::default(),
         }
     }
-
-    /// Sets the template.
-    pub fn template(mut self, template: Template) -> Self {
-        self.template = template;
-        self
-    }
-
-    /// Runs in this session (created if it does not exist).
-    pub fn session(mut self, session_id: impl Into<String>) -> Self {
-        self.options.session_id = Some(session_id.into());
-        self
-    }
-
-    /// Sets the flavor.
-    pub fn flavor(mut self, flavor: SandboxFlavor) -> Self {
-        self.options.flavor = Some(flavor);
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
 }
+
+session_setters!(CommandCall);
 
 /// A session to open eagerly (see `SessionManager::open_session`): its sandbox starts now, not
 /// on first use. Extra volumes and environment variables apply to this session's sandboxes only,

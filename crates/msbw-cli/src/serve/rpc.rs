@@ -189,6 +189,23 @@ fn check_name(what: &str, name: &str) -> Result<(), RestError> {
     Ok(())
 }
 
+/// Checks a call's sandbox and namespace names and the key's access to the namespace.
+fn check_target(claims: Option<&Claims>, namespace: &str, sandbox: &str) -> Result<(), RestError> {
+    check_name("Sandbox", sandbox)?;
+    check_name("Namespace", namespace)?;
+    check_access(claims, namespace)
+}
+
+/// The options of a call on a client's running sandbox: its session as it is, never created.
+fn existing_session(session: &microsandbox_wrapper::SessionInfo, timeout: Option<f64>) -> SessionOptions {
+    SessionOptions {
+        session_id: Some(session.session_id.clone()),
+        flavor: Some(session.flavor),
+        timeout: timeout_of(timeout),
+        must_exist: true,
+    }
+}
+
 fn check_access(claims: Option<&Claims>, namespace: &str) -> Result<(), RestError> {
     match claims {
         Some(c) if !auth::allows(c, namespace) => Err(RestError::from_auth(AuthError::AccessDenied)),
@@ -262,9 +279,7 @@ struct StartConfig {
 
 async fn start(state: &AppState, claims: Option<&Claims>, params_value: Value) -> Result<Value, RestError> {
     let p: StartParams = params(params_value)?;
-    check_name("Sandbox", &p.sandbox)?;
-    check_name("Namespace", &p.namespace)?;
-    check_access(claims, &p.namespace)?;
+    check_target(claims, &p.namespace, &p.sandbox)?;
     let config = p.config.unwrap_or_default();
     let id = session_id(&p.namespace, &p.sandbox);
     let existing = state
@@ -362,9 +377,7 @@ struct StopParams {
 
 async fn stop(state: &AppState, claims: Option<&Claims>, params_value: Value) -> Result<Value, RestError> {
     let p: StopParams = params(params_value)?;
-    check_name("Sandbox", &p.sandbox)?;
-    check_name("Namespace", &p.namespace)?;
-    check_access(claims, &p.namespace)?;
+    check_target(claims, &p.namespace, &p.sandbox)?;
     let stopped = state
         .wrapper
         .stop_session(&session_id(&p.namespace, &p.sandbox))
@@ -485,9 +498,7 @@ fn lines(stream: &str, text: &str) -> impl Iterator<Item = Value> {
 
 async fn repl(state: &AppState, claims: Option<&Claims>, params_value: Value) -> Result<Value, RestError> {
     let p: ReplParams = params(params_value)?;
-    check_name("Sandbox", &p.sandbox)?;
-    check_name("Namespace", &p.namespace)?;
-    check_access(claims, &p.namespace)?;
+    check_target(claims, &p.namespace, &p.sandbox)?;
     let language: Template = p
         .language
         .parse()
@@ -504,12 +515,7 @@ async fn repl(state: &AppState, claims: Option<&Claims>, params_value: Value) ->
     let call = CodeCall {
         code: p.code,
         template: session.template,
-        options: SessionOptions {
-            session_id: Some(session.session_id.clone()),
-            flavor: Some(session.flavor),
-            timeout: timeout_of(p.timeout),
-            must_exist: true,
-        },
+        options: existing_session(&session, p.timeout),
     };
     let r = state
         .wrapper
@@ -537,9 +543,7 @@ struct CommandParams {
 
 async fn command(state: &AppState, claims: Option<&Claims>, params_value: Value) -> Result<Value, RestError> {
     let p: CommandParams = params(params_value)?;
-    check_name("Sandbox", &p.sandbox)?;
-    check_name("Namespace", &p.namespace)?;
-    check_access(claims, &p.namespace)?;
+    check_target(claims, &p.namespace, &p.sandbox)?;
     let Some(program) = p.command else {
         // The real server answers a missing command with a 500 too.
         return Err(RestError::internal("missing field `command`"));
@@ -549,12 +553,7 @@ async fn command(state: &AppState, claims: Option<&Claims>, params_value: Value)
         command: program.clone(),
         args: p.args.clone(),
         template: session.template,
-        options: SessionOptions {
-            session_id: Some(session.session_id.clone()),
-            flavor: Some(session.flavor),
-            timeout: timeout_of(p.timeout),
-            must_exist: true,
-        },
+        options: existing_session(&session, p.timeout),
     };
     let r = state
         .wrapper
