@@ -93,8 +93,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 5555)]
     pub(crate) port: u16,
 
-    /// No authentication (for local development only).
-    #[arg(long, conflicts_with = "key")]
+    /// No authentication (for local development only); wins over --key and MSBW_SERVE_KEY.
+    #[arg(long)]
     pub(crate) dev: bool,
 
     /// The server key: clients send keys minted with `msbw serve keygen` from it.

@@ -26,7 +26,12 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
         return exit::OK;
     }
     let key = match (args.dev, args.key) {
-        (true, _) => None,
+        (true, key) => {
+            if key.is_some() {
+                eprintln!("msbw serve: --dev given: ignoring the server key (--key / MSBW_SERVE_KEY)");
+            }
+            None
+        }
         (false, Some(key)) if !key.trim().is_empty() => Some(key),
         _ => {
             eprintln!("msbw: choose --dev (no authentication) or --key KEY (or MSBW_SERVE_KEY)");
@@ -79,8 +84,9 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
     match server.run(shutdown_signal()).await {
         Ok(report) => {
             eprintln!(
-                "msbw serve: stopped {} sandboxes{}",
+                "msbw serve: stopped {} {}{}",
                 report.stopped,
+                if report.stopped == 1 { "sandbox" } else { "sandboxes" },
                 if report.failed.is_empty() {
                     String::new()
                 } else {

@@ -301,18 +301,29 @@ fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = msbw(dir.path())
         .args(["serve", "--dev", "--port", "0"])
+        .env("MSBW_SERVE_KEY", "ignored-because-of-dev")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "msbw serve printed no address: {seen}"
+        );
+        assert!(!line.contains("cannot"), "{line}");
+        seen.push_str(&line);
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_owned();
+        }
+    };
+    assert!(
+        seen.contains("ignoring the server key"),
+        "--dev wins over MSBW_SERVE_KEY: {seen}"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -350,5 +361,5 @@ fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert_eq!(exit.code(), Some(0), "{rest}");
-    assert!(rest.contains("stopped 1 sandboxes"), "{rest}");
+    assert!(rest.contains("stopped 1 sandbox"), "{rest}");
 }

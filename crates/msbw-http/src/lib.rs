@@ -130,10 +130,10 @@ impl HttpBackend {
             BackendError::new(ErrorKind::InvalidInput, Operation::Health, message).with_backend(BACKEND)
         })?;
         Ok(HttpBackend {
+            starts: NamespaceLocks::new(&config.server_url),
             config,
             client,
             registry: Registry::default(),
-            starts: NamespaceLocks::default(),
             health: RwLock::new(None),
         })
     }

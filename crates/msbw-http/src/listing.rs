@@ -30,6 +30,9 @@ pub(crate) fn decode<T: DeserializeOwned>(value: Value, method: &str) -> Result<
     })
 }
 
+/// How many times a namespace listing answered with a masked 500 is asked again.
+const MASKED_LISTING_RETRIES: u32 = 4;
+
 impl HttpBackend {
     /// `list`: the running sandboxes that pass the filter.
     pub(crate) async fn list_sandboxes(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {
@@ -95,10 +98,24 @@ impl HttpBackend {
             namespace: namespace.unwrap_or("*"),
             sandbox: name,
         };
-        let value = self
-            .client
-            .rpc(method::METRICS, &params, self.config.request_timeout, Retry::Idempotent)
-            .await?;
+        // While a namespace's first sandbox is being created, the server briefly answers a
+        // listing of the namespace with a masked 500 (its config file is not written yet): ask
+        // again a few times, quickly. (A masked 500 for a named sandbox means an unknown name,
+        // which `statuses` handles, so it is not retried.)
+        let mut attempt = 0u32;
+        let value = loop {
+            match self
+                .client
+                .rpc(method::METRICS, &params, self.config.request_timeout, Retry::Idempotent)
+                .await
+            {
+                Err(e) if e.is_masked() && name.is_none() && attempt < MASKED_LISTING_RETRIES => {
+                    tokio::time::sleep(self.poll_pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         let mut result: MetricsResult = decode(value, method::METRICS)?;
         if let Some(ns) = namespace {
             for status in &mut result.sandboxes {

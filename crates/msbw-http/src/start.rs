@@ -42,17 +42,35 @@ const PROBE_SECONDS: u64 = 5;
 /// The listing is asked every this many failed probes whether the sandbox died meanwhile.
 const PROBES_PER_LISTING: u32 = 5;
 
-/// One async mutex per namespace (defence 4).
-#[derive(Debug, Default)]
+/// One async mutex per server and namespace (defence 4), shared by every backend of this
+/// process: two wrappers with backends of their own that start sandboxes in one namespace of one
+/// server are serialised too.
+#[derive(Debug)]
 pub(crate) struct NamespaceLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    server: String,
 }
 
+/// A lock per (server, namespace).
+type LockTable = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// The locks of every (server, namespace) this process has started sandboxes in.
+static LOCKS: std::sync::OnceLock<Mutex<LockTable>> = std::sync::OnceLock::new();
+
 impl NamespaceLocks {
+    /// The locks of the server at `server_url`.
+    pub(crate) fn new(server_url: &str) -> Self {
+        NamespaceLocks {
+            server: server_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
     /// The lock of `namespace`, created on first use.
     pub(crate) fn of(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(locks.entry(namespace.to_owned()).or_default())
+        let mut locks = LOCKS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry((self.server.clone(), namespace.to_owned())).or_default())
     }
 }
 
@@ -385,11 +403,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn namespace_locks_are_shared_per_namespace() {
-        let locks = NamespaceLocks::default();
+    async fn namespace_locks_are_shared_per_namespace_and_server_across_backends() {
+        let locks = NamespaceLocks::new("http://locks-test:1");
         let a = locks.of("a");
         let _held = a.lock().await;
         assert!(locks.of("a").try_lock().is_err(), "the same namespace shares one lock");
         assert!(locks.of("b").try_lock().is_ok(), "another namespace is not blocked");
+        let other_backend = NamespaceLocks::new("http://locks-test:1/");
+        assert!(
+            other_backend.of("a").try_lock().is_err(),
+            "another backend of the same server shares it"
+        );
+        let other_server = NamespaceLocks::new("http://locks-test:2");
+        assert!(other_server.of("a").try_lock().is_ok(), "another server is not blocked");
     }
 }

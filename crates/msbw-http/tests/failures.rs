@@ -374,3 +374,20 @@ async fn invalid_input_is_refused_without_a_request() {
     assert_eq!(backend.list(&filter).await.unwrap_err().kind(), ErrorKind::InvalidInput);
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_namespace_listing_masked_while_its_first_sandbox_is_created_is_asked_again() {
+    let server = MockServer::start().await;
+    rpc("sandbox.metrics.get")
+        .respond_with(masked())
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    rpc("sandbox.metrics.get")
+        .respond_with(metrics(&[("s1", true)]))
+        .mount(&server)
+        .await;
+    let list = backend(&server).list(&ListFilter::namespace("default")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(methods(&server).await, ["sandbox.metrics.get"; 3]);
+}

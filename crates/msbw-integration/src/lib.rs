@@ -8,10 +8,12 @@
 //!
 //! - [`target`]: what the suites run against (URL, key, mode, images, what the harness offers).
 //! - [`control`]: asks the harness that owns the server to restart it or mint keys.
+//! - [`msbw_serve`]: the `msbw serve` binary as a child process, for the suites that start it.
 //! - [`report`]: each check's outcome, printed as it happens, and the suites' summary.
 //! - [`suites`]: the suites, one module each.
 
 pub mod control;
+pub mod msbw_serve;
 pub mod report;
 pub mod suites;
 pub mod target;

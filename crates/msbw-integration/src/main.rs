@@ -25,7 +25,7 @@ options (each also read from the environment variable shown):
   --url URL             the server [MSB_SERVER_URL]
   --mode MODE           dev, keyed or external [MSBW_INTEGRATION_MODE; default external]
   --suites LIST         comma-separated: conformance, auth, defences, facade, serve, python-sdk
-                        [default conformance,auth,defences]
+                        [default conformance,auth,defences,facade]
   --standin             the server runs on the libkrun stand-in (enables the agent-delay checks)
   --control PATH        the harness's control socket (enables restart and key minting)
   --python-image IMAGE  image of python sandboxes [MSB_PYTHON_IMAGE]
@@ -33,12 +33,18 @@ options (each also read from the environment variable shown):
   --namespace NS        the namespace of the sandboxes [default default]
   --msbw-bin PATH       the msbw program, for the msbw serve suites [MSBW_BIN]
   --msbw-unavailable WHY  why there is no msbw program (the harness could not build it)
+  --cache PATH          the integration cache, for the Python SDK's venv
+                        [MSBW_INTEGRATION_CACHE; default ~/.cache/msbw-integration]
+  --work-dir PATH       where the suites keep their files (msbw serve logs)
+                        [default: a new folder in $TMPDIR, removed when every suite passed]
   --summary-file PATH   also write one tab-separated line per suite there
   --allow-missing       suites whose crate or binary does not exist yet do not fail the run
 the API key is read from MSB_API_KEY only (a command line is visible to every user).";
 
 struct Options {
     target: Target,
+    /// Whether the work folder was chosen here (and so is removed after a run that passed).
+    own_work_dir: bool,
     suites: Vec<String>,
     summary_file: Option<PathBuf>,
     allow_missing: bool,
@@ -60,6 +66,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut msbw_bin = env("MSBW_BIN");
     let mut msbw_unavailable = None;
     let mut summary_file = None;
+    let mut cache = env("MSBW_INTEGRATION_CACHE").map(PathBuf::from);
+    let mut work_dir: Option<PathBuf> = None;
     let mut allow_missing = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -85,6 +93,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--msbw-bin" => msbw_bin = Some(value()?),
             "--msbw-unavailable" => msbw_unavailable = Some(value()?),
             "--summary-file" => summary_file = Some(PathBuf::from(value()?)),
+            "--cache" => cache = Some(PathBuf::from(value()?)),
+            "--work-dir" => work_dir = Some(PathBuf::from(value()?)),
             "--allow-missing" => allow_missing = true,
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other:?}")),
@@ -124,11 +134,21 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     if let Some(ns) = namespace {
         target.namespace = ns;
     }
+    target.cache = cache.or_else(|| {
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|home| PathBuf::from(home).join(".cache").join("msbw-integration"))
+    });
+    let own_work_dir = work_dir.is_none();
+    if let Some(dir) = work_dir {
+        target.work_dir = dir;
+    }
     if target.mode == Mode::Keyed && target.api_key.is_none() {
         return Err("keyed mode needs a key in MSB_API_KEY".into());
     }
     Ok(Some(Options {
         target,
+        own_work_dir,
         suites,
         summary_file,
         allow_missing,
@@ -151,19 +171,31 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
-        .build()
-        .expect("a tokio runtime can be built");
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("msbw-integration: cannot build the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = std::time::Instant::now();
     let reports = runtime.block_on(async {
         let mut reports = Vec::new();
         for suite in &options.suites {
-            if let Some(report) = suites::run(suite, &options.target).await {
-                reports.push(report);
-            }
+            reports.extend(suites::run(suite, &options.target).await);
         }
         reports
     });
     let ok = summarise(&reports, &options, started.elapsed());
+    let work_dir = &options.target.work_dir;
+    if work_dir.exists() {
+        if ok && options.own_work_dir {
+            let _ = std::fs::remove_dir_all(work_dir);
+        } else if !ok {
+            println!("  the suites' files (msbw serve logs) are in {}", work_dir.display());
+        }
+    }
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
@@ -175,10 +207,11 @@ fn summarise(reports: &[SuiteReport], options: &Options, took: std::time::Durati
         options.target.describe()
     );
     let mut ok = !reports.is_empty();
+    let against = options.target.describe();
     for r in reports {
         let status = r.status();
         println!(
-            "  {:<12} {:<18} {} passed ({} only after retries), {} failed, {} not applicable{}",
+            "  {:<12} {:<18} {} passed ({} only after retries), {} failed, {} not applicable{}{}",
             r.suite,
             match status {
                 Status::Passed => "passed",
@@ -190,6 +223,11 @@ fn summarise(reports: &[SuiteReport], options: &Options, took: std::time::Durati
             r.retried(),
             r.failed(),
             r.not_applicable_count(),
+            if r.against == against {
+                String::new()
+            } else {
+                format!(", against {}", r.against)
+            },
             r.not_yet_available
                 .as_ref()
                 .map(|w| format!(": {w}"))

@@ -53,6 +53,16 @@ impl FromStr for Mode {
     }
 }
 
+/// Which program answers at the target's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// The microsandbox server (`msbserver`, local or the user's), with its real agent and the
+    /// agent's documented defects.
+    Microsandbox,
+    /// `msbw serve` over the local backend, started by the suites themselves.
+    MsbwServe,
+}
+
 /// Everything the suites know about what they run against.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -62,6 +72,8 @@ pub struct Target {
     pub api_key: Option<String>,
     /// How the server authenticates.
     pub mode: Mode,
+    /// Which program answers.
+    pub kind: ServerKind,
     /// Whether the server runs on the TEST-ONLY libkrun stand-in (so that its
     /// `MSBW_STANDIN_*` variables work, e.g. delaying the agent).
     pub standin: bool,
@@ -80,6 +92,11 @@ pub struct Target {
     /// A short tag unique to this run, in every sandbox name, so that runs never collide and
     /// leftovers can be recognised.
     pub run_tag: String,
+    /// The build cache of the integration layer (`~/.cache/msbw-integration`): the Python SDK's
+    /// virtual environment goes there.
+    pub cache: Option<PathBuf>,
+    /// A folder for the suites' own files (logs of the `msbw serve` processes they start).
+    pub work_dir: PathBuf,
 }
 
 /// A short tag unique to this process and moment: base 36 of the PID and the clock.
@@ -101,10 +118,12 @@ pub fn run_tag() -> String {
 impl Target {
     /// A target with nothing but a URL and a mode.
     pub fn new(url: Option<String>, mode: Mode) -> Self {
+        let tag = run_tag();
         Target {
             url,
             api_key: None,
             mode,
+            kind: ServerKind::Microsandbox,
             standin: false,
             python_image: None,
             node_image: None,
@@ -112,8 +131,37 @@ impl Target {
             msbw_bin: None,
             msbw_unavailable: None,
             namespace: "default".into(),
-            run_tag: run_tag(),
+            run_tag: tag.clone(),
+            cache: None,
+            work_dir: std::env::temp_dir().join(format!("msbw-integration-suites-{tag}")),
         }
+    }
+
+    /// The same target with another server at `url` (keeping the run tag, the cache and the work
+    /// folder): used for the `msbw serve` processes the suites start.
+    pub fn serve_at(&self, url: String, mode: Mode, api_key: Option<String>) -> Target {
+        Target {
+            url: Some(url),
+            api_key,
+            mode,
+            kind: ServerKind::MsbwServe,
+            standin: false,
+            python_image: None,
+            node_image: None,
+            control: None,
+            msbw_bin: self.msbw_bin.clone(),
+            msbw_unavailable: self.msbw_unavailable.clone(),
+            namespace: self.namespace.clone(),
+            run_tag: self.run_tag.clone(),
+            cache: self.cache.clone(),
+            work_dir: self.work_dir.clone(),
+        }
+    }
+
+    /// Whether the real microsandbox agent (`portal` 0.2.6) runs the sandboxes, with its known
+    /// defects (see `suites::conformance::KNOWN_DEFECTS`).
+    pub fn runs_the_real_agent(&self) -> bool {
+        self.kind == ServerKind::Microsandbox
     }
 
     /// What the target is, for reports: `real msbserver 0.2.6 at URL (dev mode, libkrun
@@ -128,9 +176,10 @@ impl Target {
         } else {
             ", no key"
         };
-        match self.mode {
-            Mode::External => format!("external server {url}{key}"),
-            mode => format!(
+        match (self.kind, self.mode) {
+            (ServerKind::MsbwServe, mode) => format!("msbw serve (local backend) at {url} ({mode} mode{key})"),
+            (_, Mode::External) => format!("external server {url}{key}"),
+            (_, mode) => format!(
                 "real msbserver 0.2.6 at {url} ({mode} mode{key}{})",
                 if self.standin { ", libkrun stand-in" } else { "" }
             ),

@@ -8,7 +8,8 @@
 //! 3. For each mode (dev, keyed) starts a server ([`server`]) on a free loopback port with a
 //!    private `MICROSANDBOX_HOME`, offers it to the suites through a control socket
 //!    ([`control`]: restart, keys), runs the suites against it, and stops it.
-//! 4. Runs the suites that need `msbw serve` (hooks until it exists).
+//! 4. Runs the suites of `msbw serve` (`serve`, `python-sdk`), which start the `msbw` binary
+//!    themselves, in dev mode and with a key.
 //! 5. Ends every process the run started and checks that none is left ([`procs`], [`run`]),
 //!    also on failure and on Ctrl-C; prints the summary.
 //!
@@ -39,8 +40,8 @@ use server::{LocalServer, Mode};
 const SUITES: [&str; 6] = ["conformance", "auth", "defences", "facade", "serve", "python-sdk"];
 /// The suites run against each local server mode.
 const DEV_SUITES: [&str; 3] = ["conformance", "defences", "facade"];
-const KEYED_SUITES: [&str; 3] = ["conformance", "auth", "defences"];
-/// The suites run against `msbw serve` (which the suites start themselves once it exists).
+const KEYED_SUITES: [&str; 4] = ["conformance", "auth", "defences", "facade"];
+/// The suites run against `msbw serve` (which they start themselves, in both modes).
 const SERVE_SUITES: [&str; 2] = ["serve", "python-sdk"];
 
 const HELP: &str = "cargo xtask test-integration [OPTIONS]
@@ -228,10 +229,12 @@ impl Timings {
     }
 }
 
-/// The suites' program, built, and `msbw` if it builds.
+/// The suites' program, built, `msbw` if it builds, and the build cache (the Python SDK's venv
+/// goes there).
 struct Programs {
     suites: PathBuf,
     msbw: Result<PathBuf, String>,
+    cache: Result<PathBuf, String>,
 }
 
 fn run(options: &Options) -> Result<bool, String> {
@@ -336,7 +339,11 @@ fn build_programs(cargo: &Path, root: &Path, dir: &Path, timings: &mut Timings) 
     if let Err(why) = &msbw {
         eprintln!("xtask: msbw is not available: {why}");
     }
-    Ok(Programs { suites, msbw })
+    Ok(Programs {
+        suites,
+        msbw,
+        cache: cache::root(),
+    })
 }
 
 /// `cargo build -p PACKAGE --bin BIN`; the path of the binary. With `log`, cargo's messages go
@@ -410,7 +417,7 @@ enum Target<'a> {
     },
     /// `MSB_SERVER_URL` (and `MSB_API_KEY`, inherited).
     External { url: &'a str },
-    /// `msbw serve` (the suites start it themselves once it exists).
+    /// `msbw serve` (the suites start it themselves).
     Serve,
 }
 
@@ -482,6 +489,8 @@ fn run_suites(programs: &Programs, run: &Run, suites: &[String], options: &Optio
         .arg(suites.join(","))
         .arg("--summary-file")
         .arg(&summary)
+        .arg("--work-dir")
+        .arg(run.dir().join(format!("suites-{label}")))
         .env(procs::MARKER_VAR, run.id())
         .stdin(Stdio::null());
     if options.allow_missing {
@@ -491,6 +500,9 @@ fn run_suites(programs: &Programs, run: &Run, suites: &[String], options: &Optio
         Ok(msbw) => command.arg("--msbw-bin").arg(msbw),
         Err(why) => command.arg("--msbw-unavailable").arg(why),
     };
+    if let Ok(cache) = &programs.cache {
+        command.arg("--cache").arg(cache);
+    }
     match &target {
         Target::Local {
             url,

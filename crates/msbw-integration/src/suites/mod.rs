@@ -5,14 +5,16 @@
 //! | `conformance` | the backend conformance suite of `msbw-backend`, through `HttpBackend` | any server |
 //! | `auth` | no key, wrong key, expired key, key for another namespace: `Unauthorized` | a keyed server |
 //! | `defences` | the client's defences against the real server's quirks (readiness, double start, serialised starts, masked errors, restart) | any server; some checks need the stand-in or the harness |
-//! | `facade` | the facade end to end (hook, see [`hooks`]) | a server |
-//! | `serve` | `msbw serve` end to end (hook) | `msbw serve` |
-//! | `python-sdk` | the upstream Python SDK 0.1.8 against `msbw serve` (hook) | `msbw serve` |
+//! | `facade` | the facade `MicrosandboxWrapper` end to end over `HttpBackend`: code with state, commands, sessions, limits, idle and orphan cleanup, shutdown | any server |
+//! | `serve` | the `msbw` binary's `serve` (local backend) started by the suite, dev and keyed: `conformance` and `facade` against it, keys, SIGTERM | `msbw serve` |
+//! | `python-sdk` | the upstream Python SDK 0.1.8, unmodified, against the `msbw serve` binary, dev and keyed | `msbw serve` |
 
 pub mod auth;
 pub mod conformance;
 pub mod defences;
-pub mod hooks;
+pub mod facade;
+pub mod python_sdk;
+pub mod serve;
 
 use std::time::Duration;
 
@@ -24,20 +26,21 @@ use crate::target::Target;
 /// Every suite, in the order they run.
 pub const ALL: [&str; 6] = ["conformance", "auth", "defences", "facade", "serve", "python-sdk"];
 
-/// The suites run when none are named.
-pub const DEFAULT: [&str; 3] = ["conformance", "auth", "defences"];
+/// The suites run when none are named: those against the given server.
+pub const DEFAULT: [&str; 4] = ["conformance", "auth", "defences", "facade"];
 
-/// Runs the suite `name` against `target`; `None` if there is no such suite.
-pub async fn run(name: &str, target: &Target) -> Option<SuiteReport> {
-    Some(match name {
-        "conformance" => conformance::run(target).await,
-        "auth" => auth::run(target).await,
-        "defences" => defences::run(target).await,
-        "facade" => hooks::facade_end_to_end(target).await,
-        "serve" => hooks::serve_end_to_end(target).await,
-        "python-sdk" => hooks::python_sdk_against_serve(target).await,
-        _ => return None,
-    })
+/// Runs the suite `name` against `target`: one report, or one per target the suite starts
+/// itself (`serve`, `python-sdk`); none if there is no such suite.
+pub async fn run(name: &str, target: &Target) -> Vec<SuiteReport> {
+    match name {
+        "conformance" => vec![conformance::run(target).await],
+        "auth" => vec![auth::run(target).await],
+        "defences" => vec![defences::run(target).await],
+        "facade" => vec![facade::run(target).await],
+        "serve" => serve::run(target).await,
+        "python-sdk" => python_sdk::run(target).await,
+        _ => Vec::new(),
+    }
 }
 
 /// The longest any one check may take before it counts as hanging.
