@@ -174,6 +174,17 @@ impl Inner {
         }
     }
 
+    /// A call's timeout, session id and flavor, with the configured defaults filled in.
+    fn resolve(&self, options: &SessionOptions) -> Result<(Duration, String, SandboxFlavor), ManagerError> {
+        let timeout = self.timeout_of(options)?;
+        let session_id = Self::session_id_of(options)?;
+        Ok((
+            timeout,
+            session_id,
+            options.flavor.unwrap_or(self.config.default_flavor),
+        ))
+    }
+
     fn session_id_of(options: &SessionOptions) -> Result<String, ManagerError> {
         match &options.session_id {
             None => Ok(naming::session_id()),
@@ -655,9 +666,7 @@ impl Inner {
                 format!("is larger than {MAX_INPUT_BYTES} bytes"),
             ));
         }
-        let timeout = self.timeout_of(&call.options)?;
-        let session_id = Self::session_id_of(&call.options)?;
-        let flavor = call.options.flavor.unwrap_or(self.config.default_flavor);
+        let (timeout, session_id, flavor) = self.resolve(&call.options)?;
         let work = Work::Code(CodeRequest {
             language: call.template,
             code: call.code,
@@ -698,9 +707,7 @@ impl Inner {
         if call.command.contains('\0') || call.args.iter().any(|a| a.contains('\0')) {
             return Err(ManagerError::invalid("command", "contains a NUL byte"));
         }
-        let timeout = self.timeout_of(&call.options)?;
-        let session_id = Self::session_id_of(&call.options)?;
-        let flavor = call.options.flavor.unwrap_or(self.config.default_flavor);
+        let (timeout, session_id, flavor) = self.resolve(&call.options)?;
         let work = Work::Command(CommandRequest {
             command: call.command.clone(),
             args: call.args.clone(),
