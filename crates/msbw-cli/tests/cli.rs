@@ -299,13 +299,24 @@ fn serve_keygen_mints_keys_and_serve_needs_a_mode() {
 fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = msbw(dir.path())
-        .args(["serve", "--dev", "--port", "0"])
-        .env("MSBW_SERVE_KEY", "ignored-because-of-dev")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Kills the server if the test fails before it is stopped.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = KillOnDrop(
+        msbw(dir.path())
+            .args(["serve", "--dev", "--port", "0"])
+            .env("MSBW_SERVE_KEY", "ignored-because-of-dev")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let url = loop {
