@@ -173,6 +173,21 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// mount(2), with `None` for the null pointers; the errno on failure. Allocates nothing, so it
+/// is safe between clone and exec.
+fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> Result<(), i32> {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), std::ffi::CStr::as_ptr);
+    // SAFETY: every pointer is null or a valid NUL-terminated string that outlives the call.
+    let r = unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
 fn check(r: c_int, stage: u32) -> Step<c_int> {
     if r < 0 {
         Err(Fail { stage, errno: errno() })
@@ -259,23 +274,12 @@ pub(crate) fn spawn_probe(flags: c_int) -> io::Result<Pid> {
 }
 
 fn probe_main() -> i32 {
-    let root = c"/";
-    let tmpfs = c"tmpfs";
-    // SAFETY: mount(2) with valid C strings and null pointers, in our own mount namespace.
-    unsafe {
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) < 0
-        {
-            return 1;
-        }
-        if libc::mount(tmpfs.as_ptr(), root.as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null()) < 0 {
-            return 2;
-        }
+    let tmpfs = Some(c"tmpfs");
+    if mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).is_err() {
+        return 1;
+    }
+    if mount(tmpfs, c"/", tmpfs, 0, None).is_err() {
+        return 2;
     }
     0
 }
@@ -557,33 +561,22 @@ fn holder_setup(plan: &HolderPlan) -> Step {
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
 
     let root = c"/";
-    // SAFETY: mount(2) with valid C strings or null pointers.
-    check(
-        unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        },
-        stage::PRIVATE_MOUNTS,
-    )?;
-    let tmpfs = c"tmpfs";
-    // SAFETY: as above.
-    check(
-        unsafe {
-            libc::mount(
-                tmpfs.as_ptr(),
-                plan.new_root.as_ptr(),
-                tmpfs.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                plan.root_data.as_ptr().cast(),
-            )
-        },
-        stage::ROOT_TMPFS,
-    )?;
+    mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|errno| Fail {
+        stage: stage::PRIVATE_MOUNTS,
+        errno,
+    })?;
+    let tmpfs = Some(c"tmpfs");
+    mount(
+        tmpfs,
+        &plan.new_root,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&plan.root_data),
+    )
+    .map_err(|errno| Fail {
+        stage: stage::ROOT_TMPFS,
+        errno,
+    })?;
     for (i, step) in plan.steps.iter().enumerate() {
         mount_step(step, stage::STEP_BASE + i as u32)?;
     }
@@ -620,7 +613,6 @@ fn holder_setup(plan: &HolderPlan) -> Step {
 
 fn mount_step(step: &MountStep, stage: u32) -> Step {
     let fail = |errno: i32| Fail { stage, errno };
-    let null = std::ptr::null::<c_char>();
     match step {
         MountStep::Dir { path } => {
             // SAFETY: mkdir with a valid C string.
@@ -649,38 +641,14 @@ fn mount_step(step: &MountStep, stage: u32) -> Step {
             }
         }
         MountStep::Bind { source, target, attrs } => {
-            // SAFETY: mount(2) with valid C strings or null pointers.
-            let r = unsafe {
-                libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    null,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                )
-            };
-            if r < 0 {
-                return Err(fail(errno()));
-            }
+            mount(Some(source), target, None, libc::MS_BIND | libc::MS_REC, None).map_err(fail)?;
             if *attrs != 0 {
                 set_attrs(target, *attrs, true).map_err(fail)?;
             }
         }
         MountStep::Tmpfs { target, data } => {
-            let tmpfs = c"tmpfs";
-            // SAFETY: mount(2) with valid C strings.
-            let r = unsafe {
-                libc::mount(
-                    tmpfs.as_ptr(),
-                    target.as_ptr(),
-                    tmpfs.as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    data.as_ptr().cast(),
-                )
-            };
-            if r < 0 {
-                return Err(fail(errno()));
-            }
+            let tmpfs = Some(c"tmpfs");
+            mount(tmpfs, target, tmpfs, libc::MS_NOSUID | libc::MS_NODEV, Some(data)).map_err(fail)?;
         }
         MountStep::Attach { fd, target } => {
             const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
@@ -702,20 +670,15 @@ fn mount_step(step: &MountStep, stage: u32) -> Step {
             close_fd(*fd);
         }
         MountStep::Proc { target } => {
-            let proc_ = c"proc";
-            // SAFETY: mount(2) with valid C strings.
-            let r = unsafe {
-                libc::mount(
-                    proc_.as_ptr(),
-                    target.as_ptr(),
-                    proc_.as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                )
-            };
-            if r < 0 {
-                return Err(fail(errno()));
-            }
+            let proc_ = Some(c"proc");
+            mount(
+                proc_,
+                target,
+                proc_,
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            )
+            .map_err(fail)?;
         }
         MountStep::SetAttrs { target, attrs } => set_attrs(target, *attrs, false).map_err(fail)?,
     }
@@ -781,17 +744,7 @@ fn set_attrs(target: &std::ffi::CStr, attrs: u64, recursive: bool) -> Result<(),
     if attrs & MOUNT_ATTR_NODEV != 0 {
         ms |= libc::MS_NODEV;
     }
-    // SAFETY: mount(2) with a valid C string and null pointers.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            target.as_ptr(),
-            std::ptr::null(),
-            ms,
-            std::ptr::null(),
-        )
-    };
-    if r < 0 { Err(errno()) } else { Ok(()) }
+    mount(None, target, None, ms, None)
 }
 
 /// `struct ifreq` with the flags member of its union.
