@@ -36,7 +36,7 @@ pub use selection::{AUTO_PROBE_TIMEOUT, BackendSelection, build_backend, choose_
 
 pub use msbw_backend::{
     self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, ListFilter,
-    SandboxBackend, SandboxBackendExt, SandboxId, Template,
+    SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
 };
 pub use msbw_config::{
     self as config, ApiKey, BackendKind, ConfigError, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor, VolumeMapping,
@@ -46,7 +46,8 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
     self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, OrphanReport, Resource,
-    ResourceStats, SessionInfo, SessionManager, SessionOptions, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+    ResourceStats, SessionInfo, SessionManager, SessionOptions, SessionSpec, SessionStatus, ShutdownReport, TaskKind,
+    TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].
@@ -126,11 +127,6 @@ impl MicrosandboxWrapper {
         self.manager.config()
     }
 
-    /// The session manager underneath, for what the wrapper does not expose.
-    pub fn manager(&self) -> &SessionManager {
-        &self.manager
-    }
-
     /// Starts the wrapper: stops orphans this wrapper's mark left behind, and starts the
     /// background cleanup tasks.
     pub async fn start(&self) -> Result<(), WrapperError> {
@@ -183,6 +179,43 @@ impl MicrosandboxWrapper {
     /// The live sessions, or the one named.
     pub fn get_sessions(&self, session_id: Option<&str>) -> Result<Vec<SessionInfo>, WrapperError> {
         self.manager.sessions(session_id).map_err(|e| self.err(e, None))
+    }
+
+    /// The live session `session_id`, if there is one.
+    pub fn session(&self, session_id: &str) -> Result<Option<SessionInfo>, WrapperError> {
+        Ok(self.get_sessions(Some(session_id))?.into_iter().next())
+    }
+
+    /// Opens a session now: its sandbox starts before this returns (under the same limits as
+    /// sessions created by a first call), with the spec's extra volumes and environment on top of
+    /// the configured ones. An existing session with the same template and flavor is returned as
+    /// it is; another template or flavor is [`WrapperError::SessionMismatch`]. The `bool` is
+    /// `true` when this call created the session.
+    pub async fn open_session(&self, spec: SessionSpec) -> Result<(SessionInfo, bool), WrapperError> {
+        self.manager.open_session(spec).await.map_err(|e| self.err(e, None))
+    }
+
+    /// What the backend can do (templates, read-only volumes, metrics, ...); works before
+    /// `start`.
+    pub async fn capabilities(&self) -> Capabilities {
+        self.manager.backend().capabilities().await
+    }
+
+    /// The backend's running sandboxes in this wrapper's namespace (`MSB_NAMESPACE`), with memory
+    /// and CPU use where the backend reports them; this includes sandboxes of other wrappers
+    /// sharing the namespace. Works before `start`.
+    pub async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, WrapperError> {
+        let filter = ListFilter::namespace(&self.manager.config().namespace);
+        self.manager.backend().list(&filter).await.map_err(|source| {
+            self.err(
+                msbw_manager::ManagerError::Backend {
+                    phase: msbw_manager::Phase::Listing,
+                    session_id: String::new(),
+                    source: Box::new(source),
+                },
+                None,
+            )
+        })
     }
 
     /// Stops a session; `false` when it does not exist.

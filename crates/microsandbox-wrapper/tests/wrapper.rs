@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use microsandbox_wrapper::backend::fake::{FakeBackend, Reply};
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ErrorCategory, ErrorKind, MicrosandboxWrapper, SandboxFlavor, Template, VolumeMapping,
-    WrapperConfig, WrapperError,
+    CodeCall, CommandCall, ErrorCategory, ErrorKind, MicrosandboxWrapper, SandboxFlavor, SandboxId, Template,
+    VolumeMapping, WrapperConfig, WrapperError,
 };
 
 fn wrapper(fake: &FakeBackend, config: WrapperConfig) -> MicrosandboxWrapper {
@@ -206,4 +206,65 @@ async fn an_invalid_configuration_is_refused_with_every_problem() {
         text.contains("MSB_SESSION_TIMEOUT") && text.contains("MSB_MAX_SESSIONS"),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fronts_open_sessions_list_sandboxes_and_read_capabilities_through_the_facade() {
+    use microsandbox_wrapper::{Capabilities, SessionSpec};
+    let fake = FakeBackend::new();
+    let mut caps = Capabilities::default();
+    caps.read_only_volumes = true;
+    fake.set_capabilities(caps);
+    let config = WrapperConfig {
+        namespace: "front".into(),
+        ..WrapperConfig::default()
+    };
+    let w = wrapper(&fake, config);
+    assert!(
+        w.capabilities().await.read_only_volumes,
+        "capabilities work before start"
+    );
+    w.start().await.unwrap();
+    let spec = SessionSpec {
+        session_id: "ns/box".into(),
+        template: Template::Node,
+        flavor: SandboxFlavor::Small,
+        extra_volumes: vec![VolumeMapping::new("/tmp", "/extra").unwrap()],
+        env: vec![("GREETING".into(), "hi".into())],
+    };
+    let (info, created) = w.open_session(spec.clone()).await.unwrap();
+    assert!(created);
+    assert_eq!(fake.stats().started, 1, "the sandbox started eagerly, before any call");
+    let started = fake
+        .spec_of(&SandboxId::new("front", &info.sandbox_name).unwrap())
+        .unwrap();
+    assert!(
+        started.volumes.iter().any(|v| v.container_path == "/extra"),
+        "{started:?}"
+    );
+    assert!(
+        started.env.iter().any(|(k, v)| k == "GREETING" && v == "hi"),
+        "{started:?}"
+    );
+    let (again, created) = w.open_session(spec.clone()).await.unwrap();
+    assert!(!created, "an existing session is returned as it is");
+    assert_eq!(again.sandbox_name, info.sandbox_name);
+    let err = w
+        .open_session(SessionSpec {
+            template: Template::Python,
+            ..spec
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WrapperError::SessionMismatch { .. }), "{err:?}");
+
+    assert_eq!(w.session("ns/box").unwrap().unwrap().sandbox_name, info.sandbox_name);
+    assert!(w.session("nobody").unwrap().is_none());
+    let listed = w.list_sandboxes().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id.name, info.sandbox_name);
+    assert_eq!(listed[0].id.namespace, "front");
+    assert!(w.stop_session("ns/box").await.unwrap());
+    assert!(w.list_sandboxes().await.unwrap().is_empty());
+    w.stop().await;
 }

@@ -69,7 +69,7 @@ impl Server {
                 message: format!("cannot listen on {addr}: {e}"),
             })?;
         wrapper.start().await?;
-        let read_only_volumes = wrapper.manager().backend().capabilities().await.read_only_volumes;
+        let read_only_volumes = wrapper.capabilities().await.read_only_volumes;
         let state = Arc::new(AppState {
             wrapper,
             options,

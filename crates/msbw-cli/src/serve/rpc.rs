@@ -10,9 +10,8 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use microsandbox_wrapper::manager::SessionSpec;
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ExecStatus, ListFilter, SandboxFlavor, SandboxId, SessionOptions, Template, VolumeMapping,
+    CodeCall, CommandCall, ExecStatus, SandboxFlavor, SandboxId, SessionOptions, SessionSpec, Template, VolumeMapping,
     WrapperError,
 };
 use serde::Deserialize;
@@ -350,10 +349,11 @@ async fn start(state: &AppState, claims: Option<&Claims>, params_value: Value) -
         extra_volumes: volumes,
         env,
     };
-    state.wrapper.manager().open_session(spec).await.map_err(|e| {
-        let e = WrapperError::from(e);
-        RestError::from_wrapper(&e)
-    })?;
+    state
+        .wrapper
+        .open_session(spec)
+        .await
+        .map_err(|e| RestError::from_wrapper(&e))?;
     lock(&state.known).insert((p.namespace, p.sandbox.clone()));
     Ok(json!(format!("Sandbox {} started successfully", p.sandbox)))
 }
@@ -411,13 +411,7 @@ async fn metrics(state: &AppState, claims: Option<&Claims>, params_value: Value)
         .wrapper
         .get_sessions(None)
         .map_err(|e| RestError::from_wrapper(&e))?;
-    let listed = state
-        .wrapper
-        .manager()
-        .backend()
-        .list(&ListFilter::namespace(&state.wrapper.config().namespace))
-        .await
-        .unwrap_or_default();
+    let listed = state.wrapper.list_sandboxes().await.unwrap_or_default();
     let wanted = |ns: &str, name: &str| {
         (p.namespace == "*" || p.namespace == ns) && p.sandbox.as_deref().is_none_or(|s| s == name)
     };
