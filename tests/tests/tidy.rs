@@ -156,3 +156,20 @@ fn the_config_crate_stays_free_of_async_runtimes_and_http() {
         );
     }
 }
+
+#[test]
+fn ci_builds_the_facade_with_each_backend_alone() {
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    let manifest = std::fs::read_to_string(root().join("crates/microsandbox-wrapper/Cargo.toml")).expect("Cargo.toml");
+    for feature in ["local", "http"] {
+        assert!(
+            manifest.contains(&format!("\n{feature} = [\"dep:msbw-")),
+            "microsandbox-wrapper has no optional backend feature {feature}"
+        );
+        let line = format!("cargo check -p microsandbox-wrapper --no-default-features --features {feature}");
+        assert!(
+            ci.lines().any(|l| l.trim() == line),
+            ".ci/run does not check the facade with only the {feature} backend: add `{line}`"
+        );
+    }
+}

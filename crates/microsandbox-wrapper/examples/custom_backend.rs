@@ -7,13 +7,22 @@
 //! It implements every method of `SandboxBackend`, passes the conformance suite (see
 //! `tests/custom_backend.rs`), and plugs into the wrapper with `MicrosandboxWrapper::with_backend`.
 //!
-//! Run it with `cargo run -p microsandbox-wrapper --example custom_backend`.
+//! It needs only this crate (and an async runtime): the trait, its types and `#[async_trait]` are
+//! re-exported by `microsandbox-wrapper`, and the conformance suite is its `conformance` feature:
+//!
+//! ```toml
+//! [dependencies]
+//! microsandbox-wrapper = { path = "...", features = ["conformance"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! Run it with `cargo run -p microsandbox-wrapper --example custom_backend --features conformance`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use microsandbox_wrapper::async_trait;
 use microsandbox_wrapper::backend::{
     BackendError, Capabilities, CodeRequest, CommandRequest, ErrorKind, ExecOutput, Health, ListFilter, Operation,
     SandboxBackend, SandboxId, SandboxInfo, SandboxSpec,
@@ -123,7 +132,7 @@ fn main() {
     runtime.block_on(async {
         use microsandbox_wrapper::{CodeCall, CommandCall, LocalBackend, MicrosandboxWrapper, WrapperConfig};
         let config = WrapperConfig::from_env().expect("a valid MSB_* configuration");
-        let local = LocalBackend::from_config(&config);
+        let local = LocalBackend::from_config(&config).expect("valid local-backend settings");
         let backend = Arc::new(PolicyBackend::new(local, &["echo", "ls"]));
         let wrapper = MicrosandboxWrapper::with_backend(config, backend.clone()).expect("a wrapper");
         let result = wrapper

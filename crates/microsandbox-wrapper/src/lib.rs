@@ -21,6 +21,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! - `http` (default): the microsandbox server backend (`HttpBackend`, crate `msbw-http`).
+//! - `local` (default): the local isolated-process backend (`LocalBackend`, crate `msbw-local`).
+//! - `conformance`: the backend conformance suite, as `microsandbox_wrapper::conformance`, for
+//!   custom backends.
+//!
+//! `MSB_BACKEND` selects among the backends built in ([`available_backends`]); a custom backend
+//! needs only this crate: [`backend`] holds the trait and its types, and [`async_trait`] the
+//! attribute its implementation takes.
 
 mod error;
 mod selection;
@@ -32,17 +43,31 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use error::{ErrorCategory, ExecutionFailure, WrapperError};
-pub use selection::{AUTO_PROBE_TIMEOUT, BackendSelection, build_backend, choose_backend};
+#[cfg(feature = "http")]
+pub use selection::AUTO_PROBE_TIMEOUT;
+pub use selection::{
+    BackendSelection, available_backends, backend_problems, build_backend, choose_backend, validate_config,
+};
+
+/// The attribute a [`SandboxBackend`] implementation needs (`#[async_trait]`), so a custom
+/// backend depends on this crate alone.
+pub use async_trait::async_trait;
+/// The conformance suite a custom backend should pass (cargo feature `conformance`): see
+/// `examples/custom_backend.rs`.
+#[cfg(feature = "conformance")]
+pub use msbw_backend::conformance;
 
 pub use msbw_backend::{
     self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, ListFilter,
     SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
 };
 pub use msbw_config::{
-    self as config, ApiKey, BackendKind, ConfigError, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor, VolumeMapping,
-    WrapperConfig,
+    self as config, ApiKey, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem, LimitPolicy, LogLevel,
+    SandboxFlavor, VolumeMapping, WrapperConfig,
 };
+#[cfg(feature = "http")]
 pub use msbw_http::{HttpBackend, HttpBackendConfig};
+#[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
     self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, OrphanReport, Resource,
@@ -84,9 +109,10 @@ impl MicrosandboxWrapper {
     }
 
     /// A wrapper for `config`, with the backend its `backend` setting selects (`auto` probes for a
-    /// server at the default URL and otherwise takes the local backend).
+    /// server at the default URL and otherwise takes the local backend). The configuration is
+    /// validated first, every backend's own settings included ([`validate_config`]).
     pub async fn new(config: WrapperConfig) -> Result<Self, WrapperError> {
-        config.validate()?;
+        validate_config(&config)?;
         let selection = choose_backend(&config).await;
         let backend = build_backend(&config, &selection)?;
         tracing::info!(backend = %selection.backend, reason = %selection.reason, "backend selected");
@@ -99,6 +125,7 @@ impl MicrosandboxWrapper {
             backend: backend.name().to_owned(),
             requested: "custom".to_owned(),
             reason: "a backend given in code (with_backend)".to_owned(),
+            kind: None,
         };
         Self::assemble(config, backend, selection)
     }
@@ -113,7 +140,8 @@ impl MicrosandboxWrapper {
     }
 
     fn err(&self, e: msbw_manager::ManagerError, command: Option<&str>) -> WrapperError {
-        let url = (self.selection.backend == "microsandbox").then_some(self.manager.config().server_url.as_str());
+        let url = (self.selection.kind == Some(BackendKind::Microsandbox))
+            .then_some(self.manager.config().server_url.as_str());
         WrapperError::from_manager(e, command, url)
     }
 

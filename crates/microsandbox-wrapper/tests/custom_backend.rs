@@ -8,12 +8,12 @@
 mod custom_backend;
 
 use custom_backend::PolicyBackend;
-use microsandbox_wrapper::backend::conformance::{ConformanceOptions, run_all};
+use microsandbox_wrapper::conformance::{ConformanceOptions, run_all};
 use microsandbox_wrapper::{CommandCall, LocalBackend, MicrosandboxWrapper, WrapperConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_backend_passes_the_conformance_suite() {
-    let local = LocalBackend::from_config(&WrapperConfig::default());
+    let local = LocalBackend::from_config(&WrapperConfig::default()).unwrap();
     let backend = PolicyBackend::new(local, &["sh", "echo", "sleep", "true"]);
     let report = run_all(
         &backend,
@@ -31,7 +31,10 @@ async fn the_example_backend_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_off_the_allow_list_are_refused_before_reaching_the_backend() {
     let config = WrapperConfig::default();
-    let backend = std::sync::Arc::new(PolicyBackend::new(LocalBackend::from_config(&config), &["echo"]));
+    let backend = std::sync::Arc::new(PolicyBackend::new(
+        LocalBackend::from_config(&config).unwrap(),
+        &["echo"],
+    ));
     let wrapper = MicrosandboxWrapper::with_backend(config, backend.clone()).unwrap();
     let outcome = wrapper
         .scoped(|w| async move {

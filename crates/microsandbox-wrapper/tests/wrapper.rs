@@ -268,3 +268,42 @@ async fn fronts_open_sessions_list_sandboxes_and_read_capabilities_through_the_f
     assert!(w.list_sandboxes().await.unwrap().is_empty());
     w.stop().await;
 }
+
+#[cfg(all(feature = "http", feature = "local"))]
+#[tokio::test]
+async fn each_backend_validates_its_own_settings_before_anything_is_built() {
+    use microsandbox_wrapper::{BackendKind, ConfigKey};
+    let mut config = WrapperConfig {
+        backend: BackendKind::Local,
+        ..WrapperConfig::default()
+    };
+    config.backend_settings.set(ConfigKey::PythonImage, "my python");
+    config.backend_settings.set(ConfigKey::LocalNetwork, "maybe");
+    // Both backends' settings are checked, whichever backend is selected.
+    let problems = microsandbox_wrapper::validate_config(&config).unwrap_err();
+    let keys: Vec<ConfigKey> = problems.problems().iter().map(|p| p.key).collect();
+    assert_eq!(keys, [ConfigKey::PythonImage, ConfigKey::LocalNetwork]);
+    let err = MicrosandboxWrapper::new(config).await.unwrap_err();
+    assert_eq!(err.code(), "CONFIGURATION_ERROR", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("MSB_PYTHON_IMAGE (python_image) = \"my python\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("MSB_LOCAL_NETWORK (local_network) = \"maybe\": is not a boolean"),
+        "{text}"
+    );
+
+    let selection = microsandbox_wrapper::choose_backend(&WrapperConfig {
+        backend: BackendKind::Local,
+        ..WrapperConfig::default()
+    })
+    .await;
+    assert_eq!(selection.kind, Some(BackendKind::Local));
+    assert_eq!(selection.backend, "local");
+    assert_eq!(
+        microsandbox_wrapper::available_backends(),
+        [BackendKind::Microsandbox, BackendKind::Local]
+    );
+}

@@ -15,7 +15,7 @@ pub(crate) async fn run(config: WrapperConfig, json: bool) -> u8 {
         },
         Err(e) => Err(e.to_string()),
     };
-    let host = LocalBackend::probe(&LocalConfig::from_config(&config));
+    let host = LocalBackend::probe(&LocalConfig::from_config(&config).unwrap_or_default());
     if json {
         let value = serde_json::json!({
             "backend": selection,

@@ -85,7 +85,15 @@ fn load_config(global: &Global) -> Result<ConfigReport, WrapperError> {
     if let Some(url) = &global.server_url {
         vars.push((ConfigKey::ServerUrl.var_name().to_owned(), url.clone()));
     }
-    Ok(WrapperConfig::report_from_vars(vars))
+    let mut report = WrapperConfig::report_from_vars(vars);
+    // Backend settings (MSB_PYTHON_IMAGE, ...) are validated by their backends.
+    report
+        .problems
+        .extend(microsandbox_wrapper::backend_problems(&report.config));
+    report
+        .problems
+        .sort_by_key(|p| ConfigKey::ALL.iter().position(|k| *k == p.key));
+    Ok(report)
 }
 
 /// Logs go to stderr: the level is MSB_LOG_LEVEL, raised by -v and lowered to errors by -q.

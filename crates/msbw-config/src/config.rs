@@ -11,7 +11,7 @@ use crate::error::{ConfigError, ConfigProblem, ConfigWarning};
 use crate::secret::{ApiKey, MASK};
 use crate::url::parse_server_url;
 use crate::volume::{VolumeMapping, duplicate_container_paths, parse_volume_mappings};
-use crate::{BackendKind, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor};
+use crate::{BackendKind, BackendSettings, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor};
 
 /// The microsandbox server's default address.
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:5555";
@@ -65,12 +65,9 @@ pub struct WrapperConfig {
     pub max_concurrent_starts: u32,
     /// `MSB_SHUTDOWN_TIMEOUT`: how long shutdown waits for running executions (0 s to 1 h).
     pub shutdown_timeout: Duration,
-    /// `MSB_PYTHON_IMAGE`: image for the `python` template on a microsandbox server.
-    pub python_image: String,
-    /// `MSB_NODE_IMAGE`: image for the `node` template on a microsandbox server.
-    pub node_image: String,
-    /// `MSB_LOCAL_NETWORK`: whether local-backend sandboxes may use the network.
-    pub local_network: bool,
+    /// The settings that belong to one backend (`MSB_PYTHON_IMAGE`, `MSB_NODE_IMAGE`,
+    /// `MSB_LOCAL_NETWORK`), as text: the backend that reads them parses and validates them.
+    pub backend_settings: BackendSettings,
 }
 
 impl Default for WrapperConfig {
@@ -96,9 +93,7 @@ impl Default for WrapperConfig {
             limit_wait_timeout: Duration::from_secs(30),
             max_concurrent_starts: 4,
             shutdown_timeout: Duration::from_secs(30),
-            python_image: "microsandbox/python".to_owned(),
-            node_image: "microsandbox/node".to_owned(),
-            local_network: false,
+            backend_settings: BackendSettings::default(),
         }
     }
 }
@@ -200,7 +195,12 @@ impl WrapperConfig {
     }
 
     /// Sets one setting from its environment-variable text. An empty value restores the default.
+    /// A backend's setting is kept as text (its backend validates it), so it never fails here.
     pub fn set(&mut self, key: ConfigKey, value: &str) -> Result<(), ConfigProblem> {
+        if key.backend().is_some() {
+            self.backend_settings.set(key, value);
+            return Ok(());
+        }
         let text = value.trim();
         let text = if text.is_empty() { key.default_value() } else { text };
         let problem = |message: String| ConfigProblem {
@@ -260,9 +260,8 @@ impl WrapperConfig {
                 self.max_concurrent_starts = whole_number(text).map_err(problem)?;
             }
             ConfigKey::ShutdownTimeout => self.shutdown_timeout = whole_seconds(text).map_err(problem)?,
-            ConfigKey::PythonImage => self.python_image = text.to_owned(),
-            ConfigKey::NodeImage => self.node_image = text.to_owned(),
-            ConfigKey::LocalNetwork => self.local_network = boolean(text).map_err(problem)?,
+            // Handled above: backend settings are kept as text.
+            _ => {}
         }
         Ok(())
     }
@@ -284,6 +283,7 @@ impl WrapperConfig {
             .map(|key| {
                 let value = match key {
                     ConfigKey::ApiKey => self.api_key.as_ref().map(|k| k.expose().to_owned()).unwrap_or_default(),
+                    k if k.backend().is_some() => self.backend_settings.get(k).unwrap_or_default().to_owned(),
                     _ => self.env_text(key),
                 };
                 (key.var_name(), value)
@@ -312,9 +312,7 @@ impl WrapperConfig {
             ConfigKey::LimitWaitTimeout => seconds_text(self.limit_wait_timeout),
             ConfigKey::MaxConcurrentStarts => self.max_concurrent_starts.to_string(),
             ConfigKey::ShutdownTimeout => seconds_text(self.shutdown_timeout),
-            ConfigKey::PythonImage => self.python_image.clone(),
-            ConfigKey::NodeImage => self.node_image.clone(),
-            ConfigKey::LocalNetwork => self.local_network.to_string(),
+            _ => self.backend_settings.text(key).to_owned(),
         }
     }
 
@@ -445,16 +443,6 @@ impl WrapperConfig {
         }
         if !is_name(&self.owner_mark, 16, false) {
             report(ConfigKey::OwnerMark, "is not a valid owner mark".into());
-        }
-        for key in [ConfigKey::PythonImage, ConfigKey::NodeImage] {
-            let image = if key == ConfigKey::PythonImage {
-                &self.python_image
-            } else {
-                &self.node_image
-            };
-            if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                report(key, "is empty or contains white space".into());
-            }
         }
         problems
     }
@@ -620,9 +608,9 @@ impl Serialize for WrapperConfig {
         s.serialize_field("limit_wait_timeout", &seconds_value(self.limit_wait_timeout))?;
         s.serialize_field("max_concurrent_starts", &self.max_concurrent_starts)?;
         s.serialize_field("shutdown_timeout", &seconds_value(self.shutdown_timeout))?;
-        s.serialize_field("python_image", &self.python_image)?;
-        s.serialize_field("node_image", &self.node_image)?;
-        s.serialize_field("local_network", &self.local_network)?;
+        for key in ConfigKey::ALL.into_iter().filter(|k| k.backend().is_some()) {
+            s.serialize_field(key.field_name(), self.backend_settings.text(key))?;
+        }
         s.end()
     }
 }
@@ -682,12 +670,6 @@ impl ConfigBuilder {
         max_concurrent_starts: u32,
         /// Sets `shutdown_timeout`.
         shutdown_timeout: Duration,
-        /// Sets `python_image`.
-        python_image: &str,
-        /// Sets `node_image`.
-        node_image: &str,
-        /// Sets `local_network`.
-        local_network: bool,
     }
 
     /// Sets the API key.
@@ -805,14 +787,6 @@ fn decimal_seconds(text: &str) -> Result<Duration, String> {
         format!("{digits:0<9}").parse().map_err(|_| bad())?
     };
     Ok(Duration::new(secs, nanos))
-}
-
-fn boolean(text: &str) -> Result<bool, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err("is not a boolean".to_owned()),
-    }
 }
 
 /// Seconds as text: `1800`, or `180.5` when there is a fraction (exact, no exponent).

@@ -6,8 +6,9 @@ use std::str::FromStr;
 /// One configuration setting, named after its environment variable.
 ///
 /// It parses from and prints to the variable's name (`MSB_SESSION_TIMEOUT`), and knows the
-/// matching [`WrapperConfig`](crate::WrapperConfig) field, its default and what it allows, so that
-/// errors, documentation and `msbw config check` all speak of settings the same way.
+/// matching field (of [`WrapperConfig`](crate::WrapperConfig), or of the owning backend's
+/// configuration for [backend settings](ConfigKey::backend)), its default and what it allows, so
+/// that errors, documentation and `msbw config check` all speak of settings the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ConfigKey {
@@ -112,7 +113,8 @@ impl ConfigKey {
         }
     }
 
-    /// The matching [`WrapperConfig`](crate::WrapperConfig) field, e.g. `session_timeout`.
+    /// The matching [`WrapperConfig`](crate::WrapperConfig) field, e.g. `session_timeout` (for a
+    /// backend setting, the name under which `msbw config check --json` shows it).
     pub const fn field_name(self) -> &'static str {
         match self {
             ConfigKey::ServerUrl => "server_url",
@@ -269,6 +271,16 @@ impl ConfigKey {
                 | ConfigKey::OrphanCleanupInterval
                 | ConfigKey::LogLevel
         )
+    }
+
+    /// The backend that owns the setting, which parses and validates it; `None` for the
+    /// wrapper's own settings (typed fields of [`WrapperConfig`](crate::WrapperConfig)).
+    pub const fn backend(self) -> Option<crate::BackendKind> {
+        match self {
+            ConfigKey::PythonImage | ConfigKey::NodeImage => Some(crate::BackendKind::Microsandbox),
+            ConfigKey::LocalNetwork => Some(crate::BackendKind::Local),
+            _ => None,
+        }
     }
 
     /// Whether the value is a secret that must never be printed.

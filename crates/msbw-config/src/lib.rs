@@ -22,6 +22,7 @@
 //! # Ok::<(), msbw_config::ConfigError>(())
 //! ```
 
+mod backend_settings;
 mod config;
 mod error;
 mod key;
@@ -30,6 +31,7 @@ mod secret;
 mod url;
 mod volume;
 
+pub use backend_settings::{BackendSettings, value};
 pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars, read_env_file};
 pub use error::{ConfigError, ConfigProblem, ConfigWarning};
 pub use key::{ConfigKey, UnknownKey};

@@ -71,6 +71,8 @@ fn config() -> impl Strategy<Value = WrapperConfig> {
                 owner,
             )| {
                 let (flavor, level, policy, network, key) = options;
+                let mut backend_settings = msbw_config::BackendSettings::default();
+                backend_settings.set(ConfigKey::LocalNetwork, if network { "true" } else { "" });
                 WrapperConfig {
                     session_timeout: Duration::from_secs(session),
                     cleanup_interval: Duration::from_secs(cleanup.min(session - 1)),
@@ -85,7 +87,7 @@ fn config() -> impl Strategy<Value = WrapperConfig> {
                     default_flavor: flavor,
                     log_level: level,
                     limit_policy: policy,
-                    local_network: network,
+                    backend_settings,
                     api_key: key.map(Into::into),
                     shared_volume_mappings: volumes,
                     namespace: ns,

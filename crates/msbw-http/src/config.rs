@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use msbw_backend::Template;
-use msbw_config::{ApiKey, WrapperConfig, redact_url};
+use msbw_config::{ApiKey, BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig, redact_url};
 
 use crate::RetryPolicy;
 
@@ -65,8 +65,8 @@ impl HttpBackendConfig {
         HttpBackendConfig {
             server_url: server_url.into(),
             api_key: None,
-            python_image: "microsandbox/python".into(),
-            node_image: "microsandbox/node".into(),
+            python_image: ConfigKey::PythonImage.default_value().into(),
+            node_image: ConfigKey::NodeImage.default_value().into(),
             directory_image_shell: "/bin/sh".into(),
             start_timeout: Duration::from_secs(180),
             exec_grace: Duration::from_secs(10),
@@ -82,16 +82,49 @@ impl HttpBackendConfig {
         }
     }
 
-    /// The defaults with the wrapper configuration's server URL, API key, start timeout and
-    /// images.
-    pub fn from_wrapper(config: &WrapperConfig) -> Self {
-        HttpBackendConfig {
+    /// The settings only this backend reads, which it parses and validates itself.
+    pub const SETTINGS: [ConfigKey; 2] = [ConfigKey::PythonImage, ConfigKey::NodeImage];
+
+    /// The defaults with the wrapper configuration's server URL, API key and start timeout, and
+    /// this backend's own settings (`MSB_PYTHON_IMAGE`, `MSB_NODE_IMAGE`) from its
+    /// [`backend_settings`](WrapperConfig::backend_settings), validated.
+    pub fn from_wrapper(config: &WrapperConfig) -> Result<Self, ConfigError> {
+        let settings = &config.backend_settings;
+        ConfigError::check(Self::settings_problems(settings))?;
+        Ok(HttpBackendConfig {
             api_key: config.api_key.clone(),
-            python_image: config.python_image.clone(),
-            node_image: config.node_image.clone(),
+            python_image: settings.text(ConfigKey::PythonImage).to_owned(),
+            node_image: settings.text(ConfigKey::NodeImage).to_owned(),
             start_timeout: config.sandbox_start_timeout,
             ..HttpBackendConfig::new(config.server_url.clone())
-        }
+        })
+    }
+
+    /// The configuration from `(name, value)` pairs, as if they were the environment (`MSB_*`):
+    /// every problem, the wrapper's settings' and this backend's, is reported at once.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut report = WrapperConfig::report_from_vars(vars);
+        report
+            .problems
+            .extend(Self::settings_problems(&report.config.backend_settings));
+        ConfigError::check(report.problems)?;
+        Self::from_wrapper(&report.config)
+    }
+
+    /// Every problem with this backend's own settings (empty when they are valid).
+    pub fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
+        Self::SETTINGS
+            .into_iter()
+            .filter_map(|key| {
+                let image = settings.text(key);
+                image_problem(image).map(|why| ConfigProblem::new(key, image, why))
+            })
+            .collect()
     }
 
     /// Sets the API key.
@@ -107,6 +140,12 @@ impl HttpBackendConfig {
             Template::Node => &self.node_image,
         }
     }
+}
+
+/// The rule for an image (configured, or a spec's own): what is wrong with it, if anything.
+pub(crate) fn image_problem(image: &str) -> Option<&'static str> {
+    (image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then_some("is empty or contains white space")
 }
 
 impl fmt::Debug for HttpBackendConfig {
@@ -142,16 +181,43 @@ mod tests {
             .server_url("http://example.test:9999")
             .api_key("msb_secret")
             .sandbox_start_timeout(Duration::from_secs(42))
-            .python_image("my/python")
-            .node_image("/srv/node-root")
+            .set(ConfigKey::PythonImage, "my/python")
+            .set(ConfigKey::NodeImage, "/srv/node-root")
             .build()
             .unwrap();
-        let config = HttpBackendConfig::from_wrapper(&wrapper);
+        let config = HttpBackendConfig::from_wrapper(&wrapper).unwrap();
         assert_eq!(config.server_url, "http://example.test:9999");
         assert_eq!(config.api_key.as_ref().map(ApiKey::expose), Some("msb_secret"));
         assert_eq!(config.start_timeout, Duration::from_secs(42));
         assert_eq!(config.image(Template::Python), "my/python");
         assert_eq!(config.image(Template::Node), "/srv/node-root");
+    }
+
+    #[test]
+    fn its_own_settings_are_validated_here_with_the_variable_the_value_and_the_rule() {
+        let config = HttpBackendConfig::from_vars([("MSB_NODE_IMAGE", "/srv/node-root")]).unwrap();
+        assert_eq!(config.image(Template::Node), "/srv/node-root");
+        assert_eq!(config.image(Template::Python), "microsandbox/python");
+
+        let err = HttpBackendConfig::from_vars([
+            ("MSB_PYTHON_IMAGE", "my python"),
+            ("MSB_MAX_SESSIONS", "0"),
+            ("MSB_NODE_IMAGE", "a\tb"),
+        ])
+        .unwrap_err();
+        let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("MSB_MAX_SESSIONS"), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "MSB_PYTHON_IMAGE (python_image) = \"my python\": is empty or contains white space; \
+             allowed: an OCI image reference, or a host directory path starting with '/' or '.'"
+        );
+        assert!(problems[2].starts_with("MSB_NODE_IMAGE"), "{problems:?}");
+
+        let mut wrapper = WrapperConfig::default();
+        wrapper.backend_settings.set(ConfigKey::PythonImage, "bad image");
+        assert!(HttpBackendConfig::from_wrapper(&wrapper).is_err());
     }
 
     #[test]

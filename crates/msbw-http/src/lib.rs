@@ -17,7 +17,7 @@
 //!     timeout: std::time::Duration::from_secs(10),
 //! };
 //! let out = backend.run_code(&id, &request).await?;
-//! assert_eq!(out.stdout, "42");
+//! assert_eq!(out.stdout, "42\n"); // verbatim; the manager trims
 //! backend.stop(&id).await
 //! # }
 //! ```
@@ -139,9 +139,13 @@ impl HttpBackend {
     }
 
     /// A backend for the wrapper configuration: its server URL, API key, start timeout and
-    /// images, and this crate's defaults for the rest.
+    /// images (see [`HttpBackendConfig::from_wrapper`]), and this crate's defaults for the rest.
+    /// Invalid settings are `InvalidInput`, naming the variable.
     pub fn from_config(config: &WrapperConfig) -> Result<Self, BackendError> {
-        HttpBackend::new(HttpBackendConfig::from_wrapper(config))
+        let config = HttpBackendConfig::from_wrapper(config).map_err(|e| {
+            BackendError::new(ErrorKind::InvalidInput, Operation::Health, e.to_string()).with_backend(BACKEND)
+        })?;
+        HttpBackend::new(config)
     }
 
     /// The settings in use.

@@ -163,9 +163,9 @@ impl HttpBackend {
             .image
             .clone()
             .unwrap_or_else(|| self.config.image(spec.template).to_owned());
-        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(why) = crate::config::image_problem(&image) {
             return invalid(format!(
-                "invalid image {image:?} for the {} template (check MSB_PYTHON_IMAGE / MSB_NODE_IMAGE)",
+                "invalid image {image:?} for the {} template: {why} (check MSB_PYTHON_IMAGE / MSB_NODE_IMAGE)",
                 spec.template
             ));
         }

@@ -111,9 +111,10 @@ impl LocalBackend {
         }
     }
 
-    /// A backend configured from the wrapper's configuration (`MSB_LOCAL_NETWORK`).
-    pub fn from_config(config: &WrapperConfig) -> Self {
-        LocalBackend::new(LocalConfig::from_config(config))
+    /// A backend configured from the wrapper's configuration (`MSB_LOCAL_NETWORK`); an invalid
+    /// setting is refused (see [`LocalConfig::from_config`]).
+    pub fn from_config(config: &WrapperConfig) -> Result<Self, msbw_config::ConfigError> {
+        LocalConfig::from_config(config).map(LocalBackend::new)
     }
 
     /// The backend's settings.

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use msbw_config::WrapperConfig;
+use msbw_config::{BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig};
 
 /// Settings of the local backend. Start from [`LocalConfig::default`] (or
-/// [`LocalConfig::from_config`]) and change fields as needed.
+/// [`LocalConfig::from_config`] / [`LocalConfig::from_vars`]) and change fields as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LocalConfig {
@@ -64,12 +64,51 @@ impl Default for LocalConfig {
 }
 
 impl LocalConfig {
-    /// The local backend's settings from the wrapper's configuration (`MSB_LOCAL_NETWORK`).
-    pub fn from_config(config: &WrapperConfig) -> Self {
-        LocalConfig {
-            network: config.local_network,
+    /// The settings only this backend reads (`MSB_LOCAL_NETWORK`), which it parses and
+    /// validates itself.
+    pub const SETTINGS: [ConfigKey; 1] = [ConfigKey::LocalNetwork];
+
+    /// The local backend's settings from the wrapper's configuration: its own settings
+    /// (`MSB_LOCAL_NETWORK`) parsed from [`backend_settings`](WrapperConfig::backend_settings);
+    /// an invalid one is refused, naming the variable, the value and what is allowed.
+    pub fn from_config(config: &WrapperConfig) -> Result<Self, ConfigError> {
+        Self::from_settings(&config.backend_settings)
+    }
+
+    /// The configuration from `(name, value)` pairs, as if they were the environment (`MSB_*`):
+    /// every problem, the wrapper's settings' and this backend's, is reported at once.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut report = WrapperConfig::report_from_vars(vars);
+        report
+            .problems
+            .extend(Self::settings_problems(&report.config.backend_settings));
+        ConfigError::check(report.problems)?;
+        Self::from_settings(&report.config.backend_settings)
+    }
+
+    /// Every problem with this backend's own settings (empty when they are valid).
+    pub fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
+        Self::from_settings(settings)
+            .err()
+            .map(|e| e.problems().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn from_settings(settings: &BackendSettings) -> Result<Self, ConfigError> {
+        let key = ConfigKey::LocalNetwork;
+        let text = settings.text(key);
+        let network = msbw_config::value::boolean(text).map_err(|why| ConfigError::Invalid {
+            problems: vec![ConfigProblem::new(key, text, why)],
+        })?;
+        Ok(LocalConfig {
+            network,
             ..LocalConfig::default()
-        }
+        })
     }
 
     /// Checks the settings that the backend cannot work without.
@@ -101,8 +140,26 @@ mod tests {
     #[test]
     fn follows_the_wrapper_configuration() {
         let config = WrapperConfig::from_vars([("MSB_LOCAL_NETWORK", "true")]).unwrap();
-        assert!(LocalConfig::from_config(&config).network);
-        assert!(!LocalConfig::from_config(&WrapperConfig::default()).network);
+        assert!(LocalConfig::from_config(&config).unwrap().network);
+        assert!(!LocalConfig::from_config(&WrapperConfig::default()).unwrap().network);
+        assert!(LocalConfig::from_vars([("MSB_LOCAL_NETWORK", "Yes")]).unwrap().network);
+        assert!(!LocalConfig::from_vars([("MSB_LOCAL_NETWORK", "")]).unwrap().network);
+    }
+
+    #[test]
+    fn its_own_setting_is_validated_here_with_the_variable_the_value_and_the_rule() {
+        let err = LocalConfig::from_vars([("MSB_LOCAL_NETWORK", "maybe"), ("MSB_SESSION_TIMEOUT", "5")]).unwrap_err();
+        let problems: Vec<String> = err.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("MSB_SESSION_TIMEOUT"), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "MSB_LOCAL_NETWORK (local_network) = \"maybe\": is not a boolean; allowed: true or false (also 1/0, yes/no, on/off)"
+        );
+        let mut config = WrapperConfig::default();
+        config.backend_settings.set(ConfigKey::LocalNetwork, "maybe");
+        assert!(LocalConfig::from_config(&config).is_err());
+        assert_eq!(LocalConfig::settings_problems(&config.backend_settings).len(), 1);
     }
 
     #[test]

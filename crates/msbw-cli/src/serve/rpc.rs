@@ -11,8 +11,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ExecStatus, SandboxFlavor, SandboxId, SessionOptions, SessionSpec, Template, VolumeMapping,
-    WrapperError,
+    CodeCall, CommandCall, ConfigKey, ExecStatus, SandboxFlavor, SandboxId, SessionOptions, SessionSpec, Template,
+    VolumeMapping, WrapperError,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -219,11 +219,11 @@ fn session_id(namespace: &str, name: &str) -> String {
 /// The template an image stands for: `microsandbox/python` or `microsandbox/node`, any tag or
 /// registry, or the images configured for the templates.
 fn template_of(state: &AppState, image: &str) -> Option<Template> {
-    let config = state.wrapper.config();
-    if image == config.python_image {
+    let settings = &state.wrapper.config().backend_settings;
+    if image == settings.text(ConfigKey::PythonImage) {
         return Some(Template::Python);
     }
-    if image == config.node_image {
+    if image == settings.text(ConfigKey::NodeImage) {
         return Some(Template::Node);
     }
     let without_digest = image.split('@').next().unwrap_or(image);
@@ -479,7 +479,7 @@ fn session_of(state: &AppState, namespace: &str, name: &str) -> Result<microsand
 fn timeout_of(seconds: Option<f64>) -> Option<Duration> {
     seconds
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+        .map(|s| Duration::from_secs_f64(s.min(microsandbox_wrapper::MicrosandboxWrapper::MAX_TIMEOUT.as_secs_f64())))
 }
 
 fn lines(stream: &str, text: &str) -> impl Iterator<Item = Value> {
