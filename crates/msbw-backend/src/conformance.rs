@@ -155,6 +155,7 @@ pub async fn run_all(backend: &dyn SandboxBackend, options: &ConformanceOptions)
     }
     run!(
         stdout_and_stderr_are_separate,
+        output_is_verbatim,
         exception_is_a_failed_execution,
         command_exit_code_is_returned,
         code_timeout_is_reported,
@@ -303,6 +304,40 @@ pub async fn stdout_and_stderr_are_separate(backend: &dyn SandboxBackend, option
         )?;
         expect(out.status == ExecStatus::Completed, || {
             format!("writing to stderr is not a failure: {out:?}")
+        })
+    })
+    .await
+}
+
+/// The output contract: a backend returns output as the program wrote it, nothing trimmed (the
+/// manager normalises it for callers). Leading spaces, empty lines and the final newline are
+/// kept, on both streams, for code and for commands. (A last line without a newline may gain one
+/// on a backend whose transport carries lines, so that case is not checked.)
+pub async fn output_is_verbatim(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let source = "import sys\nprint('a')\nprint('')\nprint('  b')\nprint('e', file=sys.stderr)";
+        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        expect(out.stdout == "a\n\n  b\n", || {
+            format!("code's stdout should be exactly \"a\\n\\n  b\\n\": {:?}", out.stdout)
+        })?;
+        expect(out.stderr == "e\n", || {
+            format!("code's stderr should be exactly \"e\\n\": {:?}", out.stderr)
+        })?;
+        let out = command(backend, options, &id, "echo", &["  x"], options.quick_timeout).await?;
+        expect(out.stdout == "  x\n", || {
+            format!("a command's stdout should be exactly \"  x\\n\": {:?}", out.stdout)
+        })?;
+        let out = command(
+            backend,
+            options,
+            &id,
+            "sh",
+            &["-c", "echo y >&2"],
+            options.quick_timeout,
+        )
+        .await?;
+        expect(out.stderr == "y\n", || {
+            format!("a command's stderr should be exactly \"y\\n\": {:?}", out.stderr)
         })
     })
     .await

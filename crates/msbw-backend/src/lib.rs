@@ -39,6 +39,9 @@ pub use types::{
 ///   run one at a time. An exception is a result with [`ExecStatus::Raised`], not an error; so is a
 ///   timeout ([`ExecStatus::TimedOut`]), which says what became of the sandbox.
 /// - `run_command` runs a program directly (no shell); a non-zero exit code is a result.
+/// - Output is returned **verbatim**: stdout and stderr as the program wrote them, nothing
+///   trimmed or added (where a transport carries lines, each line is followed by `\n`). The
+///   session manager normalises for callers (trailing white space trimmed); a backend never does.
 /// - Calls on a stopped or unknown sandbox fail with [`ErrorKind::NotFound`].
 /// - `stop` is idempotent: stopping a stopped sandbox succeeds.
 /// - `list` returns the running sandboxes that pass the filter.

@@ -29,9 +29,10 @@
 //! report is taken for one; and the agent 0.2.6 occasionally loses lines (an exception can
 //! come back with no output at all), which no client can see.
 //!
-//! Output: the stdout lines joined with `\n`, the stderr lines likewise, trailing white space
-//! trimmed. From REPL output, a stray end marker of the agent (`eoe_` and 20 letters or digits,
-//! which 0.2.6 lets through into the call after a timeout) is dropped. A command's output is
+//! Output, verbatim as the backend contract asks (the manager normalises): every stdout line
+//! followed by `\n`, the stderr lines likewise, nothing trimmed. From REPL output, a stray end
+//! marker of the agent (`eoe_` and 20 letters or digits, which 0.2.6 lets through into the call
+//! after a timeout) is dropped. A command's output is
 //! joined the same way; its status is always completed (a non-zero exit code is a result) and
 //! its exit code is kept.
 
@@ -126,14 +127,17 @@ fn is_stray_marker(line: &str) -> bool {
         .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// The stdout and stderr texts: lines joined with `\n`, trailing white space trimmed, and for
-/// the REPL stray end markers of the agent dropped.
+/// The stdout and stderr texts, verbatim (the output contract of `SandboxBackend`: the manager
+/// normalises): each line the server sent followed by `\n`, nothing trimmed; for the REPL, stray
+/// end markers of the agent dropped.
 fn split(lines: &[OutputLine], repl: bool) -> (String, String) {
     let join = |stream| {
-        let text: Vec<&str> = stream_lines(lines, stream)
-            .filter(|l| !(repl && is_stray_marker(l)))
-            .collect();
-        text.join("\n").trim_end().to_owned()
+        let mut text = String::new();
+        for line in stream_lines(lines, stream).filter(|l| !(repl && is_stray_marker(l))) {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
     };
     (join(Stream::Stdout), join(Stream::Stderr))
 }
@@ -238,7 +242,7 @@ mod tests {
     const JS: Template = Template::Node;
 
     #[test]
-    fn output_is_joined_per_stream_and_trimmed() {
+    fn output_is_joined_per_stream_verbatim() {
         let out = match repl_outcome(
             PY,
             &lines(&[
@@ -253,8 +257,9 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        assert_eq!(out.stdout, "a\nb");
-        assert_eq!(out.stderr, "e1\ne2");
+        // Verbatim: every line with its newline, trailing spaces and empty lines kept.
+        assert_eq!(out.stdout, "a\nb  \n\n");
+        assert_eq!(out.stderr, "e1\ne2\n");
         assert_eq!(out.exit_code, None);
         assert_eq!(out.status, ExecStatus::Completed);
     }
@@ -274,7 +279,7 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        assert_eq!(out.stdout, "after\neoe_short");
+        assert_eq!(out.stdout, "after\neoe_short\n");
     }
 
     #[test]
@@ -407,7 +412,7 @@ mod tests {
         let out = command_output(&result);
         assert_eq!(
             (out.stdout.as_str(), out.stderr.as_str(), out.exit_code),
-            ("out\nmore", "err", Some(3))
+            ("out\nmore\n", "err\n", Some(3))
         );
         assert_eq!(out.status, ExecStatus::Completed);
         assert!(!out.success());
@@ -444,8 +449,10 @@ mod tests {
             ) {
                 let language = if node { Template::Node } else { Template::Python };
                 if let ReplOutcome::Output(out) = repl_outcome(language, &lines, Duration::from_secs(1)) {
-                    prop_assert_eq!(out.stdout.trim_end(), out.stdout.as_str());
-                    prop_assert_eq!(out.stderr.trim_end(), out.stderr.as_str());
+                    // Verbatim: the lines, each with its newline, nothing trimmed.
+                    for text in [&out.stdout, &out.stderr] {
+                        prop_assert!(text.is_empty() || text.ends_with('\n'), "{:?}", text);
+                    }
                     for l in &lines {
                         let text = l.text.trim_end();
                         if !text.is_empty() && !is_stray_marker(&l.text) {

@@ -72,7 +72,7 @@ async fn d1_start_returns_only_once_the_agent_answers() {
     assert!(probes.len() > 1, "the agent was probed until it answered: {probes:?}");
     assert!(probes.iter().all(|p| p["command"] == "true"));
     let out = backend.run_code(&spec("sb").id, &code("print('ready')")).await.unwrap();
-    assert_eq!(out.stdout, "ready");
+    assert_eq!(out.stdout, "ready\n");
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn d1_a_masked_failure_right_after_start_is_retried() {
     let backend = backend(&server);
     backend.start(&spec("sb")).await.unwrap();
     let out = backend.run_code(&id("sb"), &code("print(1)")).await.unwrap();
-    assert_eq!(out.stdout, "1");
+    assert_eq!(out.stdout, "1\n");
     assert_eq!(params_of(&server, "sandbox.repl.run").await.len(), 3);
 }
 
@@ -518,7 +518,7 @@ async fn d8_a_sandbox_started_before_a_restart_is_used_without_starting_it() {
     after.run_code(&id("sb"), &code("x = 41")).await.unwrap();
     assert_eq!(
         after.run_code(&id("sb"), &code("print(x + 1)")).await.unwrap().stdout,
-        "42"
+        "42\n"
     );
     assert!(after.is_running(&id("sb")).await.unwrap());
     after.stop(&id("sb")).await.unwrap();

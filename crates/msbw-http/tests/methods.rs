@@ -231,8 +231,9 @@ async fn run_code_sends_language_code_and_whole_seconds() {
         timeout: Duration::from_millis(2500),
     };
     let out = backend.run_code(&id("sb1"), &request).await.unwrap();
-    assert_eq!(out.stdout, "42\ndone");
-    assert_eq!(out.stderr, "<stdin>:1: DeprecationWarning: old");
+    // Verbatim (the manager trims): each line with its newline, trailing spaces kept.
+    assert_eq!(out.stdout, "42\ndone  \n");
+    assert_eq!(out.stderr, "<stdin>:1: DeprecationWarning: old\n");
     assert_eq!(out.status, ExecStatus::Completed, "a warning is not a failure");
     assert_eq!(out.exit_code, None);
     let node = CodeRequest {
@@ -298,7 +299,7 @@ async fn run_code_reports_a_python_exception_as_raised() {
     let out = backend(&server).run_code(&id("sb1"), &request).await.unwrap();
     assert_eq!(out.status, ExecStatus::Raised);
     assert!(
-        out.stderr.ends_with("ZeroDivisionError: division by zero"),
+        out.stderr.ends_with("ZeroDivisionError: division by zero\n"),
         "{}",
         out.stderr
     );
@@ -337,7 +338,7 @@ async fn run_command_sends_command_args_timeout_and_returns_the_exit_code() {
         timeout: Duration::from_secs(10),
     };
     let out = keyed_backend(&server).run_command(&id("sb1"), &request).await.unwrap();
-    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out", "err"));
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out\n", "err\n"));
     assert_eq!(out.exit_code, Some(3));
     assert_eq!(out.status, ExecStatus::Completed, "a non-zero exit is a result");
     assert_eq!(
@@ -401,7 +402,7 @@ async fn from_config_maps_the_wrapper_configuration() {
     let wrapper = msbw_config::WrapperConfig::builder()
         .server_url("http://127.0.0.1:5999")
         .api_key(KEY)
-        .python_image("my/python")
+        .set(msbw_config::ConfigKey::PythonImage, "my/python")
         .build()
         .unwrap();
     let backend = msbw_http::HttpBackend::from_config(&wrapper).unwrap();

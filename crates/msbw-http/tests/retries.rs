@@ -183,7 +183,7 @@ async fn code_that_was_never_sent_is_sent_once_the_server_is_up() {
     });
     let out = backend.run_code(&id("a"), &code()).await.unwrap();
     let connections = late_server.join().unwrap();
-    assert_eq!((out.stdout.as_str(), out.status), ("1", ExecStatus::Completed));
+    assert_eq!((out.stdout.as_str(), out.status), ("1\n", ExecStatus::Completed));
     assert_eq!(connections.load(Ordering::SeqCst), 1, "sent exactly once");
 }
 

@@ -50,7 +50,7 @@ pub(crate) const COMMAND_OUTPUT: &str = "portal 0.2.6 answers sandbox.command.ru
 /// net for a loaded machine. It has no such help for commands, whose check needs retries in
 /// about half of the runs. At the worst rates measured (15 % and 55 % success) 30 and 12
 /// attempts all fail with a probability of 0.8 % and 0.007 %.
-pub const KNOWN_DEFECTS: [KnownDefect; 3] = [
+pub const KNOWN_DEFECTS: [KnownDefect; 4] = [
     KnownDefect {
         check: "stdout_and_stderr_are_separate",
         attempts: 30,
@@ -72,6 +72,13 @@ pub const KNOWN_DEFECTS: [KnownDefect; 3] = [
         },
         defect: COMMAND_OUTPUT,
     },
+    KnownDefect {
+        check: "output_is_verbatim",
+        attempts: 30,
+        // Its code's stdout is reliable; its code's stderr and its command's lines are not.
+        symptom: |why| why.starts_with("code's stderr should be exactly") || why.starts_with("a command's std"),
+        defect: COMMAND_OUTPUT,
+    },
 ];
 
 type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + 'a>>;
@@ -82,6 +89,7 @@ fn rerun<'a>(name: &str, backend: &'a dyn SandboxBackend, options: &'a Conforman
         "stdout_and_stderr_are_separate" => Box::pin(conformance::stdout_and_stderr_are_separate(backend, options)),
         "exception_is_a_failed_execution" => Box::pin(conformance::exception_is_a_failed_execution(backend, options)),
         "command_exit_code_is_returned" => Box::pin(conformance::command_exit_code_is_returned(backend, options)),
+        "output_is_verbatim" => Box::pin(conformance::output_is_verbatim(backend, options)),
         _ => return None,
     })
 }
@@ -187,6 +195,12 @@ mod tests {
         let command = &KNOWN_DEFECTS[2];
         assert!((command.symptom)("expected stdout \"out\" and stderr \"err\": ..."));
         assert!(!(command.symptom)("expected exit code 3: ..."));
+        let verbatim = &KNOWN_DEFECTS[3];
+        assert!((verbatim.symptom)("a command's stdout should be exactly \"x\": \"\""));
+        assert!((verbatim.symptom)("code's stderr should be exactly \"e\\n\": \"\""));
+        assert!(!(verbatim.symptom)(
+            "code's stdout should be exactly \"a\\n  b\\n\": \"a\""
+        ));
     }
 
     #[test]

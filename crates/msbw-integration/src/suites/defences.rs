@@ -115,14 +115,15 @@ fn code(source: &str) -> CodeRequest {
     }
 }
 
-/// Runs Python and returns its stdout, failing on an error or an unsuccessful execution.
+/// Runs Python and returns its stdout without the trailing newline (backends return output
+/// verbatim), failing on an error or an unsuccessful execution.
 async fn python(backend: &dyn SandboxBackend, id: &SandboxId, source: &str) -> Result<String, String> {
     let out: ExecOutput = backend
         .run_code(id, &code(source))
         .await
         .map_err(|e| format!("`{source}` in {id} failed: {e}"))?;
     ensure(out.success(), || format!("`{source}` in {id} did not succeed: {out:?}"))?;
-    Ok(out.stdout)
+    Ok(out.stdout.trim_end().to_owned())
 }
 
 /// Stops the sandboxes whatever happened, then returns the body's result.
