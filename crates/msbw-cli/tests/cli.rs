@@ -374,3 +374,39 @@ fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
     assert_eq!(exit.code(), Some(0), "{rest}");
     assert!(rest.contains("stopped 1 sandbox"), "{rest}");
 }
+
+#[test]
+fn config_check_reports_backend_settings_validated_by_their_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(msbw(dir.path())
+        .args(["config", "check", "--json"])
+        .env("MSB_LOCAL_NETWORK", "maybe")
+        .env("MSB_PYTHON_IMAGE", "my python")
+        .env("MSB_NODE_IMAGE", "/srv/node-root"));
+    assert_eq!(code, 2, "{out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let errors: Vec<&str> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("MSB_PYTHON_IMAGE (python_image) = \"my python\""),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("MSB_LOCAL_NETWORK (local_network) = \"maybe\": is not a boolean"),
+        "{errors:?}"
+    );
+    assert_eq!(json["node_image"], "/srv/node-root");
+    assert_eq!(json["local_network"], "maybe", "an invalid value is shown as given");
+    let (code, out, _) = run(msbw(dir.path())
+        .args(["config", "check", "--json"])
+        .env("MSB_LOCAL_NETWORK", "yes"));
+    assert_eq!(code, 0, "{out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["local_network"], true, "a switch is shown as a boolean");
+    assert_eq!(json["python_image"], "microsandbox/python");
+}

@@ -608,8 +608,13 @@ impl Serialize for WrapperConfig {
         s.serialize_field("limit_wait_timeout", &seconds_value(self.limit_wait_timeout))?;
         s.serialize_field("max_concurrent_starts", &self.max_concurrent_starts)?;
         s.serialize_field("shutdown_timeout", &seconds_value(self.shutdown_timeout))?;
+        // Backend settings as text; a switch that reads as one as a boolean, as before the split.
         for key in ConfigKey::ALL.into_iter().filter(|k| k.backend().is_some()) {
-            s.serialize_field(key.field_name(), self.backend_settings.text(key))?;
+            let text = self.backend_settings.text(key);
+            match crate::value::boolean(text) {
+                Ok(flag) if key.is_switch() => s.serialize_field(key.field_name(), &flag)?,
+                _ => s.serialize_field(key.field_name(), text)?,
+            }
         }
         s.end()
     }

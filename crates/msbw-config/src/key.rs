@@ -283,6 +283,11 @@ impl ConfigKey {
         }
     }
 
+    /// Whether the setting is an on/off switch (read with [`value::boolean`](crate::value::boolean)).
+    pub const fn is_switch(self) -> bool {
+        matches!(self, ConfigKey::LocalNetwork)
+    }
+
     /// Whether the value is a secret that must never be printed.
     pub const fn is_secret(self) -> bool {
         matches!(self, ConfigKey::ApiKey)

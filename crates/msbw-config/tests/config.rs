@@ -435,6 +435,8 @@ mod json {
         assert_eq!(json["log_level"], "info");
         assert_eq!(json["api_key"], "***");
         assert_eq!(json["max_total_memory_mb"], serde_json::Value::Null);
+        assert_eq!(json["local_network"], false, "a backend's switch is still a boolean");
+        assert_eq!(json["python_image"], "microsandbox/python");
         assert_eq!(
             json["shared_volume_mappings"],
             serde_json::json!([{"host_path": "/data/in", "container_path": "/sandbox/in", "read_only": true}])
