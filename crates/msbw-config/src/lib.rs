@@ -23,6 +23,7 @@
 //! ```
 
 mod config;
+mod env_file;
 mod error;
 mod key;
 mod options;
@@ -30,7 +31,10 @@ mod secret;
 mod url;
 mod volume;
 
-pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars, read_env_file};
+pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars};
+pub use env_file::{
+    ImplicitEnvFile, ImplicitRule, MAX_ENV_FILE_BYTES, implicit_rule, read_env_file, read_implicit_env_file,
+};
 pub use error::{ConfigError, ConfigProblem, ConfigWarning};
 pub use key::{ConfigKey, UnknownKey};
 pub use options::{BackendKind, LimitPolicy, LogLevel, ParseOptionError, SandboxFlavor};
