@@ -82,12 +82,12 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> 
 }
 
 /// Reads `path` as a `.env` found without being asked for (e.g. `./.env`): `Ok(None)` when there is
-/// none. The file must be a regular file (not a link, a pipe or a device) of at most
+/// none. The file (or a link's target) must be a regular file, not a pipe or a device, of at most
 /// [`MAX_ENV_FILE_BYTES`]. If others than its owner may write it, or it belongs to another user,
 /// nothing in it is used ([`ImplicitEnvFile::distrusted`]); otherwise each `MSB_*` variable is kept
 /// or ignored by [`implicit_rule`].
 pub fn read_implicit_env_file(path: &Path) -> Result<Option<ImplicitEnvFile>, ConfigError> {
-    let file = match open_no_follow(path) {
+    let file = match open_nonblocking(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(path, e.to_string())),
@@ -147,14 +147,10 @@ fn implicit_allows(name: &str, value: &str) -> bool {
     }
 }
 
-/// Opens without following a final symbolic link, and without blocking on a FIFO.
-fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens for reading without blocking on a FIFO (a link is followed: its target is checked).
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
     Ok(std::fs::File::from(fd))
 }
 

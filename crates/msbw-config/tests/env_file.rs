@@ -52,14 +52,25 @@ fn an_implicit_file_others_may_write_is_ignored_whole() {
 }
 
 #[test]
-fn an_implicit_link_pipe_or_directory_is_refused_without_blocking() {
+fn an_implicit_pipe_device_or_directory_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("real.env");
     std::fs::write(&target, "MSB_API_KEY=k\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
     let link = dir.path().join("link.env");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let err = read_implicit_env_file(&link).unwrap_err().to_string();
-    assert!(err.contains("link.env"), "{err}");
+    assert_eq!(
+        read_implicit_env_file(&link).unwrap().unwrap().vars.len(),
+        1,
+        "a link to a file is read"
+    );
+    let device = dir.path().join("device.env");
+    std::os::unix::fs::symlink("/dev/zero", &device).unwrap();
+    let err = read_implicit_env_file(&device).unwrap_err().to_string();
+    assert!(
+        err.contains("device.env") && err.contains("not a regular file"),
+        "{err}"
+    );
 
     let fifo = dir.path().join("fifo.env");
     let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
