@@ -138,13 +138,15 @@ fn clap_error(e: &clap::Error, json: bool) -> u8 {
     let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
     if json && !informational {
         let rendered = e.render().to_string();
+        // The error's own lines, without the usage and tips that follow a blank line.
         let message = rendered
             .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ")
-            .to_owned();
-        return out::usage(&message, true);
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let message = message.trim_start_matches("error: ");
+        return out::usage(message, true);
     }
     let _ = e.print();
     if informational { exit::OK } else { exit::USAGE }
