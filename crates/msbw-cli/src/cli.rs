@@ -33,7 +33,8 @@ pub(crate) enum ColorWhen {
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// Load settings from this .env file (default: ./.env when it exists).
+    /// Load settings from this .env file, trusted fully (default: ./.env when it exists, which may
+    /// not weaken isolation or raise limits: see docs/configuration.md).
     #[arg(long, global = true, env = "MSB_ENV_FILE", value_name = "PATH")]
     pub(crate) env_file: Option<PathBuf>,
 
