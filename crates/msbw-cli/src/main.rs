@@ -52,7 +52,9 @@ fn main() -> ExitCode {
     };
     let report = loaded.report;
     init_logging(&cli.global, report.config.log_level, color);
-    if !cli.global.quiet {
+    // `config check` lists these among its warnings.
+    let checking = matches!(cli.command, Command::Config(ConfigCommand::Check));
+    if !cli.global.quiet && !checking {
         for note in &loaded.notes {
             out::warn(note);
         }
