@@ -173,3 +173,59 @@ fn ci_builds_the_facade_with_each_backend_alone() {
         );
     }
 }
+
+/// The features of the `tokio = { ... }` line in `text` (the first one), sorted.
+fn tokio_features(text: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("tokio = {"))
+        .expect("a tokio dependency line");
+    let list = line
+        .split_once("features = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .unwrap_or_default();
+    let mut features: Vec<String> = list
+        .split(',')
+        .map(|f| f.trim().trim_matches('"').to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    features.sort();
+    features
+}
+
+#[test]
+fn the_readmes_dependency_lines_are_what_its_compiled_example_uses() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let library = readme
+        .split_once("## Library")
+        .and_then(|(_, rest)| rest.split_once("```toml"))
+        .map(|(_, rest)| rest.split_once("```").map(|(toml, _)| toml).unwrap_or(rest))
+        .expect("the README's Library section has a ```toml block");
+    let manifest = std::fs::read_to_string(root().join("tests/Cargo.toml")).expect("tests/Cargo.toml");
+    let dev = manifest
+        .split_once("[dev-dependencies]")
+        .map(|(_, rest)| rest)
+        .expect("tests/Cargo.toml has dev-dependencies");
+    assert_eq!(
+        tokio_features(library),
+        tokio_features(dev),
+        "the README's tokio line and the doctest's (tests/Cargo.toml) must ask for the same features"
+    );
+    let workspace = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let repository = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = "))
+        .expect("workspace.package.repository")
+        .trim()
+        .trim_matches('"');
+    assert!(
+        library.contains(&format!("microsandbox-wrapper = {{ git = \"{repository}\" }}")),
+        "the README's dependency line points at the repository {repository}:\n{library}"
+    );
+    assert!(dev.contains("microsandbox-wrapper.workspace = true"), "{dev}");
+    assert!(
+        readme.contains("cargo install --path crates/msbw-cli"),
+        "the README says how to install msbw"
+    );
+}

@@ -173,6 +173,52 @@ impl MicrosandboxWrapper {
         self.manager.shutdown().await
     }
 
+    /// Stops the wrapper at once, for a front that was interrupted (a signal): shutdown begins (so
+    /// nothing new starts and no sandbox is replaced), the sessions' sandboxes are stopped at the
+    /// backend (which cuts a running execution short instead of waiting `MSB_SHUTDOWN_TIMEOUT`
+    /// for it), and shutdown stops the rest.
+    pub async fn stop_now(&self) -> ShutdownReport {
+        let sandboxes: Vec<msbw_backend::SandboxId> = self
+            .get_sessions(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| msbw_backend::SandboxId {
+                namespace: s.namespace,
+                name: s.sandbox_name,
+            })
+            .collect();
+        let shutdown = tokio::spawn({
+            let manager = self.manager.clone();
+            async move { manager.shutdown().await }
+        });
+        while self.manager.is_running() && !shutdown.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let backend = self.manager.backend();
+        for sandbox in &sandboxes {
+            if let Err(e) = backend.stop(sandbox).await {
+                tracing::debug!(%sandbox, error = %e, "stopping at once");
+            }
+        }
+        shutdown.await.unwrap_or_default()
+    }
+
+    /// Fails with a connection error, fast, when the backend cannot be reached at all (the
+    /// microsandbox server is down or the URL is wrong); any other answer counts as reachable,
+    /// and is reported by the calls themselves. Works before `start`.
+    pub async fn ensure_reachable(&self) -> Result<(), WrapperError> {
+        let backend = self.manager.backend();
+        match backend.health().await {
+            Err(e) if e.kind() == msbw_backend::ErrorKind::Connect => Err(WrapperError::Connection {
+                backend: backend.name().to_owned(),
+                server_url: (backend.name() == "microsandbox")
+                    .then(|| msbw_config::redact_url(&self.config().server_url)),
+                source: Box::new(e),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the wrapper, runs `f`, and stops the wrapper whatever `f` returned.
     pub async fn scoped<F, Fut, T>(self, f: F) -> Result<T, WrapperError>
     where

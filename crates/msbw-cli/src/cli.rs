@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run untrusted code in sandbox sessions.
 ///
@@ -19,10 +19,22 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// When to colour stderr (errors, hints, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set (CLICOLOR_FORCE forces it).
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// Options every subcommand takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// Load settings from this .env file (default: ./.env when it exists).
+    /// Load settings from this .env file, trusted fully (default: ./.env when it exists, which may
+    /// not weaken isolation or raise limits: see docs/configuration.md).
     #[arg(long, global = true, env = "MSB_ENV_FILE", value_name = "PATH")]
     pub(crate) env_file: Option<PathBuf>,
 
@@ -46,23 +58,28 @@ pub(crate) struct Global {
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
 
-    /// Print results as JSON on stdout (for scripts).
+    /// Print results as JSON on stdout (for scripts); errors too.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// When to use colours on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub(crate) color: ColorWhen,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run code in a sandbox and print its stdout and stderr.
     ///
-    /// The code comes from the argument, from a file (-f FILE), or from stdin (-). Exit status:
-    /// 0 success, 1 the code raised, 124 it timed out, others as listed in `msbw --help`.
+    /// The code comes from the argument, from a file (-f FILE; .js and .mjs run on node), or from
+    /// stdin (-). Exit status: 0 success, 1 the code raised, the code's own status when it exits
+    /// with one (`sys.exit(3)`), 124 it timed out, 130 interrupted, others as in `msbw --help`.
     Exec(ExecArgs),
 
     /// Run a command in a sandbox; exit with the command's exit code.
     ///
-    /// The command is executed directly, not by a shell: use `msbw run -- sh -c '...'` for
-    /// shell syntax.
+    /// The command is executed directly, not by a shell: use `msbw run sh -c '...'` for shell
+    /// syntax. Options of `run` come before the command; everything after it is its arguments.
     Run(RunArgs),
 
     /// Check the configuration.
@@ -77,6 +94,16 @@ pub(crate) enum Command {
     /// (the local one unless MSB_BACKEND=microsandbox), so existing microsandbox clients work
     /// where no microVM can run. Every sandbox is a session under the MSB_* limits.
     Serve(ServeArgs),
+
+    /// Print a shell completion script: `msbw completions bash > ~/.local/share/bash-completion/completions/msbw`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -130,9 +157,10 @@ pub(crate) struct KeygenArgs {
 /// Where and how a call runs.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
-    /// The template: python or node.
-    #[arg(long, short = 't', default_value = "python")]
-    pub(crate) template: String,
+    /// The template: python or node (default: node for a -f FILE ending in .js, .mjs or .cjs,
+    /// python otherwise).
+    #[arg(long, short = 't')]
+    pub(crate) template: Option<String>,
 
     /// The session id (one invocation's sandbox is named after it; sessions end when msbw exits).
     #[arg(long, short = 's', value_name = "ID")]
@@ -166,8 +194,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) session: SessionArgs,
 
-    /// The command and its arguments (after --).
-    #[arg(required = true, last = true, value_name = "COMMAND")]
+    /// The command and its arguments (a `--` before them is allowed).
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
 }
 

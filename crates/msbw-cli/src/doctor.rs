@@ -4,6 +4,7 @@
 use microsandbox_wrapper::{LocalBackend, LocalConfig, WrapperConfig, build_backend, choose_backend};
 
 use crate::exit;
+use crate::out::outln;
 
 /// Prints the diagnosis; exit status 0 when the chosen backend is healthy, 1 otherwise.
 pub(crate) async fn run(config: WrapperConfig, json: bool) -> u8 {
@@ -34,25 +35,26 @@ pub(crate) async fn run(config: WrapperConfig, json: bool) -> u8 {
                 "notes": host.notes,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
-        println!("Backend");
-        println!(
+        outln!("Backend");
+        outln!(
             "  selected:  {} (MSB_BACKEND={})",
-            selection.backend, selection.requested
+            selection.backend,
+            selection.requested
         );
-        println!("  why:       {}", selection.reason);
+        outln!("  why:       {}", selection.reason);
         match &health {
-            Ok(m) => println!("  health:    ok: {m}"),
-            Err(m) => println!("  health:    FAILED: {m}"),
+            Ok(m) => outln!("  health:    ok: {m}"),
+            Err(m) => outln!("  health:    FAILED: {m}"),
         }
-        println!();
-        println!(
+        outln!();
+        outln!(
             "Local backend on this host ({})",
             if host.usable() { "usable" } else { "NOT usable" }
         );
         for line in host.to_string().lines() {
-            println!("  {line}");
+            outln!("  {line}");
         }
     }
     if health.is_ok() { exit::OK } else { exit::FAILED }

@@ -1,27 +1,25 @@
 //! `msbw exec` and `msbw run`.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ExecStatus, MicrosandboxWrapper, SandboxFlavor, SessionOptions, Template, WrapperConfig,
-    WrapperError,
+    CodeCall, CommandCall, ExecStatus, ExecutionResult, MicrosandboxWrapper, SandboxFlavor, SessionOptions, Template,
+    WrapperConfig, WrapperError,
 };
 
 use crate::cli::{ExecArgs, Global, RunArgs, SessionArgs};
-use crate::{exit, print_error, progress};
+use crate::out::{errln, outln, usage};
+use crate::{exit, input, print_error, progress};
 
-/// A usage error: printed like clap's, exit status 2.
-fn usage(message: &str) -> u8 {
-    eprintln!("msbw: {message}");
-    exit::USAGE
-}
-
-fn session_options(args: &SessionArgs) -> Result<(Template, SessionOptions), String> {
-    let template: Template = args
-        .template
-        .parse()
-        .map_err(|e: microsandbox_wrapper::backend::UnknownTemplate| e.to_string())?;
+fn session_options(args: &SessionArgs, file: Option<&Path>) -> Result<(Template, SessionOptions), String> {
+    let template: Template = match &args.template {
+        Some(t) => t
+            .parse()
+            .map_err(|e: microsandbox_wrapper::backend::UnknownTemplate| e.to_string())?,
+        None => template_for(file),
+    };
     let flavor = match &args.flavor {
         Some(f) => Some(f.parse::<SandboxFlavor>().map_err(|e| e.to_string())?),
         None => None,
@@ -49,85 +47,150 @@ fn session_options(args: &SessionArgs) -> Result<(Template, SessionOptions), Str
     ))
 }
 
+/// The template a code file's extension names: node for `.js`, `.mjs` and `.cjs`, python
+/// otherwise (`.py` and anything else).
+fn template_for(file: Option<&Path>) -> Template {
+    match file.and_then(|f| f.extension()).and_then(|e| e.to_str()) {
+        Some("js" | "mjs" | "cjs") => Template::Node,
+        _ => Template::Python,
+    }
+}
+
 fn read_code(args: &ExecArgs) -> Result<String, String> {
     match (&args.file, args.code.as_deref()) {
-        (Some(path), None) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
-        (None, Some("-")) => {
-            let mut code = String::new();
-            std::io::stdin()
-                .read_to_string(&mut code)
-                .map_err(|e| format!("cannot read the code from stdin: {e}"))?;
-            Ok(code)
-        }
+        (Some(path), None) => input::read_code_file(path),
+        (None, Some("-")) => input::read_code_stdin(),
         (None, Some(code)) => Ok(code.to_owned()),
         (None, None) => Err("no code given: pass CODE, -f FILE, or - to read stdin (see msbw exec --help)".into()),
         (Some(_), Some(_)) => Err("give the code either as CODE or with -f FILE, not both".into()),
     }
 }
 
-/// Builds and starts a wrapper, runs `f`, and stops the wrapper (on Ctrl-C too).
+/// How a call ended: with its result, or by a signal (after stopping what it started).
+enum Ended<T> {
+    Done(Result<T, WrapperError>),
+    Signalled(u8),
+}
+
+/// Waits for SIGINT or SIGTERM; returns the exit status for it.
+async fn signalled() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => exit::INTERRUPTED,
+        Some(()) = async { term.as_mut()?.recv().await } => exit::TERMINATED,
+    }
+}
+
+/// Builds and starts a wrapper, runs `f`, and stops the wrapper; on SIGINT or SIGTERM the call is
+/// abandoned and everything started is stopped before returning.
 async fn with_wrapper<T>(
     config: WrapperConfig,
     global: &Global,
     f: impl AsyncFnOnce(&MicrosandboxWrapper) -> Result<T, WrapperError>,
-) -> Result<T, WrapperError> {
-    let wrapper = MicrosandboxWrapper::new(config).await?;
+) -> Ended<T> {
+    let signal = signalled();
+    tokio::pin!(signal);
+    let wrapper = tokio::select! {
+        w = MicrosandboxWrapper::new(config) => match w {
+            Ok(w) => w,
+            Err(e) => return Ended::Done(Err(e)),
+        },
+        code = &mut signal => return Ended::Signalled(code),
+    };
     tracing::debug!(backend = %wrapper.backend_selection().backend, reason = %wrapper.backend_selection().reason, "backend");
-    wrapper.start().await?;
     let spinner = progress::Spinner::start(&wrapper, global);
-    let result = tokio::select! {
-        r = f(&wrapper) => r,
-        _ = tokio::signal::ctrl_c() => Err(WrapperError::InvalidInput { what: "run".into(), message: "interrupted".into() }),
+    let ended = tokio::select! {
+        r = async {
+            // Fails fast, with the one error that matters, when the server cannot be reached: without
+            // this the first start fails and stopping the sandbox that never started is retried.
+            wrapper.ensure_reachable().await?;
+            wrapper.start().await?;
+            f(&wrapper).await
+        } => Ended::Done(r),
+        code = &mut signal => Ended::Signalled(code),
     };
     spinner.stop().await;
-    let report = wrapper.stop().await;
-    for (sandbox, why) in &report.failed {
+    if let Ended::Signalled(_) = ended
+        && !global.quiet
+    {
+        errln!("msbw: interrupted: stopping the sandbox");
+    }
+    let stopping = async {
+        match ended {
+            Ended::Signalled(_) => wrapper.stop_now().await,
+            Ended::Done(_) => wrapper.stop().await,
+        }
+    };
+    let report = tokio::select! {
+        report = stopping => Some(report),
+        code = signalled() => {
+            errln!("msbw: interrupted again: exiting without waiting for the sandbox to stop");
+            return Ended::Signalled(code);
+        }
+    };
+    for (sandbox, why) in report.iter().flat_map(|r| &r.failed) {
         tracing::error!(%sandbox, error = %why, "could not stop sandbox");
     }
-    result
+    ended
 }
 
 /// `msbw exec`.
 pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global) -> u8 {
-    let (template, options) = match session_options(&args.session) {
+    let (template, options) = match session_options(&args.session, args.file.as_deref()) {
         Ok(v) => v,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e, global.json),
     };
     let code = match read_code(&args) {
         Ok(code) => code,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e, global.json),
     };
     let call = CodeCall {
         code,
         template,
         options,
     };
-    let result = with_wrapper(config, global, async |w| w.execute_code(call).await).await;
-    match result {
-        Ok(r) => {
+    match with_wrapper(config, global, async |w| w.execute_code(call).await).await {
+        Ended::Done(Ok(r)) => {
             print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match r.status {
                 ExecStatus::Completed => exit::OK,
-                ExecStatus::Raised => exit::FAILED,
+                ExecStatus::Raised => own_exit_status(&r).unwrap_or(exit::FAILED),
                 ExecStatus::TimedOut { .. } => exit::TIMED_OUT,
             }
         }
-        Err(e) => {
+        Ended::Done(Err(e)) => {
             print_error(&e, global.json);
             exit::for_error(&e)
         }
+        Ended::Signalled(code) => code,
     }
+}
+
+/// The status the code asked to exit with, as the backend reported it: Python's `SystemExit: N`
+/// (the last line of its traceback) or the local node driver's "exited with code N". `None` for
+/// an ordinary exception; never 0 for code that did not complete.
+fn own_exit_status(r: &ExecutionResult) -> Option<u8> {
+    let last = r.stderr.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    let code: i64 = match r.template {
+        Template::Python => last.strip_prefix("SystemExit: ")?.parse().ok()?,
+        Template::Node => {
+            let rest = last.split_once("interpreter exited with code ")?.1;
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?
+        }
+    };
+    u8::try_from(code.rem_euclid(256)).ok().filter(|c| *c != 0)
 }
 
 /// `msbw run`.
 pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -> u8 {
-    let (template, options) = match session_options(&args.session) {
+    let (template, options) = match session_options(&args.session, None) {
         Ok(v) => v,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e, global.json),
     };
     let mut words = args.command.into_iter();
     let Some(command) = words.next() else {
-        return usage("no command given (msbw run -- COMMAND [ARGS...])");
+        return usage("no command given (msbw run COMMAND [ARGS...])", global.json);
     };
     let call = CommandCall {
         command,
@@ -135,9 +198,8 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
         template,
         options,
     };
-    let result = with_wrapper(config, global, async |w| w.execute_command(call).await).await;
-    match result {
-        Ok(r) => {
+    match with_wrapper(config, global, async |w| w.execute_command(call).await).await {
+        Ended::Done(Ok(r)) => {
             print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match (r.status, r.exit_code) {
                 (ExecStatus::TimedOut { .. }, _) => exit::TIMED_OUT,
@@ -145,10 +207,11 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
                 (_, None) => exit::KILLED,
             }
         }
-        Err(e) => {
+        Ended::Done(Err(e)) => {
             print_error(&e, global.json);
             exit::for_error(&e)
         }
+        Ended::Signalled(code) => code,
     }
 }
 
@@ -164,12 +227,12 @@ fn describe(aftermath: microsandbox_wrapper::Aftermath) -> &'static str {
 /// stderr when it timed out.
 fn print_result(result: &impl serde::Serialize, stdout: &str, stderr: &str, status: ExecStatus, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(result).unwrap_or_default());
+        outln!("{}", serde_json::to_string(result).unwrap_or_default());
         return;
     }
     write_streams(stdout, stderr);
     if let ExecStatus::TimedOut { after, aftermath } = status {
-        eprintln!(
+        errln!(
             "msbw: timed out after {:.1} s ({})",
             after.as_secs_f64(),
             describe(aftermath)
@@ -177,7 +240,8 @@ fn print_result(result: &impl serde::Serialize, stdout: &str, stderr: &str, stat
     }
 }
 
-/// Prints the outputs on the matching streams, each ending with a newline.
+/// Prints the outputs on the matching streams, each ending with a newline; a closed stream is
+/// not an error.
 fn write_streams(stdout: &str, stderr: &str) {
     if !stdout.is_empty() {
         let mut out = std::io::stdout().lock();

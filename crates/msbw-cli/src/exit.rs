@@ -26,13 +26,18 @@ pub(crate) const UNAUTHORIZED: u8 = 77;
 pub(crate) const UNSUPPORTED: u8 = 78;
 /// The execution timed out (as `timeout(1)` reports it).
 pub(crate) const TIMED_OUT: u8 = 124;
+/// Interrupted by SIGINT (Ctrl-C), after stopping what was started (128 + 2, as shells report it).
+pub(crate) const INTERRUPTED: u8 = 130;
 /// A command was killed without an exit code (other than by the timeout).
 pub(crate) const KILLED: u8 = 137;
+/// Ended by SIGTERM, after stopping what was started (128 + 15).
+pub(crate) const TERMINATED: u8 = 143;
 
 /// The table printed by `msbw --help`.
 pub(crate) const TABLE: &str = "\
 Exit status:
-  0    success (for `run`: the command's own exit code is passed through)
+  0    success (`run`: the command's own exit code is passed through; `exec`: the
+       code's own status when it exits with one, e.g. sys.exit(3) or process.exit(3))
   1    the code raised an exception; `doctor`: the backend is not healthy
   2    bad usage or invalid configuration
   65   session mismatch (another template or flavor) or unknown session
@@ -44,7 +49,9 @@ Exit status:
   77   the backend refused the credentials (MSB_API_KEY)
   78   the backend cannot do what was asked (e.g. read-only volumes)
   124  the execution timed out
-  137  the command was killed";
+  130  interrupted (Ctrl-C); what msbw started was stopped first
+  137  the command was killed
+  143  terminated (SIGTERM); what msbw started was stopped first";
 
 /// The exit status for a wrapper error.
 pub(crate) fn for_error(e: &WrapperError) -> u8 {

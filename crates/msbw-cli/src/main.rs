@@ -5,31 +5,63 @@ mod cli;
 mod doctor;
 mod exec;
 mod exit;
+mod input;
+mod out;
 mod progress;
 mod serve_cmd;
+mod settings;
 
-use std::io::IsTerminal;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-use microsandbox_wrapper::config::{ConfigReport, process_vars, read_env_file};
-use microsandbox_wrapper::{ConfigKey, LogLevel, WrapperConfig, WrapperError};
+use clap::{CommandFactory, FromArgMatches};
+use microsandbox_wrapper::{LogLevel, WrapperError};
 
-use cli::{Cli, Command, ConfigCommand, Global};
+use cli::{Cli, ColorWhen, Command, ConfigCommand, Global};
+pub(crate) use out::print_error;
+use out::{errln, outln};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let report = match load_config(&cli.global) {
-        Ok(report) => report,
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let early = EarlyFlags::scan(&argv);
+    let color = out::init_color(early.color);
+    let cli = match Cli::command()
+        .color(if color {
+            clap::ColorChoice::Always
+        } else {
+            clap::ColorChoice::Never
+        })
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => return ExitCode::from(clap_error(&e, early.json)),
+    };
+    if let Command::Completions(args) = &cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(args.shell, &mut Cli::command(), "msbw", &mut script);
+        outln!("{}", String::from_utf8_lossy(&script).trim_end());
+        return ExitCode::from(exit::OK);
+    }
+    let loaded = match settings::load(&cli.global) {
+        Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("msbw: {e}");
+            print_error(&e, cli.global.json);
             return ExitCode::from(exit::USAGE);
         }
     };
-    init_logging(&cli.global, report.config.log_level);
+    let report = loaded.report;
+    init_logging(&cli.global, report.config.log_level, color);
+    // `config check` lists these among its warnings.
+    let checking = matches!(cli.command, Command::Config(ConfigCommand::Check));
+    if !cli.global.quiet && !checking {
+        for note in &loaded.notes {
+            out::warn(note);
+        }
+    }
 
     if let Command::Config(ConfigCommand::Check) = &cli.command {
-        return ExitCode::from(check::run(&report, cli.global.json));
+        return ExitCode::from(check::run(&report, &loaded.notes, cli.global.json));
     }
     if !report.is_valid() {
         let err = WrapperError::from(microsandbox_wrapper::ConfigError::Invalid {
@@ -49,7 +81,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("msbw: cannot start the async runtime: {e}");
+            errln!("msbw: cannot start the async runtime: {e}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
@@ -60,44 +92,71 @@ fn main() -> ExitCode {
             Command::Run(args) => exec::run(config, args, &cli.global).await,
             Command::Doctor => doctor::run(config, cli.global.json).await,
             Command::Serve(args) => serve_cmd::run(config, args).await,
-            Command::Config(_) => exit::INTERNAL,
+            Command::Config(_) | Command::Completions(_) => exit::INTERNAL,
         }
     });
+    // Sandboxes are stopped by now; do not wait for blocking work (a stdin read) to finish.
+    runtime.shutdown_background();
     ExitCode::from(code)
 }
 
-/// Reads the settings: a .env file (given, or ./.env when present), the environment on top,
-/// the command-line options on top of that.
-fn load_config(global: &Global) -> Result<ConfigReport, WrapperError> {
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let env_file = match &global.env_file {
-        Some(path) => Some(path.clone()),
-        None if !global.no_env_file && std::path::Path::new(".env").is_file() => Some(".env".into()),
-        None => None,
-    };
-    if let Some(path) = env_file {
-        vars.extend(read_env_file(&path)?);
-    }
-    vars.extend(process_vars());
-    if let Some(backend) = &global.backend {
-        vars.push((ConfigKey::Backend.var_name().to_owned(), backend.clone()));
-    }
-    if let Some(url) = &global.server_url {
-        vars.push((ConfigKey::ServerUrl.var_name().to_owned(), url.clone()));
-    }
-    let mut report = WrapperConfig::report_from_vars(vars);
-    // Backend settings (MSB_PYTHON_IMAGE, ...) are validated by their backends.
-    report
-        .problems
-        .extend(microsandbox_wrapper::backend_problems(&report.config));
-    report
-        .problems
-        .sort_by_key(|p| ConfigKey::ALL.iter().position(|k| *k == p.key));
-    Ok(report)
+/// The flags that decide how errors look, read before parsing so that a usage error honours them.
+struct EarlyFlags {
+    json: bool,
+    color: ColorWhen,
 }
 
-/// Logs go to stderr: the level is MSB_LOG_LEVEL, raised by -v and lowered to errors by -q.
-fn init_logging(global: &Global, level: LogLevel) {
+impl EarlyFlags {
+    fn scan(argv: &[OsString]) -> EarlyFlags {
+        let mut flags = EarlyFlags {
+            json: false,
+            color: ColorWhen::Auto,
+        };
+        let mut args = argv.iter().skip(1).filter_map(|a| a.to_str());
+        while let Some(arg) = args.next() {
+            let value = match arg {
+                "--" => break,
+                "--json" => {
+                    flags.json = true;
+                    continue;
+                }
+                "--color" => args.next(),
+                _ => arg.strip_prefix("--color="),
+            };
+            flags.color = match value {
+                Some("always") => ColorWhen::Always,
+                Some("never") => ColorWhen::Never,
+                _ => flags.color,
+            };
+        }
+        flags
+    }
+}
+
+/// Prints clap's error (help and version are not errors) and returns the exit status. With
+/// --json, a usage error is the JSON error every other failure prints.
+fn clap_error(e: &clap::Error, json: bool) -> u8 {
+    use clap::error::ErrorKind;
+    let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if json && !informational {
+        let rendered = e.render().to_string();
+        // The error's own lines, without the usage and tips that follow a blank line.
+        let message = rendered
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let message = message.trim_start_matches("error: ");
+        return out::usage(message, true);
+    }
+    let _ = e.print();
+    if informational { exit::OK } else { exit::USAGE }
+}
+
+/// Logs go to stderr (through the progress indicator): the level is MSB_LOG_LEVEL, raised by -v
+/// and lowered to errors by -q.
+fn init_logging(global: &Global, level: LogLevel, color: bool) {
     use tracing_subscriber::filter::LevelFilter;
     let level = if global.quiet {
         LevelFilter::ERROR
@@ -120,32 +179,9 @@ fn init_logging(global: &Global, level: LogLevel) {
         level
     };
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .with_max_level(level)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(color)
         .try_init();
-}
-
-/// Prints an error on stderr, or as JSON on stdout with --json.
-pub(crate) fn print_error(e: &WrapperError, json: bool) {
-    if json {
-        let context: serde_json::Map<String, serde_json::Value> =
-            e.context().into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
-        let value = serde_json::json!({
-            "error": {
-                "code": e.code(),
-                "category": e.category().as_str(),
-                "message": e.to_string(),
-                "context": context,
-                "suggestions": e.suggestions(),
-            }
-        });
-        println!("{value}");
-        return;
-    }
-    eprintln!("msbw: error [{}]: {e}", e.code());
-    for s in e.suggestions() {
-        eprintln!("  hint: {s}");
-    }
 }

@@ -1,14 +1,59 @@
 //! A progress indicator on stderr while a sandbox starts and code runs: only on a terminal, never
-//! with --json or -q.
+//! with --json or -q. Everything else written to stderr (log lines, warnings) goes through
+//! [`write_stderr`], which hides the indicator while the line is written, so neither overwrites
+//! the other.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use microsandbox_wrapper::{MicrosandboxWrapper, SessionStatus};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::cli::Global;
+
+/// The indicator being shown, if any.
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Writes to stderr with the indicator (if one is shown) cleared for the moment; errors (a
+/// closed stderr) are ignored.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes);
+        let _ = err.flush();
+    };
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// The writer of log lines: stderr, through the indicator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_stderr(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
 
 /// The running indicator; [`Spinner::stop`] clears its line.
 pub(crate) struct Spinner {
@@ -31,29 +76,34 @@ impl Spinner {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 _ = &mut rx => return,
             }
-            const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}…") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(100));
+            if let Ok(mut active) = ACTIVE.lock() {
+                *active = Some(bar.clone());
+            }
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            for frame in FRAMES.iter().cycle() {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = &mut rx => break,
-                }
+            loop {
                 let starting = wrapper
                     .get_sessions(None)
                     .map(|s| s.iter().any(|s| s.status == SessionStatus::Creating))
                     .unwrap_or(false);
-                let what = if starting {
+                bar.set_message(if starting {
                     format!("starting a {backend} sandbox")
                 } else {
                     "running".to_owned()
-                };
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r{frame} {what}…\x1b[K");
-                let _ = err.flush();
+                });
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut rx => break,
+                }
             }
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[K");
-            let _ = err.flush();
+            if let Ok(mut active) = ACTIVE.lock() {
+                *active = None;
+            }
+            bar.finish_and_clear();
         });
         Spinner {
             stop: Some(tx),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::env_file::read_env_file;
 use crate::error::{ConfigError, ConfigProblem, ConfigWarning};
 use crate::secret::{ApiKey, MASK};
 use crate::url::parse_server_url;
@@ -731,31 +732,6 @@ pub fn process_vars() -> Vec<(String, String)> {
             k.starts_with("MSB_").then(|| (k, v.to_string_lossy().into_owned()))
         })
         .collect()
-}
-
-/// The `(name, value)` pairs of a `.env` file, without touching the process environment. Errors
-/// never quote the file's content (it may hold the API key).
-pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let fail = |reason: String| ConfigError::EnvFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let iter = dotenvy::from_path_iter(path).map_err(|e| fail(env_file_reason(&e)))?;
-    let mut vars = Vec::new();
-    for item in iter {
-        vars.push(item.map_err(|e| fail(env_file_reason(&e)))?);
-    }
-    Ok(vars)
-}
-
-/// A description of a dotenv error that never quotes the file's content (it may hold secrets).
-fn env_file_reason(e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::LineParse(_, index) => format!("cannot parse the line at character {index}"),
-        dotenvy::Error::Io(io) => io.to_string(),
-        dotenvy::Error::EnvVar(_) => "an environment variable is not valid unicode".to_owned(),
-        _ => "cannot parse the file".to_owned(),
-    }
 }
 
 fn out_of_range(key: ConfigKey, value: f64) -> Option<String> {

@@ -24,6 +24,7 @@
 
 mod backend_settings;
 mod config;
+mod env_file;
 mod error;
 mod key;
 mod options;
@@ -32,7 +33,10 @@ mod url;
 mod volume;
 
 pub use backend_settings::{BackendSettings, value};
-pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars, read_env_file};
+pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars};
+pub use env_file::{
+    ImplicitEnvFile, ImplicitRule, MAX_ENV_FILE_BYTES, implicit_rule, read_env_file, read_implicit_env_file,
+};
 pub use error::{ConfigError, ConfigProblem, ConfigWarning};
 pub use key::{ConfigKey, UnknownKey};
 pub use options::{BackendKind, LimitPolicy, LogLevel, ParseOptionError, SandboxFlavor};

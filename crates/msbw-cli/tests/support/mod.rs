@@ -1,0 +1,67 @@
+//! Running the real `msbw` binary in tests.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses part of this
+
+use std::process::{Child, Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `msbw` with a clean environment (no MSB_* from the caller), the local backend, and a private
+/// working directory (so no stray .env is read).
+pub fn msbw(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msbw"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MSB_") || k.starts_with("MSBW_") || k == "NO_COLOR" || k.starts_with("CLICOLOR") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("MSB_BACKEND", "local").current_dir(dir);
+    cmd
+}
+
+/// Exit status (-1 when killed by a signal), stdout and stderr.
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out: Output = cmd.output().expect("msbw runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for a child to exit, failing the test (and killing it) after `limit`.
+pub fn wait_within(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for msbw"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("msbw (pid {pid}) did not exit within {limit:?}");
+        }
+    }
+}
+
+/// The pids of live (not zombie) host processes whose command line is exactly `argv`.
+pub fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if cmdline == want && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
