@@ -27,7 +27,8 @@ fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// Long enough for the attack to be running on a busy machine (the code says when it is).
+const TIMEOUT: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_threads_and_children_of_a_timed_out_execution_are_gone_when_it_returns() {
@@ -51,6 +52,11 @@ if os.fork() == 0:
     if os.fork() == 0:
         os.execv('/bin/sh', ['sh', '-c', 'while :; do echo d >> /sandbox/rw/daemon; done; : {mark}'])
     os._exit(0)
+# Hang only once all three are writing.
+names = ['/sandbox/rw/thread', '/sandbox/rw/child', '/sandbox/rw/daemon']
+while not all(os.path.exists(n) and os.path.getsize(n) > 0 for n in names):
+    time.sleep(0.01)
+print('all running', flush=True)
 time.sleep(3600)
 "#
     );
@@ -66,6 +72,7 @@ time.sleep(3600)
         "{out:?}"
     );
     // Everything ran before the timeout...
+    assert!(out.stdout.contains("all running"), "{out:?}");
     let files = ["thread", "child", "daemon"].map(|f| dir.path().join(f));
     for file in &files {
         assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
@@ -101,8 +108,14 @@ async fn node_timers_workers_and_children_of_a_timed_out_execution_are_gone_when
 const fs = require('fs');
 setInterval(() => {{ fs.appendFileSync('/sandbox/rw/timer', 'tick\n'); console.log('late'); console.error('late'); }}, 2);
 const {{ Worker }} = require('worker_threads');
-new Worker("setInterval(() => require('fs').appendFileSync('/sandbox/rw/worker', 'w'), 2)", {{ eval: true }});
+const worker = new Worker("const {{ parentPort }} = require('worker_threads'); setInterval(() => {{ require('fs').appendFileSync('/sandbox/rw/worker', 'w'); parentPort.postMessage(1); }}, 2)", {{ eval: true }});
 require('child_process').spawn('sh', ['-c', 'while :; do echo c >> /sandbox/rw/child; done; : {mark}'], {{ detached: true, stdio: 'ignore' }});
+// Hang only once all three are writing.
+await new Promise((r) => worker.once('message', r));
+while (!['timer', 'child'].every((f) => fs.existsSync('/sandbox/rw/' + f) && fs.statSync('/sandbox/rw/' + f).size > 0)) {{
+  await new Promise((r) => setTimeout(r, 10));
+}}
+process.stderr.write('all running\n');
 await new Promise(() => {{}});
 "#
     );
@@ -117,6 +130,7 @@ await new Promise(() => {{}});
         ),
         "{out:?}"
     );
+    assert!(out.stderr.contains("all running"), "{out:?}");
     let files = ["timer", "worker", "child"].map(|f| dir.path().join(f));
     for file in &files {
         assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
@@ -152,7 +166,9 @@ async fn background_processes_of_a_timed_out_command_are_gone_when_it_returns() 
     let (spec, dir) = with_volume("leftover-cmd", Template::Python);
     let id = start(&backend, &spec).await;
     let mark = marker("cmd-leftover");
-    let script = format!("while :; do echo b >> /sandbox/rw/bg; done & : {mark}; sleep 3600");
+    let script = format!(
+        "while :; do echo b >> /sandbox/rw/bg; done & : {mark}; until [ -s /sandbox/rw/bg ]; do :; done; echo running; sleep 3600"
+    );
     let out = command_with(&backend, &id, "sh", &["-c", &script], TIMEOUT).await;
     assert!(
         matches!(
