@@ -3,6 +3,7 @@
 //! filter's answer) without reaching the kernel's implementation, and nothing may happen on
 //! the host (no key in the host's keyring).
 #![cfg(target_arch = "x86_64")]
+#![allow(clippy::unwrap_used)]
 
 use msbw_backend::{ExecStatus, SandboxBackend, Template};
 

@@ -3,6 +3,7 @@
 //! says `TimedOut`, nothing of it writes to the host any more and the next call sees nothing
 //! of it. Frames the code writes on descriptor 3 can never end another execution or confuse
 //! the backend.
+#![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
