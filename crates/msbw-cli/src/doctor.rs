@@ -27,6 +27,10 @@ pub(crate) async fn run(config: WrapperConfig, json: bool) -> u8 {
                 "namespaces": match &host.namespaces { Ok(()) => "available".to_owned(), Err(why) => why.clone() },
                 "root": host.root,
                 "landlock_abi": host.landlock_abi,
+                "seccomp": match &host.seccomp {
+                    Ok(s) => serde_json::json!({"active": true, "arch": s.arch, "allowed": s.allowed, "denied": s.denied}),
+                    Err(why) => serde_json::json!({"active": false, "reason": why}),
+                },
                 "cgroup_version": host.cgroup_version,
                 "cgroup_controllers": host.cgroup_controllers,
                 "process_limit": format!("{:?}", host.process_limit),

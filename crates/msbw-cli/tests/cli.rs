@@ -263,11 +263,13 @@ fn doctor_names_the_backend_and_why() {
     assert!(out.contains("selected:  local (MSB_BACKEND=local)"), "{out}");
     assert!(out.contains("health:    ok"), "{out}");
     assert!(out.contains("Local backend on this host"), "{out}");
+    assert!(out.contains("seccomp: filter active ("), "{out}");
     let (code, out, _) = run(msbw(dir.path()).args(["--json", "doctor"]));
     assert_eq!(code, 0);
     let json: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["backend"]["backend"], "local");
     assert_eq!(json["healthy"], true);
+    assert_eq!(json["local_backend"]["seccomp"]["active"], true, "{out}");
 }
 
 #[test]

@@ -129,6 +129,8 @@ pub(crate) mod stage {
     pub(crate) const LANDLOCK: u32 = 20;
     /// Executing the program.
     pub(crate) const EXEC: u32 = 21;
+    /// Installing the seccomp filter.
+    pub(crate) const SECCOMP: u32 = 22;
     /// The first mount step; step `i` of a [`super::HolderPlan`] is `STEP_BASE + i`.
     pub(crate) const STEP_BASE: u32 = 1000;
 
@@ -155,6 +157,7 @@ pub(crate) mod stage {
             NO_NEW_PRIVS => "setting no_new_privs",
             LANDLOCK => "applying the Landlock ruleset",
             EXEC => "executing the program",
+            SECCOMP => "installing the seccomp filter",
             _ => "setting up the sandbox",
         }
     }
@@ -913,6 +916,8 @@ pub(crate) struct ExecPlan {
     pub(crate) last_cap: u32,
     /// The Landlock ruleset, when the kernel has Landlock.
     pub(crate) landlock: Option<LandlockPlan>,
+    /// The seccomp filter, installed last before `execve`, when the host has seccomp.
+    pub(crate) seccomp: Option<crate::seccomp::Program>,
     /// Full paths to try, in order (a `PATH` search done ahead).
     pub(crate) programs: Vec<CString>,
     /// `argv`.
@@ -1186,6 +1191,12 @@ fn prepare_program(plan: &ExecPlan) -> Step<RawFd> {
         apply_landlock(landlock)?;
     }
     drop_capabilities()?;
+    if let Some(program) = plan.seccomp {
+        crate::seccomp::install(program).map_err(|errno| Fail {
+            stage: stage::SECCOMP,
+            errno,
+        })?;
+    }
     Ok(report_fd)
 }
 

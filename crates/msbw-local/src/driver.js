@@ -42,8 +42,22 @@
     return active !== 0 && (owner === undefined || owner === active);
   }
 
+  // Resolves once everything written to the stream so far is in the pipe: stdout and stderr
+  // are asynchronous pipes, so a write may still be queued when the code has finished.
+  const flushes = [];
   for (const stream of [process.stdout, process.stderr]) {
     const write = stream.write.bind(stream);
+    flushes.push(
+      () =>
+        new Promise((resolve) => {
+          if (stream.writableLength === 0 || stream.destroyed) {
+            resolve();
+            return;
+          }
+          // Callbacks run in order: this one runs after every earlier write is done (or failed).
+          write('', () => resolve());
+        }),
+    );
     stream.write = function gatedWrite(chunk, encoding, callback) {
       if (current()) {
         return write(chunk, encoding, callback);
@@ -142,6 +156,8 @@
     } finally {
       active = 0;
     }
+    // Only then answer, so that the backend has all the output when it reads the result.
+    await Promise.all(flushes.map((flush) => flush()));
     return raised ? 'raised' : 'ok';
   }
 
@@ -167,7 +183,7 @@
       if (message.type === 'exec') {
         queue = queue
           .then(() => execute(message.id, String(message.code)))
-          .then((status) => send({ type: 'result', id: message.id, status }));
+          .then((status) => send({ type: 'result', id: message.id, nonce: message.nonce, status }));
       }
     }
   });

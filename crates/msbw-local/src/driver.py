@@ -165,7 +165,7 @@ def _msbw_driver():
         cell += 1
         status = run(message.get("code", ""), descriptors, cell)
         try:
-            send({"type": "result", "id": message.get("id"), "status": status})
+            send({"type": "result", "id": message.get("id"), "nonce": message.get("nonce"), "status": status})
         except OSError:
             return
 

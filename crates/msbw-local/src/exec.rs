@@ -28,6 +28,8 @@ pub(crate) fn lock_registry(registry: &Registry) -> std::sync::MutexGuard<'_, Ha
 pub(crate) struct Chain {
     pid: Pid,
     inner: Option<Pid>,
+    /// A pidfd of the execution's init, taken when the chain is killed.
+    init: Option<OwnedFd>,
     report: Receiver,
     partial: Vec<u8>,
     eof: bool,
@@ -62,6 +64,7 @@ impl Chain {
         Ok(Chain {
             pid,
             inner: None,
+            init: None,
             report,
             partial: Vec::new(),
             eof: false,
@@ -134,15 +137,33 @@ impl Chain {
                 self.partial.splice(0..0, record.encode());
             }
         }
+        // The execution's init dies by its parent-death signal, and takes a moment to kill the
+        // execution's processes: keep a handle on it, so that `reap` can wait for that.
+        if self.init.is_none() {
+            self.init = self.inner.and_then(execution_init);
+        }
         sys::kill(self.inner.unwrap_or(self.pid), libc::SIGKILL);
     }
 
-    /// Waits for the chain's first process to exit and reaps it.
+    /// Waits for the chain's first process to exit and reaps it. After a [`kill`](Self::kill),
+    /// also waits until every process and thread of the execution is gone, so that nothing of
+    /// it runs once this returns.
     pub(crate) async fn reap(mut self) {
         let pid = self.pid;
         self.reaped = true;
         lock_registry(&self.registry).remove(&pid);
         let _ = tokio::task::spawn_blocking(move || sys::wait_blocking(pid)).await;
+        if let Some(init) = self.init.take() {
+            // Readable once the init has exited, which it does only after the kernel has killed
+            // and reaped every other process of its pid namespace.
+            let limit = std::time::Duration::from_secs(10);
+            match tokio::task::spawn_blocking(move || sys::wait_readable(&init, limit)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => tracing::warn!("a killed execution still has processes after 10 s"),
+                Ok(Err(e)) => tracing::warn!("cannot wait for a killed execution to end: {e}"),
+                Err(e) => tracing::warn!("cannot wait for a killed execution to end: {e}"),
+            }
+        }
     }
 }
 
@@ -157,6 +178,19 @@ impl Drop for Chain {
                 .spawn(move || sys::wait_blocking(pid));
         }
     }
+}
+
+/// A pidfd of the third process of a chain (the execution's init), found through its parent,
+/// the second, which must still be alive (so that the init is its child and its pid has not
+/// been reused).
+fn execution_init(second: Pid) -> Option<OwnedFd> {
+    let children = std::fs::read_to_string(format!("/proc/{second}/task/{second}/children")).ok()?;
+    let pid: Pid = children.split_whitespace().next()?.parse().ok()?;
+    let pidfd = sys::pidfd_open(pid).ok()?;
+    // Still the second process's child now that the pidfd holds it: then it is the init.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let parent: Pid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+    (parent == second).then_some(pidfd)
 }
 
 /// Which output stream.
@@ -207,8 +241,17 @@ impl Capture {
         self.notes.push(message.into());
     }
 
-    /// The streams as text (invalid UTF-8 replaced), with truncation and backend notes.
-    pub(crate) fn finish(self) -> (String, String) {
+    /// The streams as text (invalid UTF-8 replaced), with truncation and backend notes. A
+    /// stream cut at the limit is cut before a character that did not fit whole.
+    pub(crate) fn finish(mut self) -> (String, String) {
+        let [out_dropped, err_dropped] = &mut self.dropped;
+        for (buf, dropped) in [(&mut self.out, out_dropped), (&mut self.err, err_dropped)] {
+            if *dropped > 0 {
+                let cut = incomplete_tail(buf);
+                buf.truncate(buf.len() - cut);
+                *dropped += cut as u64;
+            }
+        }
         let mut out = String::from_utf8_lossy(&self.out).into_owned();
         let mut err = String::from_utf8_lossy(&self.err).into_owned();
         if self.dropped[0] > 0 {
@@ -233,6 +276,24 @@ impl Capture {
         }
         (out, err)
     }
+}
+
+/// How many bytes at the end of `buf` are the start of a UTF-8 character whose other bytes are
+/// missing (0 if it ends with a whole character or with bytes that are not UTF-8 anyway).
+fn incomplete_tail(buf: &[u8]) -> usize {
+    let tail = &buf[buf.len().saturating_sub(3)..];
+    for (back, &byte) in tail.iter().rev().enumerate() {
+        let have = back + 1;
+        let needed = match byte {
+            0x80..=0xbf => continue,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return 0,
+        };
+        return if have < needed { have } else { 0 };
+    }
+    0
 }
 
 /// What [`read_available`] found.
@@ -354,6 +415,20 @@ mod tests {
             "{out}"
         );
         assert_eq!(err, "xyz\nmsbw-local: restarted\n");
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        let mut c = Capture::new(5);
+        c.push(Stream::Out, "abcdé€".as_bytes());
+        let (out, _) = c.finish();
+        assert!(out.starts_with("abcd\n[msbw-local: 5 more bytes"), "{out}");
+        let mut c = Capture::new(6);
+        c.push(Stream::Out, "abcdé€".as_bytes());
+        assert!(c.finish().0.starts_with("abcdé\n[msbw-local: 3 more bytes"));
+        assert_eq!(incomplete_tail(b"ab\xf0\x9f\x98"), 3);
+        assert_eq!(incomplete_tail(b"ab\xff"), 0);
+        assert_eq!(incomplete_tail(b""), 0);
     }
 
     #[test]

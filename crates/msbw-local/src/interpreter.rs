@@ -194,10 +194,13 @@ impl Interpreter {
         // Whatever arrived between executions belongs to none of them.
         let mut discard = Capture::new(0);
         read_rest(&self.out, &self.err, &mut discard);
+        // So do frames: only what the driver writes from now on can answer this execution.
+        self.discard_frames();
 
         let id = self.next_id;
         self.next_id += 1;
-        let frame = match encode(&ExecRequest::new(id, code)) {
+        let request = ExecRequest::new(id, code);
+        let frame = match encode(&request) {
             Ok(f) => f,
             Err(e) => return Outcome::Broken(e.to_string()),
         };
@@ -236,16 +239,18 @@ impl Interpreter {
         let (mut out_eof, mut err_eof) = (false, false);
         loop {
             match self.frames.next_message() {
-                Ok(Some(DriverMessage::Result { id: done, status })) if done == id => {
-                    read_rest(out, err, capture);
-                    self.busy = false;
-                    return Outcome::Finished {
-                        raised: status == DriverStatus::Raised,
-                    };
-                }
-                // A stale answer (an abandoned execution): not ours.
-                Ok(Some(DriverMessage::Result { .. })) => continue,
-                Ok(Some(other)) => return Outcome::Broken(format!("unexpected message {other:?}")),
+                Ok(Some(message)) => match request.answered_by(&message) {
+                    Some(status) => {
+                        read_rest(out, err, capture);
+                        self.busy = false;
+                        return Outcome::Finished {
+                            raised: status == DriverStatus::Raised,
+                        };
+                    }
+                    // Not the answer of this execution (the code may write on the driver's
+                    // descriptor too, and cannot know the nonce): ignored.
+                    None => continue,
+                },
                 Ok(None) => {}
                 Err(e) => return Outcome::Broken(e.to_string()),
             }
@@ -269,6 +274,20 @@ impl Interpreter {
                 }
             }
         }
+    }
+
+    /// Reads and forgets whatever the driver's socket holds now (between executions).
+    fn discard_frames(&mut self) {
+        let mut buf = [0u8; 4096];
+        for _ in 0..256 {
+            match sys::read_now(&self.control, &mut buf) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Empty, closed (noticed by the next read) or failed (likewise).
+                _ => break,
+            }
+        }
+        self.frames.clear();
     }
 
     /// Sends a frame, with `fds` attached to its first byte.

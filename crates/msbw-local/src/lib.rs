@@ -49,9 +49,11 @@ mod plan;
 mod probe;
 mod protocol;
 mod sandbox;
+mod seccomp;
 mod spawner;
 mod sys;
 
 pub use backend::LocalBackend;
 pub use config::LocalConfig;
 pub use probe::{HostSupport, ProcessLimit};
+pub use seccomp::SeccompSummary;

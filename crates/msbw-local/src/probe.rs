@@ -37,6 +37,8 @@ pub struct HostSupport {
     pub root: bool,
     /// The kernel's Landlock ABI version, if Landlock is available and enabled in the config.
     pub landlock_abi: Option<u32>,
+    /// The seccomp filter every program runs under, or why this host cannot have it.
+    pub seccomp: Result<crate::seccomp::SeccompSummary, String>,
     /// The cgroup version in use (1 or 2), if any.
     pub cgroup_version: Option<u8>,
     /// The cgroup controllers in use (`memory`, `pids`, `cpu`).
@@ -84,6 +86,14 @@ impl fmt::Display for HostSupport {
         match self.landlock_abi {
             Some(abi) => writeln!(f, "landlock: ABI {abi}")?,
             None => writeln!(f, "landlock: unavailable")?,
+        }
+        match &self.seccomp {
+            Ok(s) => writeln!(
+                f,
+                "seccomp: filter active ({} syscalls allowed, {} named ones denied and every other one too, {}; ENOSYS)",
+                s.allowed, s.denied, s.arch
+            )?,
+            Err(why) => writeln!(f, "seccomp: unavailable ({why})")?,
         }
         match self.cgroup_version {
             Some(v) => writeln!(f, "cgroups: v{v} ({})", self.cgroup_controllers.join(", "))?,
@@ -134,6 +144,12 @@ pub(crate) fn probe(config: &LocalConfig) -> Host {
         notes.push("Landlock is disabled in the configuration".into());
         None
     };
+    let seccomp = crate::seccomp::probe();
+    if let Err(why) = &seccomp {
+        notes.push(format!(
+            "no seccomp filter ({why}): the whole system call interface is reachable"
+        ));
+    }
     let cgroups = if config.cgroups {
         CgroupHost::detect()
     } else {
@@ -182,6 +198,7 @@ pub(crate) fn probe(config: &LocalConfig) -> Host {
             network_isolated: !config.network,
             root,
             landlock_abi,
+            seccomp,
             cgroup_version,
             cgroup_controllers,
             process_limit,

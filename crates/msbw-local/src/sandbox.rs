@@ -184,6 +184,7 @@ impl Core {
             cwd: self.work_dir.clone(),
             last_cap: self.last_cap,
             landlock: self.landlock.clone(),
+            seccomp: crate::seccomp::active(),
             programs,
             argv,
             envp,

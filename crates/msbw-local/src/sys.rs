@@ -317,3 +317,40 @@ pub(crate) fn user_namespace(setup: impl FnOnce(Pid) -> io::Result<()>) -> io::R
     let _ = wait_blocking(pid);
     result
 }
+
+/// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3): it becomes readable when the process has
+/// exited, and never refers to another process.
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) with a pid and no flags; the result is a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `fd` is readable or `timeout` has passed (blocking); whether it became readable.
+pub(crate) fn wait_readable(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll(2) on one valid pollfd.
+        match unsafe { libc::poll(&mut pfd, 1, millis) } {
+            r if r > 0 => return Ok(true),
+            0 => return Ok(false),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

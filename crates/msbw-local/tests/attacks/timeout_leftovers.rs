@@ -1,0 +1,322 @@
+//! Attack 6: what a timed-out execution leaves behind, and forged frames on the driver's
+//! descriptor. A timed-out execution must leave no thread, process or frame: once the result
+//! says `TimedOut`, nothing of it writes to the host any more and the next call sees nothing
+//! of it. Frames the code writes on descriptor 3 can never end another execution or confuse
+//! the backend.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use msbw_backend::{
+    Aftermath, CodeRequest, ErrorKind, ExecStatus, SandboxBackend, SandboxSpec, Template, VolumeMapping,
+};
+
+use crate::common::{backend, code_with, command_with, host_processes_with, marker, node, python, spec, start};
+
+/// A host directory every uid may write, mapped read-write at `/sandbox/rw`.
+fn with_volume(prefix: &str, template: Template) -> (SandboxSpec, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut spec = spec(prefix, template);
+    spec.volumes = vec![VolumeMapping::new(&dir.path().display().to_string(), "/sandbox/rw").unwrap()];
+    (spec, dir)
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Long enough for the attack to be running on a busy machine (the code says when it is).
+const TIMEOUT: Duration = Duration::from_secs(6);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_threads_and_children_of_a_timed_out_execution_are_gone_when_it_returns() {
+    let backend = backend();
+    let (spec, dir) = with_volume("leftover-py", Template::Python);
+    let id = start(&backend, &spec).await;
+    let mark = marker("py-leftover");
+    let source = format!(
+        r#"
+import os, subprocess, sys, threading, time
+def tick():
+    while True:
+        with open('/sandbox/rw/thread', 'a') as f:
+            f.write('tick\n')
+        print('late', flush=True)
+        time.sleep(0.002)
+threading.Thread(target=tick, daemon=True).start()
+subprocess.Popen(['sh', '-c', 'while :; do echo c >> /sandbox/rw/child; done; : {mark}'])
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv('/bin/sh', ['sh', '-c', 'while :; do echo d >> /sandbox/rw/daemon; done; : {mark}'])
+    os._exit(0)
+# Hang only once all three are writing.
+names = ['/sandbox/rw/thread', '/sandbox/rw/child', '/sandbox/rw/daemon']
+while not all(os.path.exists(n) and os.path.getsize(n) > 0 for n in names):
+    time.sleep(0.01)
+print('all running', flush=True)
+time.sleep(3600)
+"#
+    );
+    let out = code_with(&backend, &id, Template::Python, &source, TIMEOUT).await;
+    assert!(
+        matches!(
+            out.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::StateLost,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // Everything ran before the timeout...
+    assert!(out.stdout.contains("all running"), "{out:?}");
+    let files = ["thread", "child", "daemon"].map(|f| dir.path().join(f));
+    for file in &files {
+        assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
+    }
+    // ...and nothing of it is left the moment the result is back: no waiting, no polling.
+    assert_eq!(
+        host_processes_with(&mark),
+        vec![],
+        "processes of the timed-out execution remain"
+    );
+    let sizes = files.each_ref().map(|f| size(f));
+    // The next call sees nothing of it, and while it runs nothing writes to the host files.
+    let out = python(&backend, &id, "import time\ntime.sleep(0.5)\nprint('next')").await;
+    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("next\n", ""), "{out:?}");
+    assert_eq!(
+        files.each_ref().map(|f| size(f)),
+        sizes,
+        "a leftover wrote after the timeout"
+    );
+    backend.stop(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_timers_workers_and_children_of_a_timed_out_execution_are_gone_when_it_returns() {
+    let backend = backend();
+    let (mut spec, dir) = with_volume("leftover-node", Template::Node);
+    // A worker is a second V8 isolate: give it the address space for one.
+    spec.memory_mb = 2048;
+    let id = start(&backend, &spec).await;
+    let mark = marker("node-leftover");
+    let source = format!(
+        r#"
+const fs = require('fs');
+setInterval(() => {{ fs.appendFileSync('/sandbox/rw/timer', 'tick\n'); console.log('late'); console.error('late'); }}, 2);
+const {{ Worker }} = require('worker_threads');
+const worker = new Worker("const {{ parentPort }} = require('worker_threads'); setInterval(() => {{ require('fs').appendFileSync('/sandbox/rw/worker', 'w'); parentPort.postMessage(1); }}, 2)", {{ eval: true }});
+require('child_process').spawn('sh', ['-c', 'while :; do echo c >> /sandbox/rw/child; done; : {mark}'], {{ detached: true, stdio: 'ignore' }});
+// Hang only once all three are writing.
+await new Promise((r) => worker.once('message', r));
+while (!['timer', 'child'].every((f) => fs.existsSync('/sandbox/rw/' + f) && fs.statSync('/sandbox/rw/' + f).size > 0)) {{
+  await new Promise((r) => setTimeout(r, 10));
+}}
+process.stderr.write('all running\n');
+await new Promise(() => {{}});
+"#
+    );
+    let out = code_with(&backend, &id, Template::Node, &source, TIMEOUT).await;
+    assert!(
+        matches!(
+            out.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::StateLost,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("all running"), "{out:?}");
+    let files = ["timer", "worker", "child"].map(|f| dir.path().join(f));
+    for file in &files {
+        assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
+    }
+    assert_eq!(
+        host_processes_with(&mark),
+        vec![],
+        "processes of the timed-out execution remain"
+    );
+    let sizes = files.each_ref().map(|f| size(f));
+    let out = node(
+        &backend,
+        &id,
+        "await new Promise((r) => setTimeout(r, 500)); console.log(typeof Worker)",
+    )
+    .await;
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("undefined\n", ""),
+        "{out:?}"
+    );
+    assert_eq!(
+        files.each_ref().map(|f| size(f)),
+        sizes,
+        "a leftover wrote after the timeout"
+    );
+    backend.stop(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_processes_of_a_timed_out_command_are_gone_when_it_returns() {
+    let backend = backend();
+    let (spec, dir) = with_volume("leftover-cmd", Template::Python);
+    let id = start(&backend, &spec).await;
+    let mark = marker("cmd-leftover");
+    let script = format!(
+        "while :; do echo b >> /sandbox/rw/bg; done & : {mark}; until [ -s /sandbox/rw/bg ]; do :; done; echo running; sleep 3600"
+    );
+    let out = command_with(&backend, &id, "sh", &["-c", &script], TIMEOUT).await;
+    assert!(
+        matches!(
+            out.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::Intact,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        host_processes_with(&mark),
+        vec![],
+        "processes of the timed-out command remain"
+    );
+    let written = size(&dir.path().join("bg"));
+    assert!(written > 0);
+    let out = python(&backend, &id, "import time\ntime.sleep(0.3)").await;
+    assert_eq!(out.status, ExecStatus::Completed);
+    assert_eq!(
+        size(&dir.path().join("bg")),
+        written,
+        "a leftover wrote after the timeout"
+    );
+    backend.stop(&id).await.unwrap();
+}
+
+/// Python that writes frames on the driver's descriptor.
+const FRAMES: &str = r#"
+import json, os, struct
+def frame(message):
+    body = json.dumps(message).encode()
+    return struct.pack('>I', len(body)) + body
+def forge(ident, nonce, status='ok'):
+    os.write(3, frame({'type': 'result', 'id': ident, 'nonce': nonce, 'status': status}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_result_frames_end_no_execution() {
+    let backend = backend();
+    let id = start(&backend, &spec("forge", Template::Python)).await;
+    python(&backend, &id, FRAMES).await;
+    // Results for every id this session may use, with guessed nonces, and a second `ready`.
+    let out = python(
+        &backend,
+        &id,
+        "import time\nfor i in range(1, 100):\n    for n in (0, 1, 2**53 - 1):\n        forge(i, n, 'raised')\n\
+         os.write(3, frame({'type': 'ready', 'language': 'python', 'version': '0'}))\ntime.sleep(0.3)\nprint('real end')",
+    )
+    .await;
+    assert_eq!(out.stdout, "real end\n", "{out:?}");
+    assert_eq!(out.status, ExecStatus::Completed, "{out:?}");
+
+    // A forked process keeps the descriptor and floods it between and during later calls.
+    let out = python(
+        &backend,
+        &id,
+        "if os.fork() == 0:\n    import time\n    for _ in range(200):\n        for i in range(1, 100):\n            forge(i, 0)\n        time.sleep(0.005)\n    os._exit(0)\nprint('forked')",
+    )
+    .await;
+    assert_eq!(out.stdout, "forked\n", "{out:?}");
+    for n in 0..5 {
+        let out = python(&backend, &id, &format!("import time\ntime.sleep(0.1)\nprint({n})")).await;
+        assert_eq!(
+            (out.stdout.as_str(), out.status),
+            (format!("{n}\n").as_str(), ExecStatus::Completed)
+        );
+    }
+    backend.stop(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_nonce_ends_only_its_own_execution_and_the_next_call_is_its_own() {
+    let backend = backend();
+    let id = start(&backend, &spec("steal", Template::Python)).await;
+    python(&backend, &id, FRAMES).await;
+    // The code runs in the driver's process and can read the nonce from the driver's frame:
+    // it can end its own execution early (its own business), but nothing else.
+    let out = python(
+        &backend,
+        &id,
+        "import sys, time\nf = sys._getframe()\nwhile f is not None and not isinstance(f.f_locals.get('message'), dict):\n    f = f.f_back\n\
+         m = f.f_locals['message']\nforge(m['id'], m['nonce'])\ntime.sleep(1)\nprint('after')",
+    )
+    .await;
+    assert_eq!(
+        (out.stdout.as_str(), out.status),
+        ("", ExecStatus::Completed),
+        "{out:?}"
+    );
+    for n in 0..3 {
+        let out = python(&backend, &id, &format!("print({n})")).await;
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            (format!("{n}\n").as_str(), ""),
+            "{out:?}"
+        );
+    }
+    backend.stop(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_drivers_descriptor_is_a_clean_error_and_the_session_goes_on() {
+    let backend = backend();
+    for template in [Template::Python, Template::Node] {
+        let id = start(&backend, &spec("garbage", template)).await;
+        let attacks: [&str; 3] = match template {
+            Template::Python => [
+                "import os\nos.write(3, b'\\xff\\xff\\xff\\xff')",
+                "import os\nos.write(3, b'\\x00\\x00')",
+                "import os\nos.write(3, b'\\x00\\x00\\x00\\x05{\"a\":')",
+            ],
+            _ => [
+                "require('fs').writeSync(3, Buffer.from([255, 255, 255, 255]))",
+                "require('fs').writeSync(3, Buffer.from([0, 0]))",
+                "require('fs').writeSync(3, Buffer.from([0, 0, 16, 0, 123]))",
+            ],
+        };
+        for attack in attacks {
+            let request = CodeRequest {
+                language: template,
+                code: attack.to_owned(),
+                timeout: Duration::from_secs(5),
+            };
+            match backend.run_code(&id, &request).await {
+                // Usually: the backend sees a frame no driver writes and restarts the interpreter.
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Protocol, "{template} {attack}: {e}"),
+                // A plausible length prefix swallows the driver's answer: the execution then
+                // runs into its timeout, as any code that blocks itself does.
+                Ok(out) => assert!(
+                    matches!(
+                        out.status,
+                        ExecStatus::TimedOut {
+                            aftermath: Aftermath::StateLost,
+                            ..
+                        }
+                    ),
+                    "{template} {attack}: {out:?}"
+                ),
+            }
+            let next = match template {
+                Template::Python => python(&backend, &id, "print('next')").await,
+                _ => node(&backend, &id, "console.log('next')").await,
+            };
+            assert_eq!(next.stdout, "next\n", "{template} after {attack}: {next:?}");
+        }
+        backend.stop(&id).await.unwrap();
+    }
+}
