@@ -38,19 +38,24 @@
 mod backend;
 mod cgroup;
 mod child;
+mod cleanup;
 mod config;
 mod error;
 mod exec;
+mod holder;
 mod ids;
 mod interpreter;
 mod landlock;
+mod launch;
 mod metrics;
+mod nosuid;
 mod plan;
 mod probe;
 mod protocol;
 mod sandbox;
 mod spawner;
 mod sys;
+mod volumes;
 
 pub use backend::LocalBackend;
 pub use config::LocalConfig;
