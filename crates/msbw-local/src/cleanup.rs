@@ -6,10 +6,9 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, CString, OsString};
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -247,11 +246,12 @@ pub(crate) fn remove_stale_dirs(base: &Path) {
         let ours = entry
             .metadata()
             .is_ok_and(|m| m.is_dir() && m.uid() == crate::sys::euid());
-        let name = OsString::from(entry.file_name()).into_vec();
-        if ours && std::str::from_utf8(&name).is_ok_and(crate::cgroup::is_stale) {
-            if let Err(e) = remove_tree(&entry.path(), Budget::default()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a stale sandbox directory");
-            }
+        let stale = entry.file_name().to_str().is_some_and(crate::cgroup::is_stale);
+        if ours
+            && stale
+            && let Err(e) = remove_tree(&entry.path(), Budget::default())
+        {
+            tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a stale sandbox directory");
         }
     }
 }

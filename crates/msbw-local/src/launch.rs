@@ -12,7 +12,6 @@ use msbw_backend::Template;
 
 use crate::child::{ExecPlan, LandlockPlan};
 use crate::error::LocalError;
-use crate::interpreter::{DRIVER_JS, DRIVER_PY};
 use crate::probe::ProcessLimit;
 use crate::sys;
 
@@ -43,6 +42,8 @@ pub(crate) struct Core {
     pub(crate) template: Template,
     /// The interpreter's path.
     pub(crate) interpreter: PathBuf,
+    /// The driver script the interpreter runs (`crate::interpreter::DRIVER_PY` or `DRIVER_JS`).
+    pub(crate) driver: &'static str,
     /// The sandbox's namespaces, in `setns` order (user first).
     pub(crate) namespaces: Vec<OwnedFd>,
     /// `cgroup.procs` of the sandbox's cgroups.
@@ -104,13 +105,13 @@ impl Core {
         let (argv, programs) = match program {
             Program::Interpreter => {
                 let argv = match self.template {
-                    Template::Python => vec![c(&interpreter)?, c("-c")?, c(DRIVER_PY)?],
+                    Template::Python => vec![c(&interpreter)?, c("-c")?, c(self.driver)?],
                     Template::Node => vec![
                         c(&interpreter)?,
                         c(&format!("--max-old-space-size={}", (self.memory_mb * 3 / 4).max(32)))?,
                         c("--expose-internals")?,
                         c("-e")?,
-                        c(DRIVER_JS)?,
+                        c(self.driver)?,
                     ],
                 };
                 (argv, vec![c(&interpreter)?])

@@ -25,7 +25,7 @@ use crate::error::{Context, LocalError};
 use crate::exec::{Capture, Chain, Ending, Registry, follow};
 use crate::holder::{Holder, HolderIdentity};
 use crate::ids::UidLease;
-use crate::interpreter::{Interpreter, Outcome, describe_exit};
+use crate::interpreter::{DRIVER_JS, DRIVER_PY, Interpreter, Outcome, describe_exit};
 use crate::launch::{Core, PATH, Program};
 use crate::metrics::{ProcTable, disk_usage};
 use crate::plan::{Layout, mount_plan};
@@ -280,6 +280,10 @@ impl Sandbox {
             core: Arc::new(Core {
                 template: spec.template,
                 interpreter,
+                driver: match spec.template {
+                    Template::Python => DRIVER_PY,
+                    Template::Node => DRIVER_JS,
+                },
                 namespaces,
                 cgroup_procs,
                 devnull,

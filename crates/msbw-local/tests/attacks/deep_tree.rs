@@ -12,7 +12,7 @@ const BUILD: &str =
 
 fn sandbox_dirs(base: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(base)
-        .unwrap()
+        .expect("the base directory")
         .flatten()
         .map(|e| e.path())
         .filter(|p| {

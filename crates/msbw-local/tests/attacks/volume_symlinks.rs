@@ -8,20 +8,20 @@ use super::*;
 /// A host directory the sandbox must never get: root's, with a secret in it.
 fn secret_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret.txt"), "host secret").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("secret.txt"), "host secret").expect("writing the secret");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
     dir
 }
 
 fn assert_untouched(secret: &Path) {
     let names: Vec<_> = std::fs::read_dir(secret)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .expect("the secret directory")
+        .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, ["secret.txt"], "the secret directory was changed");
     assert_eq!(
-        std::fs::read_to_string(secret.join("secret.txt")).unwrap(),
+        std::fs::read_to_string(secret.join("secret.txt")).expect("the secret"),
         "host secret"
     );
 }
