@@ -55,6 +55,7 @@ mod protocol;
 mod sandbox;
 mod spawner;
 mod sys;
+mod view;
 mod volumes;
 
 pub use backend::LocalBackend;

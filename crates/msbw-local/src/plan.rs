@@ -11,18 +11,10 @@ use crate::error::LocalError;
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::volumes::{Source, Volume, ancestors};
 
-/// The host's system directories that every sandbox sees read-only (or as the same symlinks).
-pub(crate) const SYSTEM_DIRS: [&str; 8] = ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub(crate) use crate::view::{SYSTEM_DIRS, visible_in_sandbox};
 
 /// Device files bound into the sandbox's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
-
-/// Whether `path` (absolute, on the host) is visible inside sandboxes.
-pub(crate) fn visible_in_sandbox(path: &Path, config: &LocalConfig) -> bool {
-    path.is_absolute()
-        && (SYSTEM_DIRS.iter().any(|d| path.starts_with(Path::new("/").join(d)))
-            || config.read_only_paths.iter().any(|p| path.starts_with(p)))
-}
 
 /// The per-sandbox host directory and its parts.
 #[derive(Debug, Clone)]

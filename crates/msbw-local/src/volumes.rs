@@ -20,8 +20,8 @@ use msbw_backend::VolumeMapping;
 
 use crate::config::LocalConfig;
 use crate::error::LocalError;
-use crate::plan::visible_in_sandbox;
 use crate::sys::{self, FileStat, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Pid};
+use crate::view::visible_in_sandbox;
 
 /// The on-disk group of files a sandbox creates in a volume whose group is host root's.
 const NO_GROUP: u32 = 65_534;
@@ -75,7 +75,7 @@ fn invalid(message: String) -> LocalError {
 pub(crate) fn open_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> Result<Vec<Volume>, LocalError> {
     let mut out: Vec<Volume> = Vec::new();
     for v in volumes {
-        check_target(v, config, &out)?;
+        check_target(v, &out)?;
         let host = Path::new(&v.host_path);
         if !host.is_absolute()
             || host
@@ -130,7 +130,7 @@ pub(crate) fn open_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> R
 }
 
 /// The container path: not reserved, not taken twice.
-fn check_target(v: &VolumeMapping, _config: &LocalConfig, earlier: &[Volume]) -> Result<(), LocalError> {
+fn check_target(v: &VolumeMapping, earlier: &[Volume]) -> Result<(), LocalError> {
     let target = Path::new(&v.container_path);
     if !target.is_absolute()
         || target
