@@ -52,7 +52,7 @@ impl Inner {
     fn host(&self) -> &Host {
         self.host.get_or_init(|| {
             let base = self.config.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-            crate::sandbox::remove_stale_dirs(&base);
+            crate::cleanup::sweep_in_background(base);
             crate::probe::probe(&self.config)
         })
     }

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use crate::child::{Record, stage};
 use crate::error::{Context, LocalError};
 use crate::exec::{Available, Capture, Chain, Registry, Stream, read_available, read_rest};
+use crate::launch::{Core, Program};
 use crate::protocol::{DriverMessage, DriverStatus, ExecRequest, FrameReader, encode};
-use crate::sandbox::{Core, Program};
 use crate::sys;
 
 /// The Python driver, run with `python3 -c`.

@@ -38,13 +38,17 @@
 mod backend;
 mod cgroup;
 mod child;
+mod cleanup;
 mod config;
 mod error;
 mod exec;
+mod holder;
 mod ids;
 mod interpreter;
 mod landlock;
+mod launch;
 mod metrics;
+mod nosuid;
 mod plan;
 mod probe;
 mod protocol;
@@ -52,6 +56,8 @@ mod sandbox;
 mod seccomp;
 mod spawner;
 mod sys;
+mod view;
+mod volumes;
 
 pub use backend::LocalBackend;
 pub use config::LocalConfig;

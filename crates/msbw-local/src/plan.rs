@@ -1,31 +1,20 @@
-//! From a sandbox spec to the holder's mount steps: which host directories are visible, where
-//! the private writable directories and the volumes go, and the checks that refuse volumes the
-//! backend cannot mount before anything is created.
+//! From a sandbox spec to the holder's mount steps: which host directories are visible, and
+//! where the private writable directories and the volumes ([`crate::volumes`]) go.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use msbw_backend::VolumeMapping;
-
-use crate::child::MountStep;
+use crate::child::{Beneath, MountStep, VolumeSource};
 use crate::config::LocalConfig;
 use crate::error::LocalError;
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::volumes::{Source, Volume, ancestors};
 
-/// The host's system directories that every sandbox sees read-only (or as the same symlinks).
-pub(crate) const SYSTEM_DIRS: [&str; 8] = ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub(crate) use crate::view::{SYSTEM_DIRS, visible_in_sandbox};
 
 /// Device files bound into the sandbox's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
-
-/// Whether `path` (absolute, on the host) is visible inside sandboxes.
-pub(crate) fn visible_in_sandbox(path: &Path, config: &LocalConfig) -> bool {
-    path.is_absolute()
-        && (SYSTEM_DIRS.iter().any(|d| path.starts_with(Path::new("/").join(d)))
-            || config.read_only_paths.iter().any(|p| path.starts_with(p)))
-}
 
 /// The per-sandbox host directory and its parts.
 #[derive(Debug, Clone)]
@@ -65,88 +54,6 @@ impl Layout {
     }
 }
 
-/// A volume that passed the checks.
-#[derive(Debug)]
-pub(crate) struct Volume {
-    /// The mapping.
-    pub(crate) mapping: VolumeMapping,
-    /// Whether the host path is a directory (else a file).
-    pub(crate) is_dir: bool,
-    /// An id-mapped detached mount of the host path, if one could be made (root hosts).
-    pub(crate) tree: Option<OwnedFd>,
-}
-
-fn invalid(message: String) -> LocalError {
-    LocalError::InvalidInput(message)
-}
-
-/// Checks the volumes against what the backend can mount; the result is sorted so that a
-/// volume comes after any volume that contains it.
-pub(crate) fn check_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> Result<Vec<Volume>, LocalError> {
-    let mut out: Vec<Volume> = Vec::new();
-    for v in volumes {
-        let target = Path::new(&v.container_path);
-        if target == Path::new("/") || target.starts_with("/proc") || target.starts_with("/dev") {
-            return Err(invalid(format!(
-                "volume {v}: {} is reserved inside the sandbox",
-                v.container_path
-            )));
-        }
-        if out.iter().any(|o| o.mapping.container_path == v.container_path) {
-            return Err(invalid(format!(
-                "two volumes are mounted at {} inside the sandbox",
-                v.container_path
-            )));
-        }
-        let meta = std::fs::metadata(&v.host_path)
-            .map_err(|e| invalid(format!("volume {v}: the host path {} cannot be used: {e}", v.host_path)))?;
-        if !meta.is_dir() && !meta.is_file() {
-            return Err(invalid(format!(
-                "volume {v}: {} is neither a directory nor a regular file",
-                v.host_path
-            )));
-        }
-        if visible_in_sandbox(target, config) {
-            // Mount points cannot be created in the read-only system directories.
-            let existing = std::fs::symlink_metadata(target).ok();
-            let through_symlink = ancestors(target).iter().any(|a| {
-                std::fs::symlink_metadata(a)
-                    .map(|m| m.file_type().is_symlink())
-                    .unwrap_or(false)
-            });
-            let same_kind = existing.as_ref().is_some_and(|m| m.is_dir() == meta.is_dir());
-            if through_symlink || !same_kind {
-                return Err(invalid(format!(
-                    "volume {v}: {} lies in a read-only system directory of the sandbox, so it must already \
-                     exist on the host as a {} (and not through a symbolic link); choose another place, e.g. /data",
-                    v.container_path,
-                    if meta.is_dir() { "directory" } else { "file" }
-                )));
-            }
-        }
-        out.push(Volume {
-            mapping: v.clone(),
-            is_dir: meta.is_dir(),
-            tree: None,
-        });
-    }
-    out.sort_by(|a, b| {
-        let depth = |v: &Volume| Path::new(&v.mapping.container_path).components().count();
-        depth(a)
-            .cmp(&depth(b))
-            .then_with(|| a.mapping.container_path.cmp(&b.mapping.container_path))
-    });
-    Ok(out)
-}
-
-/// The proper ancestors of an absolute path, outermost first, without `/`.
-fn ancestors(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_owned).collect();
-    out.retain(|p| p != Path::new("/") && !p.as_os_str().is_empty());
-    out.reverse();
-    out
-}
-
 /// The mount steps and, for each, what it does (for error messages).
 #[derive(Debug, Default)]
 pub(crate) struct MountPlan {
@@ -163,10 +70,11 @@ impl MountPlan {
     }
 }
 
-/// Builds the holder's mount steps. `volumes` must come from [`check_volumes`].
+/// Builds the holder's mount steps; the volumes (from [`crate::volumes::open_volumes`]) move
+/// into them.
 pub(crate) fn mount_plan(
     layout: &Layout,
-    volumes: &[Volume],
+    volumes: Vec<Volume>,
     config: &LocalConfig,
     shm_mb: u32,
 ) -> Result<MountPlan, LocalError> {
@@ -214,7 +122,7 @@ pub(crate) fn mount_plan(
             continue;
         }
         if !extra.is_dir() {
-            return Err(invalid(format!(
+            return Err(LocalError::InvalidInput(format!(
                 "the read-only path {} is not a directory on this host",
                 extra.display()
             )));
@@ -334,92 +242,69 @@ pub(crate) fn mount_plan(
     }
 
     for volume in volumes {
-        let target = Path::new(&volume.mapping.container_path);
         let what = format!("volume {}", volume.mapping);
-        for dir in ancestors(target) {
-            plan.push(
-                MountStep::Dir { path: inside(&dir)? },
-                format!("creating {} for {what}", dir.display()),
-            );
-        }
-        let point = if volume.is_dir {
-            MountStep::Dir { path: inside(target)? }
-        } else {
-            MountStep::File { path: inside(target)? }
+        let target = Path::new(&volume.mapping.container_path);
+        let at = beneath(target).map_err(|e| LocalError::io(format!("path of {what}"), e))?;
+        let is_dir = volume.is_dir();
+        let source = match volume.source {
+            Source::Tree(tree) => VolumeSource::Tree(tree),
+            Source::Opened(_) => VolumeSource::Host {
+                path: volume.relative_host.clone(),
+                dev: volume.stat.dev,
+                ino: volume.stat.ino,
+                attrs: volume.attrs(),
+            },
         };
-        plan.push(point, format!("creating the mount point of {what}"));
-        match &volume.tree {
-            Some(tree) => plan.push(
-                MountStep::Attach {
-                    fd: tree.as_raw_fd(),
-                    target: inside(target)?,
-                },
-                format!("mounting {what} (id-mapped)"),
+        plan.push(
+            MountStep::Volume { at, is_dir, source },
+            format!(
+                "mounting {what} (its host path and its mount point are resolved without following symbolic \
+                 links, and the host path must still be the one that was checked)"
             ),
-            None => plan.push(
-                MountStep::Bind {
-                    source: c(Path::new(&volume.mapping.host_path))?,
-                    target: inside(target)?,
-                    attrs: if volume.mapping.read_only {
-                        private | MOUNT_ATTR_RDONLY
-                    } else {
-                        private
-                    },
-                },
-                format!("mounting {what}"),
-            ),
-        }
+        );
     }
     Ok(plan)
+}
+
+/// Where a volume goes, relative to the sandbox's root: the directories to create on the way and
+/// the mount point.
+fn beneath(target: &Path) -> io::Result<Beneath> {
+    let names: Vec<&std::ffi::OsStr> = target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut steps = Vec::new();
+    let mut parent = PathBuf::from(".");
+    for name in &names {
+        steps.push((crate::sys::cstring(&parent)?, crate::sys::cstring(name)?));
+        parent.push(name);
+    }
+    let relative: PathBuf = names.iter().collect();
+    Ok(Beneath {
+        steps,
+        target: crate::sys::cstring(&relative)?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn volume(s: &str) -> VolumeMapping {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn volumes_are_checked_and_sorted() {
-        let host = tempfile::tempdir().unwrap();
-        let h = host.path().display();
-        let config = LocalConfig::default();
-        let checked = check_volumes(
-            &[volume(&format!("{h}:/data/inner")), volume(&format!("{h}:/data:ro"))],
-            &config,
-        )
-        .unwrap();
-        assert_eq!(checked[0].mapping.container_path, "/data");
-        assert!(checked[0].is_dir);
-
-        for (bad, why) in [
-            (format!("{h}:/proc/x"), "reserved"),
-            (format!("{h}:/dev"), "reserved"),
-            ("/nonexistent-msbw:/data".to_owned(), "cannot be used"),
-            (format!("{h}:/usr/msbw-does-not-exist"), "read-only system directory"),
-            (format!("{h}:/bin/x"), "read-only system directory"),
-        ] {
-            let err = check_volumes(&[volume(&bad)], &config).unwrap_err();
-            assert!(matches!(err, LocalError::InvalidInput(_)), "{bad}");
-            assert!(err.to_string().contains(why), "{bad}: {err}");
-        }
-        let err = check_volumes(&[volume(&format!("{h}:/d")), volume(&format!("{h}:/d:ro"))], &config).unwrap_err();
-        assert!(err.to_string().contains("two volumes"), "{err}");
-    }
+    use crate::volumes::open_volumes;
 
     #[test]
     fn the_plan_mounts_system_dirs_read_only_and_private_dirs_writable() {
         let base = tempfile::tempdir().unwrap();
         let layout = Layout::new(base.path());
         let host = tempfile::tempdir().unwrap();
-        let volumes = check_volumes(
-            &[volume(&format!("{}:/workspace/in:ro", host.path().display()))],
+        let volumes = open_volumes(
+            &[format!("{}:/workspace/in:ro", host.path().display()).parse().unwrap()],
             &LocalConfig::default(),
         )
         .unwrap();
-        let plan = mount_plan(&layout, &volumes, &LocalConfig::default(), 64).unwrap();
+        let plan = mount_plan(&layout, volumes, &LocalConfig::default(), 64).unwrap();
         assert_eq!(plan.steps.len(), plan.descriptions.len());
         let root = layout.root.display().to_string();
         let bind = |target: &str| {
@@ -433,7 +318,22 @@ mod tests {
         assert_eq!(bind("/usr").unwrap() & MOUNT_ATTR_RDONLY, MOUNT_ATTR_RDONLY);
         assert_eq!(bind("/tmp").unwrap() & MOUNT_ATTR_RDONLY, 0);
         assert_eq!(bind("/workspace").unwrap() & MOUNT_ATTR_RDONLY, 0);
-        assert_eq!(bind("/workspace/in").unwrap() & MOUNT_ATTR_RDONLY, MOUNT_ATTR_RDONLY);
+        let volume = plan.steps.iter().find_map(|s| match s {
+            MountStep::Volume { at, source, .. } => Some((at, source)),
+            _ => None,
+        });
+        let (at, source) = volume.expect("a volume step");
+        assert_eq!(at.target.to_str(), Ok("workspace/in"));
+        assert_eq!(at.steps.len(), 2);
+        match source {
+            VolumeSource::Host { attrs, .. } => {
+                assert_eq!(
+                    attrs & (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID),
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID
+                )
+            }
+            VolumeSource::Tree(_) => panic!("trees are only made by make_trees"),
+        }
         assert!(plan.descriptions.iter().any(|d| d == "mounting /proc"));
         let workspace_mount = plan
             .descriptions
@@ -449,14 +349,5 @@ mod tests {
             workspace_mount < volume_mount,
             "the volume goes on top of the work directory"
         );
-    }
-
-    #[test]
-    fn ancestors_are_listed_outermost_first() {
-        assert_eq!(
-            ancestors(Path::new("/a/b/c")),
-            vec![PathBuf::from("/a"), PathBuf::from("/a/b")]
-        );
-        assert!(ancestors(Path::new("/a")).is_empty());
     }
 }

@@ -7,7 +7,7 @@
 //! The filter is built once per process, in the parent, and installed by the program's process
 //! just before `execve` (after `no_new_privs` and Landlock, see [`crate::child`]); it is
 //! inherited by everything the program starts and cannot be removed. Each entry of the lists
-//! below is justified in `docs/security-exec.md`.
+//! below is justified in `docs/security.md` (Seccomp).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

@@ -23,7 +23,7 @@ pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 /// `MOUNT_ATTR_IDMAP`.
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// `OPEN_TREE_CLONE`.
-const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
@@ -241,33 +241,132 @@ pub(crate) fn landlock_abi() -> Option<u32> {
     (r > 0).then_some(r as u32)
 }
 
-/// Opens a user namespace file (`/proc/<pid>/ns/user`).
+/// Opens a namespace file (`/proc/<pid>/ns/<kind>`).
 pub(crate) fn open_namespace(pid: Pid, kind: &str) -> io::Result<OwnedFd> {
     let file = std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))?;
     Ok(OwnedFd::from(file))
 }
 
-/// A detached copy of the mount tree at `path`, shown through the id mapping of the user
-/// namespace `userns`, with `attrs` (`MOUNT_ATTR_*`) set. Needs root (`CAP_SYS_ADMIN` in the
-/// initial user namespace) and a filesystem that supports id-mapped mounts.
-pub(crate) fn idmapped_tree(path: &Path, userns: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
-    detached_tree(path, MOUNT_ATTR_IDMAP | attrs, Some(userns))
+/// `RESOLVE_NO_XDEV` .. `RESOLVE_IN_ROOT` of `openat2(2)`: the ones used here.
+pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// Fail on any symbolic link in the path.
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// Stay below the starting directory (no absolute paths, no `..` above it).
+pub(crate) const RESOLVE_BENEATH: u64 = 0x08;
+/// What volume paths are resolved with: no link of any kind, never above the start.
+pub(crate) const RESOLVE_STRICT: u64 = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH;
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+pub(crate) struct OpenHow {
+    pub(crate) flags: u64,
+    pub(crate) mode: u64,
+    pub(crate) resolve: u64,
 }
 
-/// A detached copy of the mount tree at `path` with `attrs` (`MOUNT_ATTR_*`) set.
-pub(crate) fn plain_tree(path: &Path, attrs: u64) -> io::Result<OwnedFd> {
-    detached_tree(path, attrs, None)
+/// Opens the absolute host path `path` as an `O_PATH` descriptor, resolving it once from a
+/// descriptor of `/` without following any symbolic link (`openat2` with
+/// [`RESOLVE_STRICT`]): a link anywhere in the path fails with `ELOOP`, and what the descriptor
+/// refers to cannot change afterwards. `ENOSYS` on kernels before 5.6.
+pub(crate) fn open_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    let relative = path
+        .strip_prefix("/")
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path is not absolute"))?;
+    let root = std::fs::File::open("/")?;
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let c_path = cstring(relative)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_STRICT,
+    };
+    // SAFETY: `c_path` and `how` outlive the call; the size is that of the struct passed.
+    let fd = cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    // SAFETY: openat2 just returned this descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn detached_tree(path: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
-    let c_path = cstring(path)?;
-    // SAFETY: `c_path` is a valid C string; the flags ask for a detached clone.
+/// What `fstat(2)` says about a descriptor (also an `O_PATH` one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStat {
+    /// `st_mode`.
+    pub(crate) mode: u32,
+    /// The owner.
+    pub(crate) uid: u32,
+    /// The group.
+    pub(crate) gid: u32,
+    /// The device.
+    pub(crate) dev: u64,
+    /// The inode.
+    pub(crate) ino: u64,
+}
+
+impl FileStat {
+    /// Whether it is a directory.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Whether it is a regular file.
+    pub(crate) fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+/// `fstat(2)` on `fd`.
+pub(crate) fn stat_fd(fd: &impl AsRawFd) -> io::Result<FileStat> {
+    // SAFETY: an all-zero stat is valid; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat(2) with a valid out-pointer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(FileStat {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
+}
+
+/// A detached copy of the mount tree at the already opened `source` (no path is resolved
+/// again), shown through the id mapping of the user namespace `userns`, with `attrs`
+/// (`MOUNT_ATTR_*`) set. Needs root (`CAP_SYS_ADMIN` in the initial user namespace) and a
+/// filesystem that supports id-mapped mounts.
+pub(crate) fn idmapped_tree(source: &OwnedFd, userns: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+    detached_tree(source, MOUNT_ATTR_IDMAP | attrs, Some(userns))
+}
+
+/// A detached copy of the mount tree at the already opened `source` with `attrs`
+/// (`MOUNT_ATTR_*`) set.
+pub(crate) fn plain_tree(source: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+    detached_tree(source, attrs, None)
+}
+
+fn detached_tree(source: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
+    let empty = c"";
+    // SAFETY: `empty` is a valid C string; the flags ask for a detached recursive clone of the
+    // descriptor itself (AT_EMPTY_PATH), so no path is looked up.
     let fd = cvt_long(unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint,
         )
     })?;
     // SAFETY: open_tree just returned this descriptor to us.
@@ -281,7 +380,6 @@ fn detached_tree(path: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Resul
         propagation: 0,
         userns_fd: userns.map_or(0, |ns| ns.as_raw_fd() as u64),
     };
-    let empty = c"";
     // SAFETY: `attr` and `empty` outlive the call; the size is that of the struct passed.
     cvt_long(unsafe {
         libc::syscall(
@@ -294,28 +392,6 @@ fn detached_tree(path: &Path, attrs: u64, userns: Option<&OwnedFd>) -> io::Resul
         )
     })?;
     Ok(tree)
-}
-
-/// Starts a throwaway process in a new user namespace, lets `setup` write its id maps, and
-/// returns the namespace (the process is gone when this returns). Used for id-mapped mounts.
-pub(crate) fn user_namespace(setup: impl FnOnce(Pid) -> io::Result<()>) -> io::Result<OwnedFd> {
-    let (read, write) = pipe()?;
-    let read_fd = read.as_raw_fd();
-    let write_fd = write.as_raw_fd();
-    // SAFETY: the child only calls close and read, which are async-signal-safe.
-    let pid = unsafe {
-        crate::child::clone_with(libc::CLONE_NEWUSER, || {
-            crate::child::close_fd(write_fd);
-            crate::child::wait_for_eof(read_fd);
-            0
-        })
-    }?;
-    drop(read);
-    let result = setup(pid).and_then(|()| open_namespace(pid, "user"));
-    drop(write);
-    kill(pid, libc::SIGKILL);
-    let _ = wait_blocking(pid);
-    result
 }
 
 /// A pidfd for `pid` (`pidfd_open(2)`, Linux 5.3): it becomes readable when the process has
