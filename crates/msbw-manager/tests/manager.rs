@@ -724,6 +724,86 @@ mod cleanup {
         manager.execute_code(CodeCall::new("x").session("t")).await.unwrap();
     }
 
+    /// A backend whose first `n` stops panic; everything else is the fake's.
+    #[derive(Debug)]
+    struct PanickyStops {
+        fake: FakeBackend,
+        panics: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl msbw_backend::SandboxBackend for PanickyStops {
+        fn name(&self) -> &'static str {
+            "panicky"
+        }
+        async fn capabilities(&self) -> msbw_backend::Capabilities {
+            self.fake.capabilities().await
+        }
+        async fn health(&self) -> Result<msbw_backend::Health, msbw_backend::BackendError> {
+            self.fake.health().await
+        }
+        async fn start(&self, spec: &SandboxSpec) -> Result<(), msbw_backend::BackendError> {
+            self.fake.start(spec).await
+        }
+        async fn stop(&self, id: &SandboxId) -> Result<(), msbw_backend::BackendError> {
+            let left = self.panics.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.panics.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                panic!("injected panic in stop");
+            }
+            self.fake.stop(id).await
+        }
+        async fn run_code(
+            &self,
+            id: &SandboxId,
+            request: &msbw_backend::CodeRequest,
+        ) -> Result<ExecOutput, msbw_backend::BackendError> {
+            self.fake.run_code(id, request).await
+        }
+        async fn run_command(
+            &self,
+            id: &SandboxId,
+            request: &msbw_backend::CommandRequest,
+        ) -> Result<ExecOutput, msbw_backend::BackendError> {
+            self.fake.run_command(id, request).await
+        }
+        async fn list(
+            &self,
+            filter: &msbw_backend::ListFilter,
+        ) -> Result<Vec<msbw_backend::SandboxInfo>, msbw_backend::BackendError> {
+            self.fake.list(filter).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_stop_keeps_the_slot_and_is_retried_not_leaked() {
+        let fake = FakeBackend::new();
+        let backend = Arc::new(PanickyStops {
+            fake: fake.clone(),
+            panics: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let cfg = WrapperConfig {
+            max_concurrent_sessions: 1,
+            ..config()
+        };
+        let manager = SessionManager::new(cfg, backend).unwrap();
+        manager.start().await.unwrap();
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let err = manager.stop_session("a").await.unwrap_err();
+        assert_eq!(err.phase(), msbw_manager::Phase::Stopping, "{err}");
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The sandbox may still exist: it keeps its slot...
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 1);
+        let refused = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
+        assert!(matches!(refused, ManagerError::ResourceLimit { .. }), "{refused}");
+        // ...and the next pass retries it (it is not stuck "in progress"), freeing the slot.
+        let report = manager.cleanup_idle_sessions().await.unwrap();
+        assert_eq!((report.stopped, report.failed), (1, 0));
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
+        assert!(fake.running().is_empty());
+        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
         let fake = FakeBackend::new();
