@@ -207,3 +207,25 @@ async fn an_invalid_configuration_is_refused_with_every_problem() {
         "{text}"
     );
 }
+
+/// A stop that fails to connect is reported as a connection failure (the backend's error is kept
+/// whole), not as an internal error.
+#[tokio::test(start_paused = true)]
+async fn a_failed_stop_keeps_its_backend_error_kind() {
+    let fake = FakeBackend::new();
+    let w = wrapper(&fake, WrapperConfig::default());
+    w.start().await.unwrap();
+    w.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+    fake.fail_next_stops(1);
+    let err = w.stop_session("s").await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.category()),
+        ("CONNECTION_ERROR", ErrorCategory::Network),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(source.contains("injected stop failure"), "{source}");
+    w.stop().await;
+}

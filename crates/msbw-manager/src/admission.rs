@@ -12,7 +12,7 @@ use std::time::Duration;
 use msbw_backend::Template;
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 
-use crate::error::{ManagerError, Resource};
+use crate::error::{LimitExceeded, ManagerError, Resource, SessionMismatch};
 use crate::session::Registry;
 
 /// The limits admission enforces.
@@ -143,13 +143,13 @@ pub(crate) enum Decision {
 pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, limits: &Limits) -> Decision {
     if let Some(entry) = reg.session(ask.session_id) {
         if entry.template != ask.template || entry.flavor != ask.flavor {
-            return Decision::Reject(ManagerError::SessionMismatch {
+            return Decision::Reject(ManagerError::SessionMismatch(SessionMismatch {
                 session_id: ask.session_id.to_owned(),
                 existing_template: entry.template,
                 existing_flavor: entry.flavor,
                 requested_template: ask.template,
                 requested_flavor: ask.flavor,
-            });
+            }));
         }
         return Decision::Reuse;
     }
@@ -162,7 +162,7 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
         Ok(()) => return Decision::Create,
         Err(shortfall) => shortfall,
     };
-    let limit_error = ManagerError::ResourceLimit {
+    let limit_error = ManagerError::ResourceLimit(LimitExceeded {
         resource: shortfall.resource,
         usage: shortfall.usage,
         limit: shortfall.limit,
@@ -172,7 +172,7 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
         } else {
             None
         },
-    };
+    });
     match limits.policy {
         LimitPolicy::Reject => Decision::Reject(limit_error),
         LimitPolicy::Wait if progress.out_of_time => Decision::Reject(limit_error),
@@ -266,10 +266,7 @@ mod tests {
         ));
         create(&mut reg, "a", SandboxFlavor::Small);
         let d = decide(&mut reg, &ask("a", SandboxFlavor::Large), &Progress::default(), &l);
-        assert!(
-            matches!(d, Decision::Reject(ManagerError::SessionMismatch { .. })),
-            "{d:?}"
-        );
+        assert!(matches!(d, Decision::Reject(ManagerError::SessionMismatch(_))), "{d:?}");
         let mut must_exist = ask("b", SandboxFlavor::Small);
         must_exist.may_create = false;
         let d = decide(&mut reg, &must_exist, &Progress::default(), &l);
@@ -297,12 +294,12 @@ mod tests {
         assert!(
             matches!(
                 d,
-                Decision::Reject(ManagerError::ResourceLimit {
+                Decision::Reject(ManagerError::ResourceLimit(LimitExceeded {
                     usage: 1,
                     limit: 1,
                     waited: None,
                     ..
-                })
+                }))
             ),
             "{d:?}"
         );
@@ -319,17 +316,17 @@ mod tests {
         };
         let d = decide(&mut reg, &ask("b", SandboxFlavor::Small), &late, &l);
         assert!(
-            matches!(d, Decision::Reject(ManagerError::ResourceLimit { waited: Some(_), .. })),
+            matches!(
+                d,
+                Decision::Reject(ManagerError::ResourceLimit(LimitExceeded { waited: Some(_), .. }))
+            ),
             "{d:?}"
         );
 
         let (mut reg, l) = full(LimitPolicy::Evict);
         // Busy: no victim, nothing being stopped: refused.
         let d = decide(&mut reg, &ask("b", SandboxFlavor::Small), &Progress::default(), &l);
-        assert!(
-            matches!(d, Decision::Reject(ManagerError::ResourceLimit { .. })),
-            "{d:?}"
-        );
+        assert!(matches!(d, Decision::Reject(ManagerError::ResourceLimit(_))), "{d:?}");
         finish(&mut reg, "a");
         let d = decide(&mut reg, &ask("b", SandboxFlavor::Small), &Progress::default(), &l);
         assert!(matches!(&d, Decision::Evict(v) if v == "a"), "{d:?}");
@@ -354,12 +351,12 @@ mod tests {
         assert!(
             matches!(
                 d,
-                Decision::Reject(ManagerError::ResourceLimit {
+                Decision::Reject(ManagerError::ResourceLimit(LimitExceeded {
                     resource: Resource::MemoryMb,
                     usage: 2048,
                     requested: 2048,
                     ..
-                })
+                }))
             ),
             "{d:?}"
         );

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::admission::{self, Ask, Decision, Limits, Progress};
 use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
+use crate::error::{until, within};
 use crate::lifecycle::Inner;
 use crate::session::{Entry, Extras, SessionStatus};
 use crate::{
@@ -207,7 +208,7 @@ impl Inner {
                     // stopped): try again from the top.
                 }
                 Next::Wait(notified) => {
-                    let waited = tokio::time::timeout_at(deadline, notified).await;
+                    let waited = until(Phase::Admission, deadline, notified).await;
                     self.lock().waiting -= 1;
                     if waited.is_err() {
                         // Loop once more: the next admission either succeeds or reports the limit.
@@ -219,7 +220,7 @@ impl Inner {
                     self.stop_retiring().await;
                 }
                 Next::AwaitStops(notified) => {
-                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                    let _ = until(Phase::Admission, deadline, notified).await;
                 }
             }
         }
@@ -352,7 +353,7 @@ impl Inner {
                 Work::Command(r) => self.backend().run_command(&acquired.sandbox, r).await,
             }
         };
-        let outcome = tokio::time::timeout(limit + EXEC_GRACE, call).await;
+        let outcome = within(Phase::Executing, limit + EXEC_GRACE, call).await;
         acquired.guard.in_backend = false;
         match outcome {
             Ok(Ok(out)) => {

@@ -41,7 +41,7 @@ pub use calls::{
     SessionSpec,
 };
 pub use cleanup::CleanupReport;
-pub use error::{ManagerError, Phase, Resource};
+pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
 pub use orphans::OrphanReport;
 pub use session::{SessionInfo, SessionStatus};
 pub use stats::ResourceStats;

@@ -9,9 +9,10 @@ use msbw_config::WrapperConfig;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::error::until;
 use crate::session::Registry;
 use crate::tasks::Tasks;
-use crate::{ManagerError, OrphanReport, ShutdownReport, StartReport};
+use crate::{ManagerError, OrphanReport, Phase, ShutdownReport, StartReport};
 
 /// The manager's life: calls are only accepted while running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ impl Inner {
             if busy == 0 || Instant::now() >= deadline {
                 break busy;
             }
-            let _ = tokio::time::timeout_at(deadline, notified).await;
+            let _ = until(Phase::Executing, deadline, notified).await;
         };
         if interrupted > 0 {
             tracing::warn!(

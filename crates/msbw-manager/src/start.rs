@@ -2,13 +2,21 @@
 //! seam where sandboxes come from ([`Inner::acquire_sandbox`], where a warm pool will plug in),
 //! and undoing a start that failed so that no reservation outlives its sandbox.
 
+use std::time::Duration;
+
 use msbw_backend::{ErrorKind, SandboxBackendExt, SandboxId, SandboxSpec};
 
+use crate::error::{StartTimedOut, within};
 use crate::execute::Acquired;
 use crate::lifecycle::Inner;
 use crate::retire::stop_many;
 use crate::session::SessionStatus;
 use crate::{ManagerError, Phase};
+
+/// How much longer than the start timeout the manager waits for the backend's start before it
+/// gives up on it (the backend enforces the start timeout itself; this guards against one that
+/// does not, without cutting short one that does).
+pub(crate) const START_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a sandbox could not be had, and whether it may exist all the same (then it is stopped).
 #[derive(Debug)]
@@ -55,7 +63,12 @@ impl Inner {
             .acquire()
             .await
             .map_err(|_| refused(ManagerError::ShuttingDown))?;
-        let started = tokio::time::timeout(spec.start_timeout, self.backend().start(spec)).await;
+        let started = within(
+            Phase::Starting,
+            spec.start_timeout + START_GRACE,
+            self.backend().start(spec),
+        )
+        .await;
         drop(permit);
         match started {
             Ok(Ok(())) => Ok(spec.id.clone()),
@@ -74,11 +87,11 @@ impl Inner {
                 })
             }
             Err(_) => Err(StartFailure {
-                error: ManagerError::StartTimeout {
+                error: ManagerError::StartTimeout(StartTimedOut {
                     session_id: session_id.to_owned(),
                     sandbox: spec.id.clone(),
                     timeout: spec.start_timeout,
-                },
+                }),
                 may_exist: true,
             }),
         }

@@ -12,7 +12,8 @@ use msbw_backend::{
 };
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{
-    CodeCall, CommandCall, ManagerError, Resource, SessionManager, SessionOptions, SessionSpec, SessionStatus, naming,
+    CodeCall, CommandCall, LimitExceeded, ManagerError, Resource, SessionManager, SessionMismatch, SessionOptions,
+    SessionSpec, SessionStatus, naming,
 };
 use tokio::time::{Instant, sleep};
 
@@ -137,10 +138,10 @@ mod sessions {
         assert!(
             matches!(
                 err,
-                ManagerError::SessionMismatch {
+                ManagerError::SessionMismatch(SessionMismatch {
                     requested_template: Template::Node,
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -404,13 +405,14 @@ mod admission {
         manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
         let err = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap_err();
         match &err {
-            ManagerError::ResourceLimit {
+            ManagerError::ResourceLimit(LimitExceeded {
                 resource,
                 usage,
                 limit,
                 requested,
                 waited,
-            } => {
+                ..
+            }) => {
                 assert_eq!(
                     (*resource, *usage, *limit, *requested, *waited),
                     (Resource::Sessions, 2, 2, 1, None)
@@ -455,13 +457,13 @@ mod admission {
         assert!(
             matches!(
                 err,
-                ManagerError::ResourceLimit {
+                ManagerError::ResourceLimit(LimitExceeded {
                     resource: Resource::MemoryMb,
                     usage: 2048,
                     limit: 3072,
                     requested: 2048,
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -482,9 +484,23 @@ mod admission {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_managers_start_deadline_has_a_grace_over_the_backends() {
+        let fake = FakeBackend::new();
+        // A backend that answers just after its own start timeout (30 s) is not cut short.
+        fake.set_start_delay(Duration::from_secs(35));
+        let manager = started(limited(1), &fake).await;
+        let t0 = Instant::now();
+        let r = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        assert!(r.success);
+        assert_eq!(t0.elapsed(), Duration::from_secs(35));
+        assert_eq!(fake.spec_of(&r.sandbox).unwrap().start_timeout, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_start_that_times_out_is_stopped_and_releases_its_slot() {
         let fake = FakeBackend::new();
-        fake.set_start_delay(Duration::from_secs(31));
+        // Past the start timeout (30 s) and the manager's grace over it.
+        fake.set_start_delay(Duration::from_secs(60));
         let manager = started(limited(1), &fake).await;
         let err = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap_err();
         assert!(matches!(err, ManagerError::StartTimeout { .. }), "{err}");
@@ -566,7 +582,7 @@ mod admission {
         let err = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
         assert_eq!(t0.elapsed(), Duration::from_secs(20));
         assert!(
-            matches!(err, ManagerError::ResourceLimit { waited: Some(w), .. } if w == Duration::from_secs(20)),
+            matches!(err, ManagerError::ResourceLimit(LimitExceeded { waited: Some(w), .. }) if w == Duration::from_secs(20)),
             "{err}"
         );
         assert!(err.to_string().ends_with("(waited 20.0 s for a slot)"), "{err}");
