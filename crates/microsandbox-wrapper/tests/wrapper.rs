@@ -229,3 +229,40 @@ async fn a_failed_stop_keeps_its_backend_error_kind() {
     assert!(source.contains("injected stop failure"), "{source}");
     w.stop().await;
 }
+
+/// A sandbox that vanishes mid-call is SANDBOX_LOST_ERROR: typed, not retryable, with the session
+/// and the sandbox in its context; the code reached the backend once, and the next call works.
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_lost_mid_call_is_a_typed_error_and_the_code_is_not_repeated() {
+    let fake = FakeBackend::with_script(|_, code| {
+        Reply::After(
+            Duration::from_secs(if code == "slow" { 10 } else { 0 }),
+            Box::new(Reply::Output(microsandbox_wrapper::ExecOutput::completed(
+                code, "", None,
+            ))),
+        )
+    });
+    let w = wrapper(&fake, WrapperConfig::default());
+    w.start().await.unwrap();
+    let first = w.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+    let w2 = w.clone();
+    let call = tokio::spawn(async move { w2.execute_code(CodeCall::new("slow").session("s")).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.kill(&first.sandbox);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(
+        (err.code(), err.category(), err.is_retryable()),
+        ("SANDBOX_LOST_ERROR", ErrorCategory::Execution, false),
+        "{err}"
+    );
+    assert!(err.context().contains(&("sandbox", first.sandbox.to_string())));
+    assert!(err.suggestions().iter().any(|s| s.contains("may have run")));
+    assert_eq!(fake.times_received("slow"), 1);
+    assert!(
+        w.execute_code(CodeCall::new("y").session("s"))
+            .await
+            .unwrap()
+            .sandbox_replaced
+    );
+    w.stop().await;
+}

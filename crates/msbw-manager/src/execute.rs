@@ -6,6 +6,11 @@
 //! 3. [`Inner::execute`]: the work on the backend, under the timeout plus a grace, its outcome
 //!    recorded in the session.
 //!
+//! The rule that keeps code from running twice lives in `execute`: work is sent again (to a
+//! replacement sandbox) only when the backend certifies that it reached no sandbox
+//! ([`BackendError::is_unsent`]); a sandbox that vanished while the work may have reached it
+//! fails the call with [`SandboxLost`], and the session's next call gets a fresh sandbox.
+//!
 //! [`Inner::run`] composes them for one call, in a task of its own (a caller that gives up cannot
 //! leave a session half-started).
 
@@ -22,7 +27,7 @@ use tracing::Instrument;
 
 use crate::admission::{self, Ask, Decision, Limits, Progress};
 use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
-use crate::error::{until, within};
+use crate::error::{SandboxLost, until, within};
 use crate::lifecycle::Inner;
 use crate::session::{Entry, Extras, SessionStatus};
 use crate::{
@@ -367,9 +372,21 @@ impl Inner {
                 self.finish_execution(&session_id, token, status);
                 Ok(Executed::Done(out))
             }
-            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+            // Gone before anything was sent: the caller may send the work to a replacement.
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound && e.is_unsent() => {
                 self.finish_execution(&session_id, token, SessionStatus::Error);
                 Ok(Executed::Vanished(e))
+            }
+            // Gone while the work may have reached it: never sent again (it could run twice).
+            // The session is in error, so its next call starts a fresh sandbox.
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                tracing::warn!(sandbox = %acquired.sandbox, "the session's sandbox vanished during the call; not repeating it");
+                self.finish_execution(&session_id, token, SessionStatus::Error);
+                Err(ManagerError::SandboxLost(SandboxLost {
+                    session_id,
+                    sandbox: acquired.sandbox.clone(),
+                    source: Box::new(e),
+                }))
             }
             Ok(Err(e)) => {
                 self.finish_execution(&session_id, token, SessionStatus::Ready);
@@ -399,8 +416,9 @@ impl Inner {
         }
     }
 
-    /// One call: acquire, start if needed, execute. A sandbox that turns out to be gone is
-    /// replaced once, since the work never ran.
+    /// One call: acquire, start if needed, execute. A sandbox found gone before the work was
+    /// sent (the backend says so: [`BackendError::is_unsent`]) is replaced once, transparently;
+    /// work that may have reached a sandbox is never sent twice.
     async fn run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
         let call_started = Instant::now();
         let (mut created, mut replaced) = (false, false);

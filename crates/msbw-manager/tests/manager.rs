@@ -1000,6 +1000,70 @@ mod timeouts {
         assert!(next.sandbox_replaced);
         assert_ne!(next.sandbox, r.sandbox);
         assert_eq!(fake.running().len(), 1);
+        assert_eq!(
+            fake.times_received("b"),
+            1,
+            "refused unsent, then run once in the replacement"
+        );
+    }
+
+    /// Issue 12: a sandbox that vanishes while the code may have reached it (here: while it
+    /// runs) fails the call with a typed error, and the code is never sent again; the session's
+    /// next call gets a fresh sandbox.
+    #[tokio::test(start_paused = true)]
+    async fn code_that_may_have_run_is_never_sent_twice() {
+        let fake = FakeBackend::with_script(|_, code| {
+            if code.starts_with("append") {
+                slow(10, code)
+            } else {
+                Reply::Output(ExecOutput::completed(code, "", None))
+            }
+        });
+        let manager = started(config(), &fake).await;
+        let first = manager.execute_code(CodeCall::new("x = 1").session("s")).await.unwrap();
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_code(CodeCall::new("append line").session("s")).await });
+        sleep(Duration::from_secs(1)).await;
+        assert!(fake.kill(&first.sandbox), "the sandbox vanishes mid-call");
+        let err = call.await.unwrap().unwrap_err();
+        match &err {
+            ManagerError::SandboxLost(lost) => {
+                assert_eq!(lost.session_id, "s");
+                assert_eq!(lost.sandbox, first.sandbox);
+            }
+            other => panic!("expected SandboxLost, got {other}"),
+        }
+        assert!(!err.is_retryable(), "a caller must not blindly repeat it");
+        assert_eq!(
+            fake.times_received("append line"),
+            1,
+            "the code reached the backend exactly once"
+        );
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
+
+        let next = manager
+            .execute_code(CodeCall::new("print(1)").session("s"))
+            .await
+            .unwrap();
+        assert!(next.success && next.sandbox_replaced && !next.session_created);
+        assert_ne!(next.sandbox, first.sandbox);
+        assert_eq!(fake.times_received("append line"), 1);
+        assert_eq!(fake.running(), vec![next.sandbox.clone()]);
+    }
+
+    /// The same for commands.
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_may_have_run_is_never_sent_twice() {
+        let fake = FakeBackend::with_script(|_, text| slow(if text.starts_with("touch") { 10 } else { 0 }, text));
+        let manager = started(config(), &fake).await;
+        let first = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_command(CommandCall::new("touch", ["f"]).session("s")).await });
+        sleep(Duration::from_secs(1)).await;
+        fake.kill(&first.sandbox);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, ManagerError::SandboxLost(_)), "{err}");
+        assert_eq!(fake.times_received("touch f"), 1);
     }
 }
 
