@@ -95,12 +95,13 @@ async fn the_references_operations_work() {
     w.restart_background_tasks().await.unwrap();
     assert!(w.stop_session("s").await.unwrap());
     assert!(!w.stop_session("s").await.unwrap());
+    // A crashed peer's leftover: its owner's lease file is there, and nobody holds its lock.
+    let naming = microsandbox_wrapper::manager::naming::owned_sandbox_name;
+    let dead = microsandbox_wrapper::manager::naming::owner_id();
+    let leases = microsandbox_wrapper::manager::Ownership::from_env().lease_dir.unwrap();
+    std::fs::write(leases.join(format!("msbw-{dead}.lease")), "").unwrap();
     let orphan = microsandbox_wrapper::backend::SandboxSpec::new(
-        microsandbox_wrapper::SandboxId::new(
-            "default",
-            microsandbox_wrapper::manager::naming::sandbox_name("msbw", "left"),
-        )
-        .unwrap(),
+        microsandbox_wrapper::SandboxId::new("default", naming("msbw", &dead, "left")).unwrap(),
         Template::Python,
     );
     fake.insert_running(orphan);

@@ -328,7 +328,7 @@ impl Inner {
     fn fresh_sandbox(&self, session_id: &str) -> SandboxId {
         SandboxId {
             namespace: self.config().namespace.clone(),
-            name: naming::sandbox_name(&self.config().owner_mark, session_id),
+            name: naming::owned_sandbox_name(&self.config().owner_mark, self.owner(), session_id),
         }
     }
 

@@ -24,6 +24,7 @@ mod execute;
 mod lifecycle;
 pub mod naming;
 pub mod orphans;
+pub mod ownership;
 mod retire;
 pub mod session;
 mod start;
@@ -43,6 +44,7 @@ pub use calls::{
 pub use cleanup::CleanupReport;
 pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
 pub use orphans::OrphanReport;
+pub use ownership::Ownership;
 pub use session::{SessionInfo, SessionStatus};
 pub use stats::ResourceStats;
 pub use tasks::{TaskKind, TaskStatus};
@@ -74,12 +76,33 @@ pub struct ShutdownReport {
 }
 
 impl SessionManager {
-    /// A manager over `backend`; the configuration is validated first.
+    /// A manager over `backend` with the ownership settings of the environment
+    /// ([`Ownership::from_env`]); the configuration is validated first.
     pub fn new(config: WrapperConfig, backend: Arc<dyn SandboxBackend>) -> Result<Self, ManagerError> {
+        Self::with_ownership(config, backend, &Ownership::from_env())
+    }
+
+    /// A manager over `backend` with these ownership settings (see [`ownership`]).
+    pub fn with_ownership(
+        config: WrapperConfig,
+        backend: Arc<dyn SandboxBackend>,
+        ownership: &Ownership,
+    ) -> Result<Self, ManagerError> {
         config.validate()?;
         Ok(SessionManager {
-            inner: Arc::new(Inner::new(config, backend)),
+            inner: Arc::new(Inner::new(config, backend, ownership)),
         })
+    }
+
+    /// This manager's owner id: every sandbox name it makes carries it (see [`naming`]).
+    pub fn owner_id(&self) -> &str {
+        self.inner.owner()
+    }
+
+    /// Whether this manager holds an owner lease its peers can see (see [`ownership`]); without
+    /// one, peers leave its sandboxes alone but cannot reclaim them after a crash.
+    pub fn has_owner_lease(&self) -> bool {
+        self.inner.lease().is_held()
     }
 
     /// The configuration in use.

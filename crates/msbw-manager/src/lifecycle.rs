@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::until;
+use crate::ownership::{Lease, Ownership};
 use crate::session::Registry;
 use crate::tasks::Tasks;
 use crate::{ManagerError, OrphanReport, Phase, ShutdownReport, StartReport};
@@ -37,10 +38,15 @@ pub(crate) struct Inner {
     starts: Semaphore,
     state: Mutex<(Lifecycle, Option<Instant>)>,
     tasks: Mutex<Tasks>,
+    /// This manager's owner id (in every sandbox name it makes).
+    owner: String,
+    /// The lease that shows peers this manager is alive.
+    lease: Mutex<Lease>,
 }
 
 impl Inner {
-    pub(crate) fn new(config: WrapperConfig, backend: Arc<dyn SandboxBackend>) -> Self {
+    pub(crate) fn new(config: WrapperConfig, backend: Arc<dyn SandboxBackend>, ownership: &Ownership) -> Self {
+        let lease = Lease::take(&config.owner_mark, ownership);
         let starts = Semaphore::new(config.max_concurrent_starts as usize);
         Inner {
             config,
@@ -51,7 +57,19 @@ impl Inner {
             starts,
             state: Mutex::new((Lifecycle::NotStarted, None)),
             tasks: Mutex::new(Tasks::default()),
+            owner: lease.owner().to_owned(),
+            lease: Mutex::new(lease),
         }
+    }
+
+    /// This manager's owner id.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The lease, to judge other owners by.
+    pub(crate) fn lease(&self) -> MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configuration.
@@ -173,6 +191,10 @@ impl Inner {
             stopped += self.stop_retiring().await.stopped;
         }
         let failed = self.lock().failed_stops();
+        if failed.is_empty() {
+            // Nothing of ours is left: no peer needs to look for our sandboxes again.
+            self.lease().release();
+        }
         self.set_lifecycle(Lifecycle::Stopped);
         ShutdownReport {
             stopped,

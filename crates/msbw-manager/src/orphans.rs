@@ -1,10 +1,15 @@
 //! Orphan cleanup: stop running sandboxes that carry this manager's mark but belong to no live
-//! session (left behind by a crash). Sandboxes without the mark are never touched.
+//! session: this manager's own leftovers, and those of owners that are provably gone (see
+//! [`crate::ownership`] for the rule). Sandboxes without the mark, of live peers, or of unknown
+//! owners are never touched.
+
+use std::collections::HashMap;
 
 use msbw_backend::{ListFilter, SandboxId};
 use serde::Serialize;
 
 use crate::lifecycle::Inner;
+use crate::ownership::Verdict;
 use crate::retire::stop_many;
 use crate::{ManagerError, Phase, naming};
 
@@ -15,6 +20,10 @@ pub struct OrphanReport {
     pub examined: usize,
     /// Sandboxes without this manager's mark, left alone.
     pub foreign: usize,
+    /// Marked sandboxes of live peers (their owner's lease is held), left alone.
+    pub peers: usize,
+    /// Marked sandboxes whose owner nothing here vouches for, alive or dead, left alone.
+    pub unknown_owners: usize,
     /// Orphans stopped.
     pub stopped: Vec<SandboxId>,
     /// Orphans whose stop failed, with the reason.
@@ -39,11 +48,25 @@ impl Inner {
         // listing may show, and must be in the live set when we compare.
         let live = self.lock().live_sandboxes();
         let mut orphans = Vec::new();
+        let mut verdicts: HashMap<String, Verdict> = HashMap::new();
         for info in listed {
-            if info.id.namespace != *namespace || !naming::is_owned(owner, &info.id.name) {
+            let owner_id = naming::owner_of(owner, &info.id.name).filter(|_| info.id.namespace == *namespace);
+            let Some(owner_id) = owner_id else {
                 report.foreign += 1;
-            } else if !live.contains(&info.id) {
-                orphans.push(info.id);
+                continue;
+            };
+            let verdict = *verdicts
+                .entry(owner_id.to_owned())
+                .or_insert_with(|| self.lease().judge(owner_id));
+            match verdict {
+                Verdict::Mine if live.contains(&info.id) => {}
+                Verdict::Mine => orphans.push(info.id),
+                Verdict::Dead => {
+                    tracing::info!(sandbox = %info.id, owner = owner_id, "the sandbox's owner is gone");
+                    orphans.push(info.id);
+                }
+                Verdict::Alive => report.peers += 1,
+                Verdict::Unknown => report.unknown_owners += 1,
             }
         }
         for (id, result) in stop_many(self.backend(), orphans).await {

@@ -12,8 +12,8 @@ use msbw_backend::{
 };
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{
-    CodeCall, CommandCall, LimitExceeded, ManagerError, Resource, SessionManager, SessionMismatch, SessionOptions,
-    SessionSpec, SessionStatus, naming,
+    CodeCall, CommandCall, LimitExceeded, ManagerError, Ownership, Resource, SessionManager, SessionMismatch,
+    SessionOptions, SessionSpec, SessionStatus, naming,
 };
 use tokio::time::{Instant, sleep};
 
@@ -32,6 +32,21 @@ async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
     let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
     manager.start().await.expect("starts");
     manager
+}
+
+/// A manager whose owner leases live in `dir`.
+async fn started_in(config: WrapperConfig, fake: &FakeBackend, dir: &std::path::Path) -> SessionManager {
+    let manager = SessionManager::with_ownership(config, Arc::new(fake.clone()), &Ownership::in_dir(dir)).unwrap();
+    manager.start().await.expect("starts");
+    assert!(manager.has_owner_lease());
+    manager
+}
+
+/// The owner id of a manager that crashed: its lease file is left in `dir`, unlocked.
+fn dead_owner(dir: &std::path::Path) -> String {
+    let owner = naming::owner_id();
+    std::fs::write(dir.join(format!("msbw-{owner}.lease")), "").unwrap();
+    owner
 }
 
 fn slow(secs: u64, text: &str) -> Reply {
@@ -851,43 +866,53 @@ mod orphans {
 
     #[tokio::test(start_paused = true)]
     async fn marked_orphans_are_stopped_at_start_and_foreign_sandboxes_never() {
+        let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::new();
-        let orphan = naming::sandbox_name("msbw", "crashed-session");
-        let other_owner = naming::sandbox_name("other", "theirs");
+        let dead = dead_owner(dir.path());
+        let orphan = naming::owned_sandbox_name("msbw", &dead, "crashed-session");
+        let other_owner = naming::owned_sandbox_name("other", &dead, "theirs");
+        // Marked, but nothing here says whether its owner lives (another host, say).
+        let unknown = naming::sandbox_name("msbw", "unknown");
         fake.insert_running(spec(&orphan));
         fake.insert_running(spec(&other_owner));
+        fake.insert_running(spec(&unknown));
         fake.insert_running(spec("sandbox-1a2b3c4d"));
         fake.insert_running(SandboxSpec::new(
-            SandboxId::new("elsewhere", naming::sandbox_name("msbw", "x")).unwrap(),
+            SandboxId::new("elsewhere", naming::owned_sandbox_name("msbw", &dead, "x")).unwrap(),
             Template::Python,
         ));
 
-        let manager = SessionManager::new(config(), Arc::new(fake.clone())).unwrap();
+        let manager =
+            SessionManager::with_ownership(config(), Arc::new(fake.clone()), &Ownership::in_dir(dir.path())).unwrap();
         let report = manager.start().await.unwrap().orphans.unwrap();
-        assert_eq!(report.examined, 3, "only this manager's namespace is listed");
+        assert_eq!(report.examined, 4, "only this manager's namespace is listed");
         assert_eq!(report.foreign, 2);
+        assert_eq!(report.unknown_owners, 1);
         assert_eq!(report.stopped.len(), 1);
         assert_eq!(report.stopped[0].name, orphan);
         let running: Vec<String> = fake.running().into_iter().map(|id| id.name).collect();
         assert!(!running.contains(&orphan));
         assert!(running.contains(&other_owner));
+        assert!(running.contains(&unknown));
         assert!(running.contains(&"sandbox-1a2b3c4d".to_owned()));
-        assert_eq!(running.len(), 3);
+        assert_eq!(running.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
     async fn live_sessions_are_not_orphans_and_periodic_passes_find_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::new();
-        let manager = started(
+        let manager = started_in(
             WrapperConfig {
                 session_timeout: Duration::from_secs(600),
                 ..config()
             },
             &fake,
+            dir.path(),
         )
         .await;
         let live = manager.execute_code(CodeCall::new("x").session("live")).await.unwrap();
-        let orphan = naming::sandbox_name("msbw", "left-behind");
+        let orphan = naming::owned_sandbox_name("msbw", &dead_owner(dir.path()), "left-behind");
         fake.insert_running(spec(&orphan));
         let report = manager.cleanup_orphan_sandboxes().await.unwrap();
         assert_eq!(
@@ -896,7 +921,7 @@ mod orphans {
         );
         assert!(fake.spec_of(&live.sandbox).is_some());
 
-        let another = naming::sandbox_name("msbw", "later");
+        let another = naming::owned_sandbox_name("msbw", &dead_owner(dir.path()), "later");
         fake.insert_running(spec(&another));
         sleep(Duration::from_secs(61)).await; // the orphan task runs every 60 s
         assert!(!fake.running().iter().any(|id| id.name == another));
@@ -914,6 +939,110 @@ mod orphans {
         let report = manager.cleanup_orphan_sandboxes().await.unwrap();
         assert!(report.stopped.is_empty());
         call.await.unwrap().unwrap();
+    }
+}
+
+/// Issue 12: ownership that cannot take a live peer's sandbox.
+mod ownership {
+    use super::*;
+
+    fn long_lived() -> WrapperConfig {
+        WrapperConfig {
+            session_timeout: Duration::from_secs(3600),
+            ..config()
+        }
+    }
+
+    /// Two managers with default settings (same owner mark, the environment's lease directory)
+    /// over one backend: neither start-up pass, explicit pass nor periodic pass stops the other's
+    /// live sandboxes.
+    #[tokio::test(start_paused = true)]
+    async fn two_managers_with_default_settings_never_stop_each_others_live_sandboxes() {
+        let fake = FakeBackend::new();
+        let a = started(long_lived(), &fake).await;
+        let a1 = a.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let b = started(long_lived(), &fake).await;
+        assert_ne!(a.owner_id(), b.owner_id());
+        let b1 = b.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        assert_eq!(fake.stats().stop_calls, 0, "B's start-up pass stopped nothing");
+        let report = a.cleanup_orphan_sandboxes().await.unwrap();
+        assert!(report.stopped.is_empty(), "{report:?}");
+        assert_eq!(report.peers, 1);
+        assert!(b.cleanup_orphan_sandboxes().await.unwrap().stopped.is_empty());
+        sleep(Duration::from_secs(60 * 10)).await; // ten periodic passes each
+        assert_eq!(fake.stats().stop_calls, 0);
+        let a2 = a.execute_code(CodeCall::new("y").session("s")).await.unwrap();
+        let b2 = b.execute_code(CodeCall::new("y").session("s")).await.unwrap();
+        assert!(!a2.sandbox_replaced && a2.sandbox == a1.sandbox);
+        assert!(!b2.sandbox_replaced && b2.sandbox == b1.sandbox);
+        a.shutdown().await;
+        assert_eq!(fake.running(), vec![b1.sandbox.clone()], "A's shutdown stops only A's");
+        b.shutdown().await;
+        assert!(fake.running().is_empty());
+    }
+
+    /// A manager dropped without shutdown (a crash: its lease's lock goes, its lease file stays)
+    /// leaves sandboxes that the next manager's start-up pass reclaims, and only those.
+    #[tokio::test(start_paused = true)]
+    async fn a_crashed_managers_sandboxes_are_reclaimed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeBackend::new();
+        let live_peer = started_in(long_lived(), &fake, dir.path()).await;
+        let peer = live_peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let crashed = started_in(long_lived(), &fake, dir.path()).await;
+        let mut left: Vec<SandboxId> = Vec::new();
+        for s in ["a", "b"] {
+            left.push(
+                crashed
+                    .execute_code(CodeCall::new("x").session(s))
+                    .await
+                    .unwrap()
+                    .sandbox,
+            );
+        }
+        drop(crashed);
+        left.sort();
+        let next = started_in(long_lived(), &fake, dir.path()).await;
+        let report = next.start().await.unwrap(); // already started: no second pass
+        assert!(report.orphans.unwrap().stopped.is_empty());
+        let report = next.cleanup_orphan_sandboxes().await.unwrap();
+        assert!(
+            report.stopped.is_empty(),
+            "the start-up pass already reclaimed them: {report:?}"
+        );
+        assert_eq!(
+            fake.running(),
+            vec![peer.sandbox.clone()],
+            "exactly the crashed manager's sandboxes went"
+        );
+        for id in &left {
+            assert!(fake.spec_of(id).is_none());
+        }
+        let still = live_peer.execute_code(CodeCall::new("y").session("p")).await.unwrap();
+        assert_eq!(still.sandbox, peer.sandbox);
+    }
+
+    /// A clean shutdown gives the lease up; a manager without a usable lease directory still
+    /// works and stops only its own sandboxes.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_lease_directory_nothing_of_a_peer_is_touched() {
+        let fake = FakeBackend::new();
+        let peer = started(long_lived(), &fake).await;
+        let theirs = peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let none = Ownership {
+            lease_dir: None,
+            reclaim_unknown_owners: false,
+        };
+        let lone = SessionManager::with_ownership(long_lived(), Arc::new(fake.clone()), &none).unwrap();
+        lone.start().await.unwrap();
+        assert!(!lone.has_owner_lease());
+        let mine = lone.execute_code(CodeCall::new("x").session("m")).await.unwrap();
+        let report = lone.cleanup_orphan_sandboxes().await.unwrap();
+        assert_eq!((report.stopped.len(), report.unknown_owners), (0, 1));
+        assert!(fake.spec_of(&theirs.sandbox).is_some() && fake.spec_of(&mine.sandbox).is_some());
+        lone.shutdown().await;
+        peer.shutdown().await;
+        assert!(fake.running().is_empty());
     }
 }
 
