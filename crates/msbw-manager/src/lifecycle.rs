@@ -102,9 +102,19 @@ impl Inner {
         &self.slot_freed
     }
 
-    /// Wakes callers waiting for a slot: call after giving a reservation back.
+    /// Wakes callers waiting for a slot: call after giving one reservation back.
+    ///
+    /// Without a memory limit every freed slot fits any waiter, so one slot wakes one waiter
+    /// (not all of them: the cost of a release stays flat in the number of waiters). A woken
+    /// waiter that gives up before it runs passes the wake-up on (tokio's `Notified` does), and
+    /// one that loses the slot to a newcomer finds no free slot left, so no wake-up is lost.
+    /// With a memory limit a freed slot may fit some waiters and not others, so all are woken.
     pub(crate) fn freed(&self) {
-        self.slot_freed.notify_waiters();
+        if self.config.max_total_memory_mb.is_none() {
+            self.slot_freed.notify_one();
+        } else {
+            self.slot_freed.notify_waiters();
+        }
     }
 
     /// Says that a call ended (shutdown waits for running calls).

@@ -165,6 +165,10 @@ pub(crate) struct Retiring {
     pub(crate) last_error: Option<String>,
     /// Whether a stop is in progress right now (so two passes do not stop it twice at once).
     pub(crate) in_progress: bool,
+    /// Whether a call is still starting it (the session was retired while `creating`): it is
+    /// stopped only once that start has ended, or a stop could overtake the start and leave a
+    /// sandbox running that nothing owns.
+    pub(crate) starting: bool,
 }
 
 /// The table, kept under one mutex that is never held across an `.await`.
@@ -237,22 +241,30 @@ impl Registry {
     /// Moves a session out of the table into the retiring list, keeping its reservation.
     pub(crate) fn retire(&mut self, session_id: &str) -> Option<SandboxId> {
         let entry = self.sessions.remove(session_id)?;
-        self.retire_sandbox(entry.sandbox.clone(), entry.id, entry.flavor);
-        Some(entry.sandbox)
-    }
-
-    /// Puts a sandbox on the retiring list under a reservation already held.
-    pub(crate) fn retire_sandbox(&mut self, sandbox: SandboxId, session_id: String, flavor: SandboxFlavor) {
         self.retiring.insert(
-            sandbox,
+            entry.sandbox.clone(),
             Retiring {
-                session_id,
-                flavor,
+                session_id: entry.id,
+                flavor: entry.flavor,
                 attempts: 0,
                 last_error: None,
                 in_progress: false,
+                starting: entry.status == SessionStatus::Creating,
             },
         );
+        Some(entry.sandbox)
+    }
+
+    /// The start of a retired session's sandbox has ended: it may be stopped now. Returns whether
+    /// it is on the retiring list.
+    pub(crate) fn start_ended(&mut self, sandbox: &SandboxId) -> bool {
+        match self.retiring.get_mut(sandbox) {
+            Some(r) => {
+                r.starting = false;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Retires every session.
@@ -277,7 +289,7 @@ impl Registry {
     pub(crate) fn begin_stops(&mut self) -> Vec<SandboxId> {
         self.retiring
             .iter_mut()
-            .filter(|(_, r)| !r.in_progress)
+            .filter(|(_, r)| !r.in_progress && !r.starting)
             .map(|(id, r)| {
                 r.in_progress = true;
                 id.clone()
@@ -310,7 +322,14 @@ impl Registry {
         let mut failed: Vec<(SandboxId, String)> = self
             .retiring
             .iter()
-            .map(|(id, r)| (id.clone(), r.last_error.clone().unwrap_or_default()))
+            .map(|(id, r)| {
+                let why = match &r.last_error {
+                    Some(e) => e.clone(),
+                    None if r.starting => "still starting".to_owned(),
+                    None => String::new(),
+                };
+                (id.clone(), why)
+            })
             .collect();
         failed.sort();
         failed

@@ -111,14 +111,24 @@ impl Inner {
         let spec = self.spec_for(acquired);
         match self.acquire_sandbox(&spec, &session_id).await {
             Ok(sandbox) => {
-                self.set_status(
-                    &session_id,
-                    acquired.token(),
-                    SessionStatus::Ready,
-                    Some(sandbox.clone()),
-                );
                 tracing::info!(sandbox = %sandbox, "sandbox started");
+                let retired = {
+                    let mut reg = self.lock();
+                    match reg.incarnation(&session_id, acquired.token()) {
+                        Some(entry) => {
+                            entry.status = SessionStatus::Ready;
+                            entry.sandbox = sandbox.clone();
+                            false
+                        }
+                        None => reg.start_ended(&sandbox),
+                    }
+                };
                 acquired.set_sandbox(sandbox);
+                if retired {
+                    // The session was stopped while its sandbox started: stop the sandbox now.
+                    self.stop_retiring().await;
+                    return Err(ManagerError::SessionNotFound { session_id });
+                }
                 Ok(())
             }
             Err(failure) => {
@@ -141,9 +151,14 @@ impl Inner {
         let session_id = acquired.session_id();
         let then = {
             let mut reg = self.lock();
+            let live = reg.incarnation(session_id, acquired.token()).is_some();
+            // Retired while it started: its stop may go ahead now.
+            let retired = !live && reg.start_ended(acquired.sandbox());
             match reg.incarnation(session_id, acquired.token()) {
+                None if retired => Then::StopRetiring,
                 None => Then::Nothing,
-                Some(_) if acquired.created() && may_exist => {
+                Some(entry) if acquired.created() && may_exist => {
+                    entry.status = SessionStatus::Error;
                     reg.retire(session_id);
                     Then::StopRetiring
                 }

@@ -1046,6 +1046,131 @@ mod ownership {
     }
 }
 
+/// Issue 12 item 8: many callers with random timeouts, dropped futures and `stop_session`
+/// racing executions and starts, on the paused clock.
+mod stress {
+    use super::*;
+
+    #[test]
+    fn stop_session_during_a_start_leaves_no_sandbox_behind() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let fake = FakeBackend::new();
+            fake.set_start_delay(Duration::from_secs(5));
+            let manager = started(config(), &fake).await;
+            let m = manager.clone();
+            let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("s")).await });
+            sleep(Duration::from_secs(1)).await;
+            assert!(manager.stop_session("s").await.unwrap());
+            let err = call.await.unwrap().unwrap_err();
+            assert!(matches!(err, ManagerError::SessionNotFound { .. }), "{err}");
+            assert!(
+                fake.running().is_empty(),
+                "the sandbox that finished starting was stopped"
+            );
+            assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
+            let stats = fake.stats();
+            assert_eq!((stats.started, stats.executions), (1, 0));
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4, ..Default::default() })]
+
+        #[test]
+        fn thousands_of_racing_callers_leave_limits_sessions_and_sandboxes_consistent(seed in 0u64..u64::MAX) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            runtime.block_on(stress(seed));
+        }
+    }
+
+    async fn stress(seed: u64) {
+        const LIMIT: u32 = 8;
+        let fake = FakeBackend::with_script(|_, code| slow(code.parse().unwrap_or(0), code));
+        fake.set_start_delay(Duration::from_secs(1));
+        let cfg = WrapperConfig {
+            max_concurrent_sessions: LIMIT,
+            limit_policy: LimitPolicy::Wait,
+            limit_wait_timeout: Duration::from_secs(30),
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..2000 {
+            let m = manager.clone();
+            let session = format!("s{}", rng.u32(0..24));
+            let at = Duration::from_millis(rng.u64(0..120_000));
+            let exec = rng.u64(0..6);
+            let patience = Duration::from_secs(rng.u64(1..40));
+            let stop = rng.u8(0..12) == 0;
+            callers.spawn(async move {
+                sleep(at).await;
+                if stop {
+                    m.stop_session(&session).await.map(drop)
+                } else {
+                    let call = m.execute_code(CodeCall::new(exec.to_string()).session(session));
+                    // A caller that gives up drops the future.
+                    match tokio::time::timeout(patience, call).await {
+                        Err(_) => Ok(()),
+                        Ok(Ok(r)) => {
+                            assert!(r.success, "{r:?}");
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(e),
+                    }
+                }
+            });
+        }
+        while let Some(joined) = callers.join_next().await {
+            match joined.unwrap() {
+                Ok(())
+                | Err(ManagerError::ResourceLimit(_))
+                | Err(ManagerError::SandboxLost(_))
+                | Err(ManagerError::SessionNotFound { .. }) => {}
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        // Calls whose callers gave up still finish in their own tasks.
+        sleep(Duration::from_secs(120)).await;
+        let stats = fake.stats();
+        assert!(
+            stats.max_running <= LIMIT as usize,
+            "{} sandboxes at once > {LIMIT}",
+            stats.max_running
+        );
+        assert!(
+            stats.max_concurrent_execs_per_sandbox <= 1,
+            "executions in one session are serialised"
+        );
+        for s in manager.sessions(None).unwrap() {
+            assert!(
+                matches!(s.status, SessionStatus::Ready | SessionStatus::Error),
+                "stuck: {s:?}"
+            );
+        }
+        let rs = manager.resource_stats();
+        assert_eq!(rs.waiting_callers, 0);
+        assert!(rs.active_sessions <= LIMIT as usize);
+        // Every session still serves a call.
+        for s in manager.sessions(None).unwrap() {
+            manager
+                .execute_code(CodeCall::new("0").session(s.session_id))
+                .await
+                .unwrap();
+        }
+        let report = manager.shutdown().await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        let stats = fake.stats();
+        assert_eq!(stats.started, stats.stopped, "every sandbox started was stopped");
+        assert!(fake.running().is_empty());
+    }
+}
+
 mod timeouts {
     use super::*;
 
