@@ -70,9 +70,9 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 #[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, OrphanReport, Resource,
-    ResourceStats, SessionInfo, SessionManager, SessionOptions, SessionSpec, SessionStatus, ShutdownReport, TaskKind,
-    TaskStatus,
+    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded, OrphanReport,
+    Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionSpec,
+    SessionStatus, ShutdownReport, TaskKind, TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].

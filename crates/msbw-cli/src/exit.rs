@@ -60,7 +60,9 @@ pub(crate) fn for_error(e: &WrapperError) -> u8 {
         WrapperError::ResourceLimit { .. } => LIMIT,
         WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => SESSION,
         WrapperError::SandboxCreation { .. } => SANDBOX,
-        WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } => EXECUTION,
+        WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } | WrapperError::SandboxLost(..) => {
+            EXECUTION
+        }
         WrapperError::Connection { .. } => UNAVAILABLE,
         WrapperError::Unauthorized { .. } => UNAUTHORIZED,
         WrapperError::Unsupported { .. } => UNSUPPORTED,

@@ -257,19 +257,27 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
-        let result = match self.get(id) {
-            Ok(sandbox) => sandbox.run_code(request).await,
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
+        // A sandbox that is not running here was sent nothing: the manager may replace it and
+        // send the work to the replacement (it never re-sends what may have reached a sandbox).
+        let sandbox = self
+            .get(id)
+            .map_err(|e| e.into_backend(Operation::RunCode, Some(id)).unsent())?;
+        sandbox
+            .run_code(request)
+            .await
+            .map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
     }
 
     async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
-        let result = match self.get(id) {
-            Ok(sandbox) => sandbox.run_command(request).await,
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))
+        // A sandbox that is not running here was sent nothing: the manager may replace it and
+        // send the work to the replacement (it never re-sends what may have reached a sandbox).
+        let sandbox = self
+            .get(id)
+            .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)).unsent())?;
+        sandbox
+            .run_command(request)
+            .await
+            .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {
