@@ -307,6 +307,8 @@ async fn each_backend_validates_its_own_settings_before_anything_is_built() {
         microsandbox_wrapper::available_backends(),
         [BackendKind::Microsandbox, BackendKind::Local]
     );
+}
+
 /// A stop that fails to connect is reported as a connection failure (the backend's error is kept
 /// whole), not as an internal error.
 #[tokio::test(start_paused = true)]

@@ -17,7 +17,8 @@ use crate::common::{backend, code_with, command_with, host_processes_with, marke
 
 /// A host directory every uid may write, mapped read-write at `/sandbox/rw`.
 fn with_volume(prefix: &str, template: Template) -> (SandboxSpec, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    // Owned by an unprivileged user: a writable volume owned by host root is refused.
+    let dir = crate::volume_dir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut spec = spec(prefix, template);
     spec.volumes = vec![VolumeMapping::new(&dir.path().display().to_string(), "/sandbox/rw").unwrap()];

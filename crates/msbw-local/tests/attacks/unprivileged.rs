@@ -14,7 +14,7 @@ const USER: &str = "65534";
 
 /// The attack modules that make sense without root (the others need root's cgroups, or are
 /// root-only by nature).
-const ATTACKS: [&str; 8] = [
+const ATTACKS: [&str; 11] = [
     "setuid_plant::",
     "volume_symlinks::",
     "network::cannot_reach",
@@ -23,6 +23,9 @@ const ATTACKS: [&str; 8] = [
     "mount::",
     "daemons::",
     "ptrace::",
+    "node_output::",
+    "timeout_leftovers::",
+    "seccomp::",
 ];
 
 fn setpriv() -> Option<&'static str> {
