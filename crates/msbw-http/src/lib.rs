@@ -83,6 +83,9 @@ mod client;
 mod config;
 mod errors;
 mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod output;
 mod registry;

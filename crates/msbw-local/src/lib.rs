@@ -41,6 +41,9 @@ mod child;
 mod config;
 mod error;
 mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod interpreter;
 mod landlock;
