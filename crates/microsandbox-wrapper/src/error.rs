@@ -1,12 +1,14 @@
 //! The wrapper's error: typed variants with context, a stable code, a category and recovery
 //! suggestions, as the reference implementation had.
+//!
+//! Payloads that the manager reports ([`LimitExceeded`], [`SessionMismatch`], [`SandboxLost`])
+//! are the manager's own structs, wrapped, not copied; backend errors stay whole as sources.
 
 use std::fmt;
-use std::time::Duration;
 
-use msbw_backend::{BackendError, ErrorKind, SandboxId, Template};
-use msbw_config::{ConfigError, ConfigKey, SandboxFlavor};
-use msbw_manager::{ManagerError, Phase, Resource};
+use msbw_backend::{BackendError, ErrorKind, SandboxId};
+use msbw_config::{ConfigError, ConfigKey};
+use msbw_manager::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch};
 
 /// The broad class of an error, for routing and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +52,7 @@ impl fmt::Display for ErrorCategory {
 
 /// Why an execution failed (when the failure is an error, not a result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ExecutionFailure {
     /// The backend failed while running it.
     Backend,
@@ -72,21 +75,8 @@ pub enum WrapperError {
     },
 
     /// A new session would exceed a limit.
-    #[error("{message}")]
-    ResourceLimit {
-        /// The resource at its limit.
-        resource: Resource,
-        /// How much is in use.
-        current_usage: u64,
-        /// The limit.
-        limit: u64,
-        /// How much the session needed.
-        requested: u64,
-        /// How long the call waited for a slot, if it waited.
-        waited: Option<Duration>,
-        /// The message.
-        message: String,
-    },
+    #[error(transparent)]
+    ResourceLimit(LimitExceeded),
 
     /// No session has that id.
     #[error("no session {session_id:?}")]
@@ -96,21 +86,14 @@ pub enum WrapperError {
     },
 
     /// The session exists with another template or flavor.
-    #[error(
-        "session {session_id:?} is a {existing_template}/{existing_flavor} session; this call asked for {requested_template}/{requested_flavor}"
-    )]
-    SessionMismatch {
-        /// The session.
-        session_id: String,
-        /// Its template.
-        existing_template: Template,
-        /// Its flavor.
-        existing_flavor: SandboxFlavor,
-        /// The template asked for.
-        requested_template: Template,
-        /// The flavor asked for.
-        requested_flavor: SandboxFlavor,
-    },
+    #[error(transparent)]
+    SessionMismatch(SessionMismatch),
+
+    /// The session's sandbox vanished while the call's code or command may already have reached
+    /// it; the call was not repeated (it might have run twice). The session's next call gets a
+    /// fresh sandbox.
+    #[error(transparent)]
+    SandboxLost(SandboxLost),
 
     /// The session's sandbox could not be started.
     #[error("could not start a sandbox for session {session_id:?}: {message}")]
@@ -216,6 +199,7 @@ impl WrapperError {
             WrapperError::ResourceLimit { .. } => "RESOURCE_LIMIT_ERROR",
             WrapperError::SessionNotFound { .. } => "SESSION_NOT_FOUND_ERROR",
             WrapperError::SessionMismatch { .. } => "SESSION_MISMATCH_ERROR",
+            WrapperError::SandboxLost(_) => "SANDBOX_LOST_ERROR",
             WrapperError::SandboxCreation { .. } => "SANDBOX_CREATION_ERROR",
             WrapperError::CodeExecution { .. } => "CODE_EXECUTION_ERROR",
             WrapperError::CommandExecution { .. } => "COMMAND_EXECUTION_ERROR",
@@ -236,6 +220,7 @@ impl WrapperError {
             WrapperError::ResourceLimit { .. } => ErrorCategory::Resource,
             WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => ErrorCategory::Session,
             WrapperError::SandboxCreation { .. }
+            | WrapperError::SandboxLost(_)
             | WrapperError::CodeExecution { .. }
             | WrapperError::CommandExecution { .. } => ErrorCategory::Execution,
             WrapperError::Connection { .. } | WrapperError::Unauthorized { .. } => ErrorCategory::Network,
@@ -254,18 +239,15 @@ impl WrapperError {
                 "Fix the settings named in the message",
                 "Run `msbw config check` to see every problem at once",
             ]),
-            WrapperError::ResourceLimit {
+            WrapperError::ResourceLimit(LimitExceeded {
                 resource: Resource::Sessions,
                 ..
-            } => s(&[
+            }) => s(&[
                 "Increase MSB_MAX_SESSIONS",
                 "Reuse an existing session (pass its session id) or stop idle ones with stop_session",
                 "Decrease MSB_SESSION_TIMEOUT for faster turnover, or set MSB_LIMIT_POLICY=wait or evict",
             ]),
-            WrapperError::ResourceLimit {
-                resource: Resource::MemoryMb,
-                ..
-            } => s(&[
+            WrapperError::ResourceLimit(_) => s(&[
                 "Increase MSB_MAX_TOTAL_MEMORY_MB",
                 "Use a smaller flavor",
                 "Stop idle sessions, or set MSB_LIMIT_POLICY=wait or evict",
@@ -277,6 +259,11 @@ impl WrapperError {
             WrapperError::SessionMismatch { .. } => s(&[
                 "Use the session's own template and flavor",
                 "Use another session id for a different template or flavor",
+            ]),
+            WrapperError::SandboxLost(_) => s(&[
+                "Check whether the call's effects happened before running it again: it may have run in part",
+                "The session's next call gets a fresh sandbox; its variables and files are gone",
+                "Another client or a cleanup may have stopped the sandbox: check MSB_OWNER_MARK and `msbw doctor`",
             ]),
             WrapperError::SandboxCreation { .. } => s(&[
                 "Check that the backend is healthy (`msbw doctor`)",
@@ -319,20 +306,19 @@ impl WrapperError {
                     c.push(("value", p.value.clone()));
                 }
             }
-            WrapperError::ResourceLimit {
-                resource,
-                current_usage,
-                limit,
-                requested,
-                ..
-            } => {
-                c.push(("resource_type", resource.to_string()));
-                c.push(("current_usage", current_usage.to_string()));
-                c.push(("limit", limit.to_string()));
-                c.push(("requested", requested.to_string()));
+            WrapperError::ResourceLimit(l) => {
+                c.push(("resource_type", l.resource.to_string()));
+                c.push(("current_usage", l.usage.to_string()));
+                c.push(("limit", l.limit.to_string()));
+                c.push(("requested", l.requested.to_string()));
             }
-            WrapperError::SessionNotFound { session_id } | WrapperError::SessionMismatch { session_id, .. } => {
+            WrapperError::SessionNotFound { session_id }
+            | WrapperError::SessionMismatch(SessionMismatch { session_id, .. }) => {
                 c.push(("session_id", session_id.clone()));
+            }
+            WrapperError::SandboxLost(lost) => {
+                c.push(("session_id", lost.session_id.clone()));
+                c.push(("sandbox", lost.sandbox.to_string()));
             }
             WrapperError::SandboxCreation {
                 session_id, sandbox, ..
@@ -364,7 +350,8 @@ impl WrapperError {
         c
     }
 
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed. A lost sandbox is not: the call may have run in
+    /// part, and only the caller can tell whether running it again is safe.
     pub fn is_retryable(&self) -> bool {
         match self {
             WrapperError::ResourceLimit { .. } | WrapperError::Connection { .. } => true,
@@ -389,55 +376,14 @@ impl WrapperError {
                 what: what.to_owned(),
                 message,
             },
-            ManagerError::ResourceLimit {
-                resource,
-                usage,
-                limit,
-                requested,
-                waited,
-            } => {
-                let message = ManagerError::ResourceLimit {
-                    resource,
-                    usage,
-                    limit,
-                    requested,
-                    waited,
-                }
-                .to_string();
-                WrapperError::ResourceLimit {
-                    resource,
-                    current_usage: usage,
-                    limit,
-                    requested,
-                    waited,
-                    message,
-                }
-            }
-            ManagerError::SessionMismatch {
-                session_id,
-                existing_template,
-                existing_flavor,
-                requested_template,
-                requested_flavor,
-            } => WrapperError::SessionMismatch {
-                session_id,
-                existing_template,
-                existing_flavor,
-                requested_template,
-                requested_flavor,
-            },
+            ManagerError::ResourceLimit(limit) => WrapperError::ResourceLimit(limit),
+            ManagerError::SessionMismatch(mismatch) => WrapperError::SessionMismatch(mismatch),
+            ManagerError::SandboxLost(lost) => WrapperError::SandboxLost(lost),
             ManagerError::SessionNotFound { session_id } => WrapperError::SessionNotFound { session_id },
-            ManagerError::StartTimeout {
-                session_id,
-                sandbox,
-                timeout,
-            } => WrapperError::SandboxCreation {
-                message: format!(
-                    "starting sandbox {sandbox} timed out after {:.1} s",
-                    timeout.as_secs_f64()
-                ),
-                session_id,
-                sandbox: Some(sandbox),
+            ManagerError::StartTimeout(timed_out) => WrapperError::SandboxCreation {
+                message: timed_out.to_string(),
+                session_id: timed_out.session_id,
+                sandbox: Some(timed_out.sandbox),
                 source: None,
             },
             ManagerError::Backend {

@@ -45,8 +45,9 @@ pub use msbw_config::{
 pub use msbw_http::{HttpBackend, HttpBackendConfig};
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, OrphanReport, Resource,
-    ResourceStats, SessionInfo, SessionManager, SessionOptions, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded, OrphanReport,
+    Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionStatus,
+    ShutdownReport, TaskKind, TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].

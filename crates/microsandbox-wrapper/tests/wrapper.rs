@@ -95,12 +95,13 @@ async fn the_references_operations_work() {
     w.restart_background_tasks().await.unwrap();
     assert!(w.stop_session("s").await.unwrap());
     assert!(!w.stop_session("s").await.unwrap());
+    // A crashed peer's leftover: its owner's lease file is there, and nobody holds its lock.
+    let naming = microsandbox_wrapper::manager::naming::owned_sandbox_name;
+    let dead = microsandbox_wrapper::manager::naming::owner_id();
+    let leases = microsandbox_wrapper::manager::Ownership::from_env().lease_dir.unwrap();
+    std::fs::write(leases.join(format!("msbw-{dead}.lease")), "").unwrap();
     let orphan = microsandbox_wrapper::backend::SandboxSpec::new(
-        microsandbox_wrapper::SandboxId::new(
-            "default",
-            microsandbox_wrapper::manager::naming::sandbox_name("msbw", "left"),
-        )
-        .unwrap(),
+        microsandbox_wrapper::SandboxId::new("default", naming("msbw", &dead, "left")).unwrap(),
         Template::Python,
     );
     fake.insert_running(orphan);
@@ -206,4 +207,63 @@ async fn an_invalid_configuration_is_refused_with_every_problem() {
         text.contains("MSB_SESSION_TIMEOUT") && text.contains("MSB_MAX_SESSIONS"),
         "{text}"
     );
+}
+
+/// A stop that fails to connect is reported as a connection failure (the backend's error is kept
+/// whole), not as an internal error.
+#[tokio::test(start_paused = true)]
+async fn a_failed_stop_keeps_its_backend_error_kind() {
+    let fake = FakeBackend::new();
+    let w = wrapper(&fake, WrapperConfig::default());
+    w.start().await.unwrap();
+    w.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+    fake.fail_next_stops(1);
+    let err = w.stop_session("s").await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.category()),
+        ("CONNECTION_ERROR", ErrorCategory::Network),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(source.contains("injected stop failure"), "{source}");
+    w.stop().await;
+}
+
+/// A sandbox that vanishes mid-call is SANDBOX_LOST_ERROR: typed, not retryable, with the session
+/// and the sandbox in its context; the code reached the backend once, and the next call works.
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_lost_mid_call_is_a_typed_error_and_the_code_is_not_repeated() {
+    let fake = FakeBackend::with_script(|_, code| {
+        Reply::After(
+            Duration::from_secs(if code == "slow" { 10 } else { 0 }),
+            Box::new(Reply::Output(microsandbox_wrapper::ExecOutput::completed(
+                code, "", None,
+            ))),
+        )
+    });
+    let w = wrapper(&fake, WrapperConfig::default());
+    w.start().await.unwrap();
+    let first = w.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+    let w2 = w.clone();
+    let call = tokio::spawn(async move { w2.execute_code(CodeCall::new("slow").session("s")).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.kill(&first.sandbox);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(
+        (err.code(), err.category(), err.is_retryable()),
+        ("SANDBOX_LOST_ERROR", ErrorCategory::Execution, false),
+        "{err}"
+    );
+    assert!(err.context().contains(&("sandbox", first.sandbox.to_string())));
+    assert!(err.suggestions().iter().any(|s| s.contains("may have run")));
+    assert_eq!(fake.times_received("slow"), 1);
+    assert!(
+        w.execute_code(CodeCall::new("y").session("s"))
+            .await
+            .unwrap()
+            .sandbox_replaced
+    );
+    w.stop().await;
 }

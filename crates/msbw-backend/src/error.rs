@@ -104,6 +104,7 @@ pub struct BackendError {
     sandbox: Option<SandboxId>,
     message: String,
     retryable: bool,
+    unsent: bool,
     source: Option<Source>,
 }
 
@@ -117,6 +118,7 @@ impl BackendError {
             sandbox: None,
             message: message.into(),
             retryable: matches!(kind, ErrorKind::Connect | ErrorKind::Timeout),
+            unsent: false,
             source: None,
         }
     }
@@ -143,6 +145,20 @@ impl BackendError {
     pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
         self
+    }
+
+    /// Marks the error as certain not to have reached a sandbox: the request was refused before
+    /// anything ran (for example the sandbox was known to be gone before the code was sent).
+    /// Only then may the manager send the same code or command again, to a replacement
+    /// sandbox; without the mark, a failed execution is never repeated.
+    pub fn unsent(mut self) -> Self {
+        self.unsent = true;
+        self
+    }
+
+    /// Whether the request certainly reached no sandbox (see [`BackendError::unsent`]).
+    pub fn is_unsent(&self) -> bool {
+        self.unsent
     }
 
     /// What kind of failure it is.
@@ -229,6 +245,13 @@ mod tests {
         );
         assert!(Operation::Stop.is_idempotent());
         assert!(!Operation::RunCode.is_idempotent());
+    }
+
+    #[test]
+    fn only_marked_errors_are_unsent() {
+        let err = BackendError::new(ErrorKind::NotFound, Operation::RunCode, "gone");
+        assert!(!err.is_unsent());
+        assert!(err.unsent().is_unsent());
     }
 
     #[test]

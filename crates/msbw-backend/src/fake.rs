@@ -59,6 +59,8 @@ pub struct FakeStats {
 #[derive(Default)]
 struct State {
     running: BTreeMap<SandboxId, SandboxSpec>,
+    /// How many times each code or command text reached a sandbox.
+    received: HashMap<String, usize>,
     starting: usize,
     execs: HashMap<SandboxId, usize>,
     stats: FakeStats,
@@ -116,6 +118,12 @@ impl FakeBackend {
     /// What the fake has been asked so far.
     pub fn stats(&self) -> FakeStats {
         self.lock().stats.clone()
+    }
+
+    /// How many times `text` (code, or a command and its arguments joined by spaces) reached a
+    /// running sandbox.
+    pub fn times_received(&self, text: &str) -> usize {
+        self.lock().received.get(text).copied().unwrap_or(0)
     }
 
     /// The sandboxes running now.
@@ -187,9 +195,11 @@ impl FakeBackend {
         {
             let mut state = self.lock();
             if !state.running.contains_key(id) {
-                return Err(Self::error(ErrorKind::NotFound, op, id, "no such sandbox"));
+                // Refused before the script saw anything: certainly not run.
+                return Err(Self::error(ErrorKind::NotFound, op, id, "no such sandbox").unsent());
             }
             state.stats.executions += 1;
+            *state.received.entry(text.to_owned()).or_insert(0) += 1;
             let now = {
                 let n = state.execs.entry(id.clone()).or_insert(0);
                 *n += 1;

@@ -16,11 +16,10 @@ use microsandbox_wrapper::{HttpBackend, HttpBackendConfig, ListFilter, SandboxBa
 use msbw_backend::{CodeRequest, SandboxSpec};
 use tokio::time::Instant;
 
-/// Issue 12.2 (owner leases, branch h/manager): a starting `msbw exec` must not stop a live
-/// peer's sandbox. Today every `msbw exec` shares the owner mark `msbw`, so its orphan sweep
-/// stops the peer's sandbox too. Set this to `true` when the lease lands: the test then demands
-/// that the peer's sandbox survives (and fails until then, or if the fix regresses).
-const PEER_SURVIVES_A_NEW_EXEC: bool = false;
+/// Issue 12.2: a starting `msbw exec` must not stop a live peer's sandbox (owner identities
+/// and leases); before the lease, every `msbw exec` shared the owner mark `msbw` and its orphan
+/// sweep stopped the peer's sandbox too.
+const PEER_SURVIVES_A_NEW_EXEC: bool = true;
 
 /// A child process that is killed (SIGKILL) and reaped when dropped, so that a failing test
 /// leaves nothing running.
@@ -242,7 +241,7 @@ async fn a_new_exec_reclaims_a_killed_execs_sandbox() {
     )
     .await;
 
-    // A new exec: its start-up sweep reclaims the dead owner's sandbox.
+    // A new exec: its start-up sweep reclaims the dead owner's sandbox, and only that.
     let status = msbw(tmp.path())
         .args(["exec", "print(1)"])
         .env("MSB_BACKEND", "microsandbox")
@@ -259,7 +258,7 @@ async fn a_new_exec_reclaims_a_killed_execs_sandbox() {
     assert_eq!(
         left.contains(&peer_name),
         PEER_SURVIVES_A_NEW_EXEC,
-        "the live peer's sandbox {peer_name} (issue 12.2; see PEER_SURVIVES_A_NEW_EXEC): {left:?}"
+        "the live peer's sandbox {peer_name} must survive (issue 12.2): {left:?}"
     );
     for name in left {
         let _ = api.stop(&SandboxId::new("default", name).unwrap()).await;

@@ -122,7 +122,7 @@ struct Cell {
 }
 
 use Aftermath::Unusable;
-use ErrorKind::{Connect, Internal, Protocol, Timeout};
+use ErrorKind::{Connect, Internal, NotFound, Protocol, Timeout};
 use Op::{Code, Command, List, Start, Stop};
 
 const fn cell(fault: Fault, op: Op, outcome: Outcome, sent: Option<usize>, reached: usize, after: After) -> Cell {
@@ -905,10 +905,10 @@ const SESSION_MATRIX: &[SessionCell] = &[
         Held::Session,
         None,
     ),
-    // Issue 12.1: today the manager replaces the vanished sandbox and sends the code again; the
-    // caller sees one success of code that ran twice.
-    scell(Vanish, Code, Outcome::Ok, 2, READY, Held::Session, FIXED_BY_MANAGER),
-    scell(Vanish, Command, Outcome::Ok, 2, READY, Held::Session, FIXED_BY_MANAGER),
+    // Issue 12.1: a call whose code may have reached the vanished sandbox is never sent again;
+    // the next call gets a fresh sandbox.
+    scell(Vanish, Code, err(NotFound, false), 1, ERROR, Held::Session, None),
+    scell(Vanish, Command, err(NotFound, false), 1, ERROR, Held::Session, None),
 ];
 
 fn manager_outcome<T>(result: &Result<T, ManagerError>, timed_out: impl Fn(&T) -> Option<Aftermath>) -> Outcome {

@@ -5,13 +5,10 @@
 //! sandbox keeps its share of the limits until its stop succeeded; failed stops are retried on
 //! every pass.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::manager::Inner;
-use crate::session::SessionStatus;
+use crate::lifecycle::Inner;
 
 /// What one idle-cleanup pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -26,19 +23,14 @@ pub struct CleanupReport {
 
 impl Inner {
     /// One pass: reap idle sessions, then stop every sandbox waiting to be stopped.
-    pub(crate) async fn cleanup_idle(self: &Arc<Self>) -> CleanupReport {
+    pub(crate) async fn cleanup_idle(&self) -> CleanupReport {
         let now = Instant::now();
-        let timeout = self.config.session_timeout;
+        let timeout = self.config().session_timeout;
         let reaped: Vec<String> = {
             let mut reg = self.lock();
             let idle: Vec<String> = reg
-                .sessions
-                .values()
-                .filter(|e| {
-                    e.active_calls == 0
-                        && matches!(e.status, SessionStatus::Ready | SessionStatus::Error)
-                        && now.saturating_duration_since(e.last_accessed) >= timeout
-                })
+                .sessions()
+                .filter(|e| e.is_idle() && now.saturating_duration_since(e.last_accessed) >= timeout)
                 .map(|e| e.id.clone())
                 .collect();
             for id in &idle {
@@ -49,11 +41,11 @@ impl Inner {
         for id in &reaped {
             tracing::info!(session_id = %id, "reaping idle session");
         }
-        let (stopped, failed) = self.clone().stop_retiring().await;
+        let pass = self.stop_retiring().await;
         CleanupReport {
             reaped,
-            stopped,
-            failed,
+            stopped: pass.stopped,
+            failed: pass.failed.len(),
         }
     }
 }

@@ -16,38 +16,40 @@
 //! - **Shutdown** ([`SessionManager::shutdown`]): stop the background tasks, wait for running
 //!   executions up to `shutdown_timeout`, stop every sandbox this manager started.
 
+mod admission;
 mod calls;
 pub mod cleanup;
 mod error;
-mod manager;
+mod execute;
+mod lifecycle;
 pub mod naming;
 pub mod orphans;
+pub mod ownership;
+mod retire;
 pub mod session;
+mod start;
 mod stats;
 mod tasks;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use msbw_backend::{SandboxBackend, SandboxId};
 use msbw_config::WrapperConfig;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
-use tokio::time::Instant;
 
 pub use calls::{
     CodeCall, CommandCall, CommandResult, ExecutionResult, MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions,
     SessionSpec,
 };
 pub use cleanup::CleanupReport;
-pub use error::{ManagerError, Phase, Resource};
+pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
 pub use orphans::OrphanReport;
+pub use ownership::Ownership;
 pub use session::{SessionInfo, SessionStatus};
 pub use stats::ResourceStats;
 pub use tasks::{TaskKind, TaskStatus};
 
-use manager::{Inner, Lifecycle};
-use session::Registry;
+use lifecycle::{Inner, Lifecycle};
 
 /// The session manager. Cheap to clone; clones share the same sessions.
 #[derive(Debug, Clone)]
@@ -74,53 +76,49 @@ pub struct ShutdownReport {
 }
 
 impl SessionManager {
-    /// A manager over `backend`; the configuration is validated first.
+    /// A manager over `backend` with the ownership settings of the environment
+    /// ([`Ownership::from_env`]); the configuration is validated first.
     pub fn new(config: WrapperConfig, backend: Arc<dyn SandboxBackend>) -> Result<Self, ManagerError> {
+        Self::with_ownership(config, backend, &Ownership::from_env())
+    }
+
+    /// A manager over `backend` with these ownership settings (see [`ownership`]).
+    pub fn with_ownership(
+        config: WrapperConfig,
+        backend: Arc<dyn SandboxBackend>,
+        ownership: &Ownership,
+    ) -> Result<Self, ManagerError> {
         config.validate()?;
-        let starts = Semaphore::new(config.max_concurrent_starts as usize);
         Ok(SessionManager {
-            inner: Arc::new(Inner {
-                config,
-                backend,
-                registry: Mutex::new(Registry::default()),
-                slot_freed: Notify::new(),
-                call_ended: Notify::new(),
-                starts,
-                lifecycle: Mutex::new((Lifecycle::NotStarted, None)),
-                tasks: Mutex::new(tasks::Tasks::default()),
-            }),
+            inner: Arc::new(Inner::new(config, backend, ownership)),
         })
+    }
+
+    /// This manager's owner id: every sandbox name it makes carries it (see [`naming`]).
+    pub fn owner_id(&self) -> &str {
+        self.inner.owner()
+    }
+
+    /// Whether this manager holds an owner lease its peers can see (see [`ownership`]); without
+    /// one, peers leave its sandboxes alone but cannot reclaim them after a crash.
+    pub fn has_owner_lease(&self) -> bool {
+        self.inner.lease().is_held()
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &WrapperConfig {
-        &self.inner.config
+        self.inner.config()
     }
 
     /// The backend in use.
     pub fn backend(&self) -> &Arc<dyn SandboxBackend> {
-        &self.inner.backend
+        self.inner.backend()
     }
 
     /// Starts accepting calls: one orphan-cleanup pass, then the background tasks. Starting a
     /// started manager does nothing; a manager that was shut down cannot be started again.
     pub async fn start(&self) -> Result<StartReport, ManagerError> {
-        match self.inner.lifecycle() {
-            Lifecycle::Running => {
-                return Ok(StartReport {
-                    orphans: Ok(OrphanReport::default()),
-                });
-            }
-            Lifecycle::ShuttingDown | Lifecycle::Stopped => return Err(ManagerError::ShuttingDown),
-            Lifecycle::NotStarted => {}
-        }
-        self.inner.set_lifecycle(Lifecycle::Running);
-        let orphans = self.inner.cleanup_orphans().await.map_err(|e| e.to_string());
-        if let Err(why) = &orphans {
-            tracing::warn!(error = %why, "orphan cleanup at start-up failed");
-        }
-        self.inner.spawn_tasks();
-        Ok(StartReport { orphans })
+        self.inner.start().await
     }
 
     /// Whether the manager accepts calls.
@@ -150,8 +148,7 @@ impl SessionManager {
         self.inner.ensure_running()?;
         let reg = self.inner.lock();
         let mut list: Vec<SessionInfo> = reg
-            .sessions
-            .values()
+            .sessions()
             .filter(|e| session_id.is_none_or(|id| e.id == id))
             .map(session::Entry::info)
             .collect();
@@ -169,29 +166,10 @@ impl SessionManager {
         self.inner.ensure_running()?;
         let sandbox = self.inner.lock().retire(session_id);
         let Some(sandbox) = sandbox else { return Ok(false) };
-        self.inner.clone().stop_retiring().await;
-        let still = self
-            .inner
-            .lock()
-            .retiring
-            .iter()
-            .find(|r| r.sandbox == sandbox)
-            .and_then(|r| r.last_error.clone());
-        match still {
+        let pass = self.inner.stop_retiring().await;
+        match pass.failed.into_iter().find(|(id, _)| *id == sandbox) {
             None => Ok(true),
-            Some(why) => Err(ManagerError::Backend {
-                phase: Phase::Stopping,
-                session_id: session_id.to_owned(),
-                source: Box::new(
-                    msbw_backend::BackendError::new(
-                        msbw_backend::ErrorKind::Internal,
-                        msbw_backend::Operation::Stop,
-                        why,
-                    )
-                    .with_backend(self.inner.backend.name())
-                    .with_sandbox(&sandbox),
-                ),
-            }),
+            Some((_, source)) => Err(ManagerError::backend(Phase::Stopping, session_id, source)),
         }
     }
 
@@ -243,56 +221,6 @@ impl SessionManager {
     /// stops every sandbox this manager started. New calls fail from the moment it begins.
     /// Calling it again returns an empty report.
     pub async fn shutdown(&self) -> ShutdownReport {
-        let inner = &self.inner;
-        if matches!(inner.lifecycle(), Lifecycle::ShuttingDown | Lifecycle::Stopped) {
-            return ShutdownReport::default();
-        }
-        inner.set_lifecycle(Lifecycle::ShuttingDown);
-        inner.slot_freed.notify_waiters();
-        inner.stop_tasks().await;
-
-        let deadline = Instant::now() + inner.config.shutdown_timeout;
-        let interrupted = loop {
-            let notified = inner.call_ended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let busy = inner.lock().sessions.values().filter(|e| e.active_calls > 0).count();
-            if busy == 0 || Instant::now() >= deadline {
-                break busy;
-            }
-            let _ = tokio::time::timeout_at(deadline, notified).await;
-        };
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "shutdown timeout reached with executions still running; stopping their sandboxes"
-            );
-        }
-        {
-            let mut reg = inner.lock();
-            let ids: Vec<String> = reg.sessions.keys().cloned().collect();
-            for id in ids {
-                reg.retire(&id);
-            }
-        }
-        let (mut stopped, _) = inner.clone().stop_retiring().await;
-        // One more try for those that failed (a transient failure should not leak a sandbox).
-        let failed_first = !inner.lock().retiring.is_empty();
-        if failed_first {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            stopped += inner.clone().stop_retiring().await.0;
-        }
-        let failed = inner
-            .lock()
-            .retiring
-            .iter()
-            .map(|r| (r.sandbox.clone(), r.last_error.clone().unwrap_or_default()))
-            .collect();
-        inner.set_lifecycle(Lifecycle::Stopped);
-        ShutdownReport {
-            stopped,
-            interrupted_executions: interrupted,
-            failed,
-        }
+        self.inner.shutdown().await
     }
 }

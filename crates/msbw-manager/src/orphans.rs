@@ -1,14 +1,16 @@
 //! Orphan cleanup: stop running sandboxes that carry this manager's mark but belong to no live
-//! session (left behind by a crash). Sandboxes without the mark are never touched.
+//! session: this manager's own leftovers, and those of owners that are provably gone (see
+//! [`crate::ownership`] for the rule). Sandboxes without the mark, of live peers, or of unknown
+//! owners are never touched.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use msbw_backend::{ErrorKind, ListFilter, SandboxId};
+use msbw_backend::{ListFilter, SandboxId};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
-use crate::manager::{Inner, STOP_PARALLELISM};
+use crate::lifecycle::Inner;
+use crate::ownership::Verdict;
+use crate::retire::stop_many;
 use crate::{ManagerError, Phase, naming};
 
 /// What one orphan-cleanup pass did.
@@ -18,6 +20,10 @@ pub struct OrphanReport {
     pub examined: usize,
     /// Sandboxes without this manager's mark, left alone.
     pub foreign: usize,
+    /// Marked sandboxes of live peers (their owner's lease is held), left alone.
+    pub peers: usize,
+    /// Marked sandboxes whose owner nothing here vouches for, alive or dead, left alone.
+    pub unknown_owners: usize,
     /// Orphans stopped.
     pub stopped: Vec<SandboxId>,
     /// Orphans whose stop failed, with the reason.
@@ -26,63 +32,57 @@ pub struct OrphanReport {
 
 impl Inner {
     /// One pass over the backend's running sandboxes.
-    pub(crate) async fn cleanup_orphans(self: &Arc<Self>) -> Result<OrphanReport, ManagerError> {
+    pub(crate) async fn cleanup_orphans(&self) -> Result<OrphanReport, ManagerError> {
+        let namespace = &self.config().namespace;
         let listed = self
-            .backend
-            .list(&ListFilter::namespace(&self.config.namespace))
+            .backend()
+            .list(&ListFilter::namespace(namespace))
             .await
             .map_err(|e| ManagerError::backend(Phase::Listing, "", e))?;
-        let owner = &self.config.owner_mark;
+        let owner = &self.config().owner_mark;
         let mut report = OrphanReport {
             examined: listed.len(),
             ..OrphanReport::default()
         };
         // Read the live set after listing: a session created meanwhile has a fresh name that the
         // listing may show, and must be in the live set when we compare.
-        let live: HashSet<SandboxId> = self.lock().live_sandboxes().into_iter().collect();
+        let live = self.lock().live_sandboxes();
         let mut orphans = Vec::new();
+        let mut verdicts: HashMap<String, Verdict> = HashMap::new();
         for info in listed {
-            if info.id.namespace != self.config.namespace || !naming::is_owned(owner, &info.id.name) {
+            let owner_id = naming::owner_of(owner, &info.id.name).filter(|_| info.id.namespace == *namespace);
+            let Some(owner_id) = owner_id else {
                 report.foreign += 1;
-            } else if !live.contains(&info.id) {
-                orphans.push(info.id);
+                continue;
+            };
+            let verdict = *verdicts
+                .entry(owner_id.to_owned())
+                .or_insert_with(|| self.lease().judge(owner_id));
+            match verdict {
+                Verdict::Mine if live.contains(&info.id) => {}
+                Verdict::Mine => orphans.push(info.id),
+                Verdict::Dead => {
+                    tracing::info!(sandbox = %info.id, owner = owner_id, "the sandbox's owner is gone");
+                    orphans.push(info.id);
+                }
+                Verdict::Alive => report.peers += 1,
+                Verdict::Unknown => report.unknown_owners += 1,
             }
         }
-        let limit = Arc::new(Semaphore::new(STOP_PARALLELISM));
-        let mut set = tokio::task::JoinSet::new();
-        for id in orphans {
-            let inner = self.clone();
-            let limit = limit.clone();
-            set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                // Look again: a session may have claimed the name since (it cannot, names are
-                // fresh, but the check is cheap and makes the rule local).
-                if inner.lock().live_sandboxes().contains(&id) {
-                    return (id, Ok(false));
-                }
-                let result = match inner.backend.stop(&id).await {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(e.to_string()),
-                };
-                (id, result)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((id, Ok(true))) => {
+        for (id, result) in stop_many(self.backend(), orphans).await {
+            match result {
+                Ok(()) => {
                     tracing::info!(sandbox = %id, "stopped orphan sandbox");
                     report.stopped.push(id);
                 }
-                Ok((_, Ok(false))) => {}
-                Ok((id, Err(why))) => {
-                    tracing::warn!(sandbox = %id, error = %why, "could not stop orphan sandbox");
-                    report.failed.push((id, why));
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "could not stop orphan sandbox");
+                    report.failed.push((id, e.to_string()));
                 }
-                Err(e) => return Err(ManagerError::Internal(format!("orphan stop task failed: {e}"))),
             }
         }
         report.stopped.sort();
+        report.failed.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(report)
     }
 }

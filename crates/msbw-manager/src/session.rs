@@ -1,6 +1,6 @@
 //! The session table: who owns which sandbox, in what state, and what each holds of the limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,6 +9,8 @@ use msbw_backend::{SandboxId, Template};
 use msbw_config::SandboxFlavor;
 use serde::Serialize;
 use tokio::time::Instant;
+
+use crate::admission::Ledger;
 
 /// A session's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -71,16 +73,16 @@ pub(crate) struct Entry {
     pub(crate) flavor: SandboxFlavor,
     pub(crate) sandbox: SandboxId,
     pub(crate) status: SessionStatus,
-    pub(crate) created_at: SystemTime,
+    created_at: SystemTime,
     pub(crate) last_accessed: Instant,
-    pub(crate) last_accessed_wall: SystemTime,
+    last_accessed_wall: SystemTime,
     /// Calls that hold or wait for this session; a session with calls is never reaped or evicted.
     pub(crate) active_calls: usize,
     pub(crate) executions: u64,
     /// Serialises executions (and the start) within the session.
-    pub(crate) exec_lock: Arc<tokio::sync::Mutex<()>>,
+    exec_lock: Arc<tokio::sync::Mutex<()>>,
     /// What this session's sandboxes get besides the configuration.
-    pub(crate) extras: Arc<Extras>,
+    extras: Arc<Extras>,
 }
 
 /// Volumes and environment variables of one session, on top of the configuration.
@@ -91,6 +93,33 @@ pub(crate) struct Extras {
 }
 
 impl Entry {
+    /// A new session in state `creating`, held by the call that creates it.
+    pub(crate) fn new(
+        id: &str,
+        token: u64,
+        template: Template,
+        flavor: SandboxFlavor,
+        sandbox: SandboxId,
+        extras: Arc<Extras>,
+    ) -> Self {
+        let now = SystemTime::now();
+        Entry {
+            id: id.to_owned(),
+            token,
+            template,
+            flavor,
+            sandbox,
+            status: SessionStatus::Creating,
+            created_at: now,
+            last_accessed: Instant::now(),
+            last_accessed_wall: now,
+            active_calls: 1,
+            executions: 0,
+            exec_lock: Arc::new(tokio::sync::Mutex::new(())),
+            extras,
+        }
+    }
+
     pub(crate) fn info(&self) -> SessionInfo {
         SessionInfo {
             session_id: self.id.clone(),
@@ -109,93 +138,209 @@ impl Entry {
         self.last_accessed = Instant::now();
         self.last_accessed_wall = SystemTime::now();
     }
+
+    /// The lock that serialises this session's executions.
+    pub(crate) fn exec_lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.exec_lock.clone()
+    }
+
+    /// What this session's sandboxes get besides the configuration.
+    pub(crate) fn extras(&self) -> Arc<Extras> {
+        self.extras.clone()
+    }
+
+    /// Whether nothing holds the session and it may be reaped or evicted.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.active_calls == 0 && matches!(self.status, SessionStatus::Ready | SessionStatus::Error)
+    }
 }
 
 /// A sandbox being stopped (or whose stop failed and will be retried). It keeps its share of the
 /// limits until the stop succeeded, so the limits count every sandbox that may still exist.
 #[derive(Debug, Clone)]
 pub(crate) struct Retiring {
-    pub(crate) sandbox: SandboxId,
     pub(crate) session_id: String,
     pub(crate) flavor: SandboxFlavor,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<String>,
     /// Whether a stop is in progress right now (so two passes do not stop it twice at once).
     pub(crate) in_progress: bool,
+    /// Whether a call is still starting it (the session was retired while `creating`): it is
+    /// stopped only once that start has ended, or a stop could overtake the start and leave a
+    /// sandbox running that nothing owns.
+    pub(crate) starting: bool,
 }
 
 /// The table, kept under one mutex that is never held across an `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    pub(crate) sessions: HashMap<String, Entry>,
-    pub(crate) retiring: Vec<Retiring>,
+    sessions: HashMap<String, Entry>,
+    /// Keyed by sandbox: removal is O(1) whatever the number of sandboxes being stopped.
+    retiring: HashMap<SandboxId, Retiring>,
     /// Reservations held: one per session and per retiring sandbox.
-    pub(crate) used_sessions: u64,
-    /// Memory reserved by the same.
-    pub(crate) used_memory_mb: u64,
+    ledger: Ledger,
     /// Callers waiting for a slot.
     pub(crate) waiting: usize,
-    pub(crate) next_token: u64,
+    next_token: u64,
 }
 
 impl Registry {
-    /// Takes a reservation for a sandbox of `flavor`, or says which limit is in the way.
-    pub(crate) fn try_reserve(
-        &mut self,
-        flavor: SandboxFlavor,
-        max_sessions: u32,
-        max_memory_mb: Option<u64>,
-    ) -> Result<(), (crate::Resource, u64, u64, u64)> {
-        if self.used_sessions >= u64::from(max_sessions) {
-            return Err((
-                crate::Resource::Sessions,
-                self.used_sessions,
-                u64::from(max_sessions),
-                1,
-            ));
-        }
-        let need = u64::from(flavor.memory_mb());
-        if let Some(limit) = max_memory_mb
-            && self.used_memory_mb + need > limit
-        {
-            return Err((crate::Resource::MemoryMb, self.used_memory_mb, limit, need));
-        }
-        self.used_sessions += 1;
-        self.used_memory_mb += need;
-        Ok(())
+    /// The reservations held.
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
-    /// Gives back the reservation of a sandbox of `flavor`.
-    pub(crate) fn release(&mut self, flavor: SandboxFlavor) {
-        self.used_sessions = self.used_sessions.saturating_sub(1);
-        self.used_memory_mb = self.used_memory_mb.saturating_sub(u64::from(flavor.memory_mb()));
+    /// The reservations, to take or give back one.
+    pub(crate) fn ledger_mut(&mut self) -> &mut Ledger {
+        &mut self.ledger
     }
 
+    /// A token for a new session incarnation.
     pub(crate) fn token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
     }
 
+    /// The live sessions.
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = &Entry> {
+        self.sessions.values()
+    }
+
+    /// How many sessions are live.
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The session with this id.
+    pub(crate) fn session(&self, session_id: &str) -> Option<&Entry> {
+        self.sessions.get(session_id)
+    }
+
+    /// The session with this id, to change it.
+    pub(crate) fn session_mut(&mut self, session_id: &str) -> Option<&mut Entry> {
+        self.sessions.get_mut(session_id)
+    }
+
+    /// The session with this id if it is still incarnation `token`.
+    pub(crate) fn incarnation(&mut self, session_id: &str, token: u64) -> Option<&mut Entry> {
+        self.sessions.get_mut(session_id).filter(|e| e.token == token)
+    }
+
+    /// Adds a session (its reservation must have been taken).
+    pub(crate) fn insert(&mut self, entry: Entry) {
+        self.sessions.insert(entry.id.clone(), entry);
+    }
+
+    /// Removes a session whose sandbox is known not to exist, and gives its reservation back.
+    pub(crate) fn forget(&mut self, session_id: &str) -> Option<Entry> {
+        let entry = self.sessions.remove(session_id)?;
+        self.ledger.release(entry.flavor);
+        Some(entry)
+    }
+
     /// Moves a session out of the table into the retiring list, keeping its reservation.
     pub(crate) fn retire(&mut self, session_id: &str) -> Option<SandboxId> {
         let entry = self.sessions.remove(session_id)?;
-        self.retiring.push(Retiring {
-            sandbox: entry.sandbox.clone(),
-            session_id: entry.id,
-            flavor: entry.flavor,
-            attempts: 0,
-            last_error: None,
-            in_progress: false,
-        });
+        self.retiring.insert(
+            entry.sandbox.clone(),
+            Retiring {
+                session_id: entry.id,
+                flavor: entry.flavor,
+                attempts: 0,
+                last_error: None,
+                in_progress: false,
+                starting: entry.status == SessionStatus::Creating,
+            },
+        );
         Some(entry.sandbox)
     }
 
+    /// The start of a retired session's sandbox has ended: it may be stopped now. Returns whether
+    /// it is on the retiring list.
+    pub(crate) fn start_ended(&mut self, sandbox: &SandboxId) -> bool {
+        match self.retiring.get_mut(sandbox) {
+            Some(r) => {
+                r.starting = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Retires every session.
+    pub(crate) fn retire_all(&mut self) {
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            self.retire(&id);
+        }
+    }
+
+    /// How many sandboxes are being stopped or wait for a retry.
+    pub(crate) fn retiring_count(&self) -> usize {
+        self.retiring.len()
+    }
+
+    /// Whether `sandbox` is on the retiring list.
+    pub(crate) fn retiring(&self, sandbox: &SandboxId) -> Option<&Retiring> {
+        self.retiring.get(sandbox)
+    }
+
+    /// Marks every retiring sandbox whose stop is not in progress as in progress, and returns them.
+    pub(crate) fn begin_stops(&mut self) -> Vec<SandboxId> {
+        self.retiring
+            .iter_mut()
+            .filter(|(_, r)| !r.in_progress && !r.starting)
+            .map(|(id, r)| {
+                r.in_progress = true;
+                id.clone()
+            })
+            .collect()
+    }
+
+    /// A stop ended: stopped (or gone), the sandbox leaves the list and its reservation is given
+    /// back; failed, it stays for the next pass. Returns the retired record when it left.
+    pub(crate) fn end_stop(&mut self, sandbox: &SandboxId, failure: Option<String>) -> Option<Retiring> {
+        match failure {
+            None => {
+                let r = self.retiring.remove(sandbox)?;
+                self.ledger.release(r.flavor);
+                Some(r)
+            }
+            Some(why) => {
+                if let Some(r) = self.retiring.get_mut(sandbox) {
+                    r.in_progress = false;
+                    r.attempts += 1;
+                    r.last_error = Some(why);
+                }
+                None
+            }
+        }
+    }
+
+    /// The sandboxes whose last stop failed, with the reason, sorted.
+    pub(crate) fn failed_stops(&self) -> Vec<(SandboxId, String)> {
+        let mut failed: Vec<(SandboxId, String)> = self
+            .retiring
+            .iter()
+            .map(|(id, r)| {
+                let why = match &r.last_error {
+                    Some(e) => e.clone(),
+                    None if r.starting => "still starting".to_owned(),
+                    None => String::new(),
+                };
+                (id.clone(), why)
+            })
+            .collect();
+        failed.sort();
+        failed
+    }
+
     /// Every sandbox that belongs to a live or retiring session.
-    pub(crate) fn live_sandboxes(&self) -> Vec<SandboxId> {
+    pub(crate) fn live_sandboxes(&self) -> HashSet<SandboxId> {
         self.sessions
             .values()
             .map(|e| e.sandbox.clone())
-            .chain(self.retiring.iter().map(|r| r.sandbox.clone()))
+            .chain(self.retiring.keys().cloned())
             .collect()
     }
 }

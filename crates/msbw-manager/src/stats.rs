@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::manager::Inner;
+use crate::lifecycle::Inner;
 
 /// Resource use, as `get_resource_stats` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,23 +41,23 @@ impl Inner {
         let mut by_flavor = BTreeMap::new();
         let mut by_status = BTreeMap::new();
         let mut cpus = 0u32;
-        for e in reg.sessions.values() {
+        for e in reg.sessions() {
             *by_flavor.entry(e.flavor.to_string()).or_insert(0) += 1;
             *by_status.entry(e.status.to_string()).or_insert(0) += 1;
             cpus += u32::from(e.flavor.cpus());
         }
         ResourceStats {
-            active_sessions: reg.sessions.len(),
-            max_sessions: self.config.max_concurrent_sessions,
+            active_sessions: reg.session_count(),
+            max_sessions: self.config().max_concurrent_sessions,
             sessions_by_flavor: by_flavor,
             sessions_by_status: by_status,
-            total_memory_mb: reg.used_memory_mb,
-            max_memory_mb: self.config.max_total_memory_mb,
+            total_memory_mb: reg.ledger().memory_mb(),
+            max_memory_mb: self.config().max_total_memory_mb,
             total_cpus: cpus,
-            stopping_sandboxes: reg.retiring.len(),
+            stopping_sandboxes: reg.retiring_count(),
             waiting_callers: reg.waiting,
             uptime_seconds: uptime,
-            backend: self.backend.name().to_owned(),
+            backend: self.backend().name().to_owned(),
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::manager::Inner;
+use crate::lifecycle::Inner;
 
 /// The two background tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -66,18 +66,14 @@ pub(crate) struct Tasks {
 impl Inner {
     fn interval_of(&self, kind: TaskKind) -> Duration {
         match kind {
-            TaskKind::IdleCleanup => self.config.cleanup_interval,
-            TaskKind::OrphanCleanup => self.config.orphan_cleanup_interval,
+            TaskKind::IdleCleanup => self.config().cleanup_interval,
+            TaskKind::OrphanCleanup => self.config().orphan_cleanup_interval,
         }
-    }
-
-    fn tasks(&self) -> std::sync::MutexGuard<'_, Tasks> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts both tasks (replacing any that run).
     pub(crate) fn spawn_tasks(self: &Arc<Self>) {
-        let mut old = std::mem::take(&mut self.tasks().tasks);
+        let mut old = std::mem::take(&mut self.task_table().tasks);
         for task in &mut old {
             let _ = task.stop.send(true);
         }
@@ -103,13 +99,13 @@ impl Inner {
                 },
             });
         }
-        self.tasks().tasks = tasks;
+        self.task_table().tasks = tasks;
     }
 
     /// Stops both tasks and waits for them to end.
     pub(crate) async fn stop_tasks(&self) {
         let handles: Vec<JoinHandle<()>> = {
-            let mut tasks = self.tasks();
+            let mut tasks = self.task_table();
             tasks
                 .tasks
                 .iter_mut()
@@ -127,14 +123,14 @@ impl Inner {
 
     /// Pauses (`true`) or resumes (`false`) both tasks' passes.
     pub(crate) fn pause_tasks(&self, paused: bool) {
-        for task in &mut self.tasks().tasks {
+        for task in &mut self.task_table().tasks {
             let _ = task.paused.send(paused);
             task.status.paused = paused;
         }
     }
 
     pub(crate) fn task_status(&self) -> Vec<TaskStatus> {
-        let mut tasks = self.tasks();
+        let mut tasks = self.task_table();
         for task in &mut tasks.tasks {
             task.status.running = task.handle.as_ref().is_some_and(|h| !h.is_finished());
         }
@@ -142,7 +138,7 @@ impl Inner {
     }
 
     fn record(&self, kind: TaskKind, failed: bool, outcome: String) {
-        let mut tasks = self.tasks();
+        let mut tasks = self.task_table();
         if let Some(task) = tasks.tasks.iter_mut().find(|t| t.status.kind == kind) {
             task.status.runs += 1;
             task.status.failures += u64::from(failed);

@@ -12,7 +12,8 @@ use msbw_backend::{
 };
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{
-    CodeCall, CommandCall, ManagerError, Resource, SessionManager, SessionOptions, SessionSpec, SessionStatus, naming,
+    CodeCall, CommandCall, LimitExceeded, ManagerError, Ownership, Resource, SessionManager, SessionMismatch,
+    SessionOptions, SessionSpec, SessionStatus, naming,
 };
 use tokio::time::{Instant, sleep};
 
@@ -31,6 +32,21 @@ async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
     let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
     manager.start().await.expect("starts");
     manager
+}
+
+/// A manager whose owner leases live in `dir`.
+async fn started_in(config: WrapperConfig, fake: &FakeBackend, dir: &std::path::Path) -> SessionManager {
+    let manager = SessionManager::with_ownership(config, Arc::new(fake.clone()), &Ownership::in_dir(dir)).unwrap();
+    manager.start().await.expect("starts");
+    assert!(manager.has_owner_lease());
+    manager
+}
+
+/// The owner id of a manager that crashed: its lease file is left in `dir`, unlocked.
+fn dead_owner(dir: &std::path::Path) -> String {
+    let owner = naming::owner_id();
+    std::fs::write(dir.join(format!("msbw-{owner}.lease")), "").unwrap();
+    owner
 }
 
 fn slow(secs: u64, text: &str) -> Reply {
@@ -137,10 +153,10 @@ mod sessions {
         assert!(
             matches!(
                 err,
-                ManagerError::SessionMismatch {
+                ManagerError::SessionMismatch(SessionMismatch {
                     requested_template: Template::Node,
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -404,13 +420,14 @@ mod admission {
         manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
         let err = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap_err();
         match &err {
-            ManagerError::ResourceLimit {
+            ManagerError::ResourceLimit(LimitExceeded {
                 resource,
                 usage,
                 limit,
                 requested,
                 waited,
-            } => {
+                ..
+            }) => {
                 assert_eq!(
                     (*resource, *usage, *limit, *requested, *waited),
                     (Resource::Sessions, 2, 2, 1, None)
@@ -455,13 +472,13 @@ mod admission {
         assert!(
             matches!(
                 err,
-                ManagerError::ResourceLimit {
+                ManagerError::ResourceLimit(LimitExceeded {
                     resource: Resource::MemoryMb,
                     usage: 2048,
                     limit: 3072,
                     requested: 2048,
                     ..
-                }
+                })
             ),
             "{err}"
         );
@@ -482,9 +499,23 @@ mod admission {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_managers_start_deadline_has_a_grace_over_the_backends() {
+        let fake = FakeBackend::new();
+        // A backend that answers just after its own start timeout (30 s) is not cut short.
+        fake.set_start_delay(Duration::from_secs(35));
+        let manager = started(limited(1), &fake).await;
+        let t0 = Instant::now();
+        let r = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        assert!(r.success);
+        assert_eq!(t0.elapsed(), Duration::from_secs(35));
+        assert_eq!(fake.spec_of(&r.sandbox).unwrap().start_timeout, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_start_that_times_out_is_stopped_and_releases_its_slot() {
         let fake = FakeBackend::new();
-        fake.set_start_delay(Duration::from_secs(31));
+        // Past the start timeout (30 s) and the manager's grace over it.
+        fake.set_start_delay(Duration::from_secs(60));
         let manager = started(limited(1), &fake).await;
         let err = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap_err();
         assert!(matches!(err, ManagerError::StartTimeout { .. }), "{err}");
@@ -566,7 +597,7 @@ mod admission {
         let err = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
         assert_eq!(t0.elapsed(), Duration::from_secs(20));
         assert!(
-            matches!(err, ManagerError::ResourceLimit { waited: Some(w), .. } if w == Duration::from_secs(20)),
+            matches!(err, ManagerError::ResourceLimit(LimitExceeded { waited: Some(w), .. }) if w == Duration::from_secs(20)),
             "{err}"
         );
         assert!(err.to_string().ends_with("(waited 20.0 s for a slot)"), "{err}");
@@ -724,6 +755,86 @@ mod cleanup {
         manager.execute_code(CodeCall::new("x").session("t")).await.unwrap();
     }
 
+    /// A backend whose first `n` stops panic; everything else is the fake's.
+    #[derive(Debug)]
+    struct PanickyStops {
+        fake: FakeBackend,
+        panics: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl msbw_backend::SandboxBackend for PanickyStops {
+        fn name(&self) -> &'static str {
+            "panicky"
+        }
+        async fn capabilities(&self) -> msbw_backend::Capabilities {
+            self.fake.capabilities().await
+        }
+        async fn health(&self) -> Result<msbw_backend::Health, msbw_backend::BackendError> {
+            self.fake.health().await
+        }
+        async fn start(&self, spec: &SandboxSpec) -> Result<(), msbw_backend::BackendError> {
+            self.fake.start(spec).await
+        }
+        async fn stop(&self, id: &SandboxId) -> Result<(), msbw_backend::BackendError> {
+            let left = self.panics.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.panics.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                panic!("injected panic in stop");
+            }
+            self.fake.stop(id).await
+        }
+        async fn run_code(
+            &self,
+            id: &SandboxId,
+            request: &msbw_backend::CodeRequest,
+        ) -> Result<ExecOutput, msbw_backend::BackendError> {
+            self.fake.run_code(id, request).await
+        }
+        async fn run_command(
+            &self,
+            id: &SandboxId,
+            request: &msbw_backend::CommandRequest,
+        ) -> Result<ExecOutput, msbw_backend::BackendError> {
+            self.fake.run_command(id, request).await
+        }
+        async fn list(
+            &self,
+            filter: &msbw_backend::ListFilter,
+        ) -> Result<Vec<msbw_backend::SandboxInfo>, msbw_backend::BackendError> {
+            self.fake.list(filter).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_stop_keeps_the_slot_and_is_retried_not_leaked() {
+        let fake = FakeBackend::new();
+        let backend = Arc::new(PanickyStops {
+            fake: fake.clone(),
+            panics: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let cfg = WrapperConfig {
+            max_concurrent_sessions: 1,
+            ..config()
+        };
+        let manager = SessionManager::new(cfg, backend).unwrap();
+        manager.start().await.unwrap();
+        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let err = manager.stop_session("a").await.unwrap_err();
+        assert_eq!(err.phase(), msbw_manager::Phase::Stopping, "{err}");
+        assert!(err.to_string().contains("panicked"), "{err}");
+        // The sandbox may still exist: it keeps its slot...
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 1);
+        let refused = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
+        assert!(matches!(refused, ManagerError::ResourceLimit { .. }), "{refused}");
+        // ...and the next pass retries it (it is not stuck "in progress"), freeing the slot.
+        let report = manager.cleanup_idle_sessions().await.unwrap();
+        assert_eq!((report.stopped, report.failed), (1, 0));
+        assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
+        assert!(fake.running().is_empty());
+        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
         let fake = FakeBackend::new();
@@ -755,43 +866,53 @@ mod orphans {
 
     #[tokio::test(start_paused = true)]
     async fn marked_orphans_are_stopped_at_start_and_foreign_sandboxes_never() {
+        let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::new();
-        let orphan = naming::sandbox_name("msbw", "crashed-session");
-        let other_owner = naming::sandbox_name("other", "theirs");
+        let dead = dead_owner(dir.path());
+        let orphan = naming::owned_sandbox_name("msbw", &dead, "crashed-session");
+        let other_owner = naming::owned_sandbox_name("other", &dead, "theirs");
+        // Marked, but nothing here says whether its owner lives (another host, say).
+        let unknown = naming::sandbox_name("msbw", "unknown");
         fake.insert_running(spec(&orphan));
         fake.insert_running(spec(&other_owner));
+        fake.insert_running(spec(&unknown));
         fake.insert_running(spec("sandbox-1a2b3c4d"));
         fake.insert_running(SandboxSpec::new(
-            SandboxId::new("elsewhere", naming::sandbox_name("msbw", "x")).unwrap(),
+            SandboxId::new("elsewhere", naming::owned_sandbox_name("msbw", &dead, "x")).unwrap(),
             Template::Python,
         ));
 
-        let manager = SessionManager::new(config(), Arc::new(fake.clone())).unwrap();
+        let manager =
+            SessionManager::with_ownership(config(), Arc::new(fake.clone()), &Ownership::in_dir(dir.path())).unwrap();
         let report = manager.start().await.unwrap().orphans.unwrap();
-        assert_eq!(report.examined, 3, "only this manager's namespace is listed");
+        assert_eq!(report.examined, 4, "only this manager's namespace is listed");
         assert_eq!(report.foreign, 2);
+        assert_eq!(report.unknown_owners, 1);
         assert_eq!(report.stopped.len(), 1);
         assert_eq!(report.stopped[0].name, orphan);
         let running: Vec<String> = fake.running().into_iter().map(|id| id.name).collect();
         assert!(!running.contains(&orphan));
         assert!(running.contains(&other_owner));
+        assert!(running.contains(&unknown));
         assert!(running.contains(&"sandbox-1a2b3c4d".to_owned()));
-        assert_eq!(running.len(), 3);
+        assert_eq!(running.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
     async fn live_sessions_are_not_orphans_and_periodic_passes_find_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::new();
-        let manager = started(
+        let manager = started_in(
             WrapperConfig {
                 session_timeout: Duration::from_secs(600),
                 ..config()
             },
             &fake,
+            dir.path(),
         )
         .await;
         let live = manager.execute_code(CodeCall::new("x").session("live")).await.unwrap();
-        let orphan = naming::sandbox_name("msbw", "left-behind");
+        let orphan = naming::owned_sandbox_name("msbw", &dead_owner(dir.path()), "left-behind");
         fake.insert_running(spec(&orphan));
         let report = manager.cleanup_orphan_sandboxes().await.unwrap();
         assert_eq!(
@@ -800,7 +921,7 @@ mod orphans {
         );
         assert!(fake.spec_of(&live.sandbox).is_some());
 
-        let another = naming::sandbox_name("msbw", "later");
+        let another = naming::owned_sandbox_name("msbw", &dead_owner(dir.path()), "later");
         fake.insert_running(spec(&another));
         sleep(Duration::from_secs(61)).await; // the orphan task runs every 60 s
         assert!(!fake.running().iter().any(|id| id.name == another));
@@ -818,6 +939,235 @@ mod orphans {
         let report = manager.cleanup_orphan_sandboxes().await.unwrap();
         assert!(report.stopped.is_empty());
         call.await.unwrap().unwrap();
+    }
+}
+
+/// Issue 12: ownership that cannot take a live peer's sandbox.
+mod ownership {
+    use super::*;
+
+    fn long_lived() -> WrapperConfig {
+        WrapperConfig {
+            session_timeout: Duration::from_secs(3600),
+            ..config()
+        }
+    }
+
+    /// Two managers with default settings (same owner mark, the environment's lease directory)
+    /// over one backend: neither start-up pass, explicit pass nor periodic pass stops the other's
+    /// live sandboxes.
+    #[tokio::test(start_paused = true)]
+    async fn two_managers_with_default_settings_never_stop_each_others_live_sandboxes() {
+        let fake = FakeBackend::new();
+        let a = started(long_lived(), &fake).await;
+        let a1 = a.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let b = started(long_lived(), &fake).await;
+        assert_ne!(a.owner_id(), b.owner_id());
+        let b1 = b.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        assert_eq!(fake.stats().stop_calls, 0, "B's start-up pass stopped nothing");
+        let report = a.cleanup_orphan_sandboxes().await.unwrap();
+        assert!(report.stopped.is_empty(), "{report:?}");
+        assert_eq!(report.peers, 1);
+        assert!(b.cleanup_orphan_sandboxes().await.unwrap().stopped.is_empty());
+        sleep(Duration::from_secs(60 * 10)).await; // ten periodic passes each
+        assert_eq!(fake.stats().stop_calls, 0);
+        let a2 = a.execute_code(CodeCall::new("y").session("s")).await.unwrap();
+        let b2 = b.execute_code(CodeCall::new("y").session("s")).await.unwrap();
+        assert!(!a2.sandbox_replaced && a2.sandbox == a1.sandbox);
+        assert!(!b2.sandbox_replaced && b2.sandbox == b1.sandbox);
+        a.shutdown().await;
+        assert_eq!(fake.running(), vec![b1.sandbox.clone()], "A's shutdown stops only A's");
+        b.shutdown().await;
+        assert!(fake.running().is_empty());
+    }
+
+    /// A manager dropped without shutdown (a crash: its lease's lock goes, its lease file stays)
+    /// leaves sandboxes that the next manager's start-up pass reclaims, and only those.
+    #[tokio::test(start_paused = true)]
+    async fn a_crashed_managers_sandboxes_are_reclaimed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeBackend::new();
+        let live_peer = started_in(long_lived(), &fake, dir.path()).await;
+        let peer = live_peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let crashed = started_in(long_lived(), &fake, dir.path()).await;
+        let mut left: Vec<SandboxId> = Vec::new();
+        for s in ["a", "b"] {
+            left.push(
+                crashed
+                    .execute_code(CodeCall::new("x").session(s))
+                    .await
+                    .unwrap()
+                    .sandbox,
+            );
+        }
+        drop(crashed);
+        left.sort();
+        let next = started_in(long_lived(), &fake, dir.path()).await;
+        let report = next.start().await.unwrap(); // already started: no second pass
+        assert!(report.orphans.unwrap().stopped.is_empty());
+        let report = next.cleanup_orphan_sandboxes().await.unwrap();
+        assert!(
+            report.stopped.is_empty(),
+            "the start-up pass already reclaimed them: {report:?}"
+        );
+        assert_eq!(
+            fake.running(),
+            vec![peer.sandbox.clone()],
+            "exactly the crashed manager's sandboxes went"
+        );
+        for id in &left {
+            assert!(fake.spec_of(id).is_none());
+        }
+        let still = live_peer.execute_code(CodeCall::new("y").session("p")).await.unwrap();
+        assert_eq!(still.sandbox, peer.sandbox);
+    }
+
+    /// A clean shutdown gives the lease up; a manager without a usable lease directory still
+    /// works and stops only its own sandboxes.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_lease_directory_nothing_of_a_peer_is_touched() {
+        let fake = FakeBackend::new();
+        let peer = started(long_lived(), &fake).await;
+        let theirs = peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let none = Ownership {
+            lease_dir: None,
+            reclaim_unknown_owners: false,
+        };
+        let lone = SessionManager::with_ownership(long_lived(), Arc::new(fake.clone()), &none).unwrap();
+        lone.start().await.unwrap();
+        assert!(!lone.has_owner_lease());
+        let mine = lone.execute_code(CodeCall::new("x").session("m")).await.unwrap();
+        let report = lone.cleanup_orphan_sandboxes().await.unwrap();
+        assert_eq!((report.stopped.len(), report.unknown_owners), (0, 1));
+        assert!(fake.spec_of(&theirs.sandbox).is_some() && fake.spec_of(&mine.sandbox).is_some());
+        lone.shutdown().await;
+        peer.shutdown().await;
+        assert!(fake.running().is_empty());
+    }
+}
+
+/// Issue 12 item 8: many callers with random timeouts, dropped futures and `stop_session`
+/// racing executions and starts, on the paused clock.
+mod stress {
+    use super::*;
+
+    #[test]
+    fn stop_session_during_a_start_leaves_no_sandbox_behind() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let fake = FakeBackend::new();
+            fake.set_start_delay(Duration::from_secs(5));
+            let manager = started(config(), &fake).await;
+            let m = manager.clone();
+            let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("s")).await });
+            sleep(Duration::from_secs(1)).await;
+            assert!(manager.stop_session("s").await.unwrap());
+            let err = call.await.unwrap().unwrap_err();
+            assert!(matches!(err, ManagerError::SessionNotFound { .. }), "{err}");
+            assert!(
+                fake.running().is_empty(),
+                "the sandbox that finished starting was stopped"
+            );
+            assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
+            let stats = fake.stats();
+            assert_eq!((stats.started, stats.executions), (1, 0));
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4, ..Default::default() })]
+
+        #[test]
+        fn thousands_of_racing_callers_leave_limits_sessions_and_sandboxes_consistent(seed in 0u64..u64::MAX) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            runtime.block_on(stress(seed));
+        }
+    }
+
+    async fn stress(seed: u64) {
+        const LIMIT: u32 = 8;
+        let fake = FakeBackend::with_script(|_, code| slow(code.parse().unwrap_or(0), code));
+        fake.set_start_delay(Duration::from_secs(1));
+        let cfg = WrapperConfig {
+            max_concurrent_sessions: LIMIT,
+            limit_policy: LimitPolicy::Wait,
+            limit_wait_timeout: Duration::from_secs(30),
+            ..config()
+        };
+        let manager = started(cfg, &fake).await;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..2000 {
+            let m = manager.clone();
+            let session = format!("s{}", rng.u32(0..24));
+            let at = Duration::from_millis(rng.u64(0..120_000));
+            let exec = rng.u64(0..6);
+            let patience = Duration::from_secs(rng.u64(1..40));
+            let stop = rng.u8(0..12) == 0;
+            callers.spawn(async move {
+                sleep(at).await;
+                if stop {
+                    m.stop_session(&session).await.map(drop)
+                } else {
+                    let call = m.execute_code(CodeCall::new(exec.to_string()).session(session));
+                    // A caller that gives up drops the future.
+                    match tokio::time::timeout(patience, call).await {
+                        Err(_) => Ok(()),
+                        Ok(Ok(r)) => {
+                            assert!(r.success, "{r:?}");
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(e),
+                    }
+                }
+            });
+        }
+        while let Some(joined) = callers.join_next().await {
+            match joined.unwrap() {
+                Ok(())
+                | Err(ManagerError::ResourceLimit(_))
+                | Err(ManagerError::SandboxLost(_))
+                | Err(ManagerError::SessionNotFound { .. }) => {}
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        }
+        // Calls whose callers gave up still finish in their own tasks.
+        sleep(Duration::from_secs(120)).await;
+        let stats = fake.stats();
+        assert!(
+            stats.max_running <= LIMIT as usize,
+            "{} sandboxes at once > {LIMIT}",
+            stats.max_running
+        );
+        assert!(
+            stats.max_concurrent_execs_per_sandbox <= 1,
+            "executions in one session are serialised"
+        );
+        for s in manager.sessions(None).unwrap() {
+            assert!(
+                matches!(s.status, SessionStatus::Ready | SessionStatus::Error),
+                "stuck: {s:?}"
+            );
+        }
+        let rs = manager.resource_stats();
+        assert_eq!(rs.waiting_callers, 0);
+        assert!(rs.active_sessions <= LIMIT as usize);
+        // Every session still serves a call.
+        for s in manager.sessions(None).unwrap() {
+            manager
+                .execute_code(CodeCall::new("0").session(s.session_id))
+                .await
+                .unwrap();
+        }
+        let report = manager.shutdown().await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        let stats = fake.stats();
+        assert_eq!(stats.started, stats.stopped, "every sandbox started was stopped");
+        assert!(fake.running().is_empty());
     }
 }
 
@@ -904,6 +1254,70 @@ mod timeouts {
         assert!(next.sandbox_replaced);
         assert_ne!(next.sandbox, r.sandbox);
         assert_eq!(fake.running().len(), 1);
+        assert_eq!(
+            fake.times_received("b"),
+            1,
+            "refused unsent, then run once in the replacement"
+        );
+    }
+
+    /// Issue 12: a sandbox that vanishes while the code may have reached it (here: while it
+    /// runs) fails the call with a typed error, and the code is never sent again; the session's
+    /// next call gets a fresh sandbox.
+    #[tokio::test(start_paused = true)]
+    async fn code_that_may_have_run_is_never_sent_twice() {
+        let fake = FakeBackend::with_script(|_, code| {
+            if code.starts_with("append") {
+                slow(10, code)
+            } else {
+                Reply::Output(ExecOutput::completed(code, "", None))
+            }
+        });
+        let manager = started(config(), &fake).await;
+        let first = manager.execute_code(CodeCall::new("x = 1").session("s")).await.unwrap();
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_code(CodeCall::new("append line").session("s")).await });
+        sleep(Duration::from_secs(1)).await;
+        assert!(fake.kill(&first.sandbox), "the sandbox vanishes mid-call");
+        let err = call.await.unwrap().unwrap_err();
+        match &err {
+            ManagerError::SandboxLost(lost) => {
+                assert_eq!(lost.session_id, "s");
+                assert_eq!(lost.sandbox, first.sandbox);
+            }
+            other => panic!("expected SandboxLost, got {other}"),
+        }
+        assert!(!err.is_retryable(), "a caller must not blindly repeat it");
+        assert_eq!(
+            fake.times_received("append line"),
+            1,
+            "the code reached the backend exactly once"
+        );
+        assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
+
+        let next = manager
+            .execute_code(CodeCall::new("print(1)").session("s"))
+            .await
+            .unwrap();
+        assert!(next.success && next.sandbox_replaced && !next.session_created);
+        assert_ne!(next.sandbox, first.sandbox);
+        assert_eq!(fake.times_received("append line"), 1);
+        assert_eq!(fake.running(), vec![next.sandbox.clone()]);
+    }
+
+    /// The same for commands.
+    #[tokio::test(start_paused = true)]
+    async fn a_command_that_may_have_run_is_never_sent_twice() {
+        let fake = FakeBackend::with_script(|_, text| slow(if text.starts_with("touch") { 10 } else { 0 }, text));
+        let manager = started(config(), &fake).await;
+        let first = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let m = manager.clone();
+        let call = tokio::spawn(async move { m.execute_command(CommandCall::new("touch", ["f"]).session("s")).await });
+        sleep(Duration::from_secs(1)).await;
+        fake.kill(&first.sandbox);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, ManagerError::SandboxLost(_)), "{err}");
+        assert_eq!(fake.times_received("touch f"), 1);
     }
 }
 

@@ -1,0 +1,626 @@
+//! A call's path, in separate steps so that a caller (a stream, later) can hold an acquired
+//! session for as long as it needs:
+//!
+//! 1. [`Inner::acquire`]: admission (see [`crate::admission`]) and the session's execution lock;
+//! 2. [`Inner::ensure_started`]: the sandbox started, or replaced when it was lost;
+//! 3. [`Inner::execute`]: the work on the backend, under the timeout plus a grace, its outcome
+//!    recorded in the session.
+//!
+//! The rule that keeps code from running twice lives in `execute`: work is sent again (to a
+//! replacement sandbox) only when the backend certifies that it reached no sandbox
+//! ([`BackendError::is_unsent`]); a sandbox that vanished while the work may have reached it
+//! fails the call with [`SandboxLost`], and the session's next call gets a fresh sandbox.
+//!
+//! [`Inner::run`] composes them for one call, in a task of its own (a caller that gives up cannot
+//! leave a session half-started).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msbw_backend::{
+    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, SandboxId, Template,
+};
+use msbw_config::SandboxFlavor;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::admission::{self, Ask, Decision, Limits, Progress};
+use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
+use crate::error::{SandboxLost, until, within};
+use crate::lifecycle::Inner;
+use crate::session::{Entry, Extras, SessionStatus};
+use crate::{
+    CodeCall, CommandCall, CommandResult, ExecutionResult, ManagerError, Phase, SessionInfo, SessionSpec, naming,
+};
+
+/// How much longer than an execution's own timeout the manager waits for the backend before it
+/// gives up on the sandbox (the backend enforces the timeout; this guards against a backend that
+/// does not).
+pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(30);
+
+/// What a call wants: which session, of what kind, and whether it may create it.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) session_id: String,
+    pub(crate) template: Template,
+    pub(crate) flavor: SandboxFlavor,
+    /// What a new session's sandboxes get; `None`: the session must exist.
+    pub(crate) create: Option<Arc<Extras>>,
+}
+
+/// What one execution does on the backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Work {
+    Code(CodeRequest),
+    Command(CommandRequest),
+}
+
+impl Work {
+    fn timeout(&self) -> Duration {
+        match self {
+            Work::Code(r) => r.timeout,
+            Work::Command(r) => r.timeout,
+        }
+    }
+}
+
+/// A call's hold on a session: while it exists the session counts as busy (never reaped or
+/// evicted). Dropping it (the call ended, or was cancelled) gives the hold back.
+pub(crate) struct CallGuard {
+    inner: Arc<Inner>,
+    session_id: String,
+    token: u64,
+    /// Set while the backend runs something for this call; if the guard drops with it set, the
+    /// call was cancelled mid-execution and the sandbox may still be busy.
+    in_backend: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(entry) = self.inner.lock().incarnation(&self.session_id, self.token) {
+            entry.active_calls = entry.active_calls.saturating_sub(1);
+            entry.touch();
+            if self.in_backend {
+                entry.status = SessionStatus::Error;
+            } else if entry.status == SessionStatus::Running && entry.active_calls == 0 {
+                entry.status = SessionStatus::Ready;
+            }
+        }
+        self.inner.call_ended();
+    }
+}
+
+/// A session acquired by one call: its execution lock is held until this is dropped.
+pub(crate) struct Acquired {
+    guard: CallGuard,
+    _exec: OwnedMutexGuard<()>,
+    sandbox: SandboxId,
+    template: Template,
+    flavor: SandboxFlavor,
+    /// Whether this call created the session.
+    created: bool,
+    /// Whether the sandbox must be started (new session, or replacing a lost sandbox).
+    needs_start: bool,
+    /// The sandbox to stop before starting a replacement.
+    replaces: Option<SandboxId>,
+}
+
+impl Acquired {
+    pub(crate) fn session_id(&self) -> &str {
+        &self.guard.session_id
+    }
+
+    pub(crate) fn token(&self) -> u64 {
+        self.guard.token
+    }
+
+    pub(crate) fn sandbox(&self) -> &SandboxId {
+        &self.sandbox
+    }
+
+    pub(crate) fn set_sandbox(&mut self, sandbox: SandboxId) {
+        self.sandbox = sandbox;
+    }
+
+    pub(crate) fn template(&self) -> Template {
+        self.template
+    }
+
+    pub(crate) fn flavor(&self) -> SandboxFlavor {
+        self.flavor
+    }
+
+    pub(crate) fn created(&self) -> bool {
+        self.created
+    }
+
+    pub(crate) fn take_replaced(&mut self) -> Option<SandboxId> {
+        self.replaces.take()
+    }
+}
+
+/// What an execution came to, short of an error.
+pub(crate) enum Executed {
+    /// The backend answered (a timeout is an answer too).
+    Done(ExecOutput),
+    /// The sandbox was gone.
+    Vanished(BackendError),
+}
+
+/// What a successful run produced.
+struct Ran {
+    out: ExecOutput,
+    session_id: String,
+    sandbox: SandboxId,
+    created: bool,
+    replaced: bool,
+    elapsed: Duration,
+}
+
+/// What the admission loop does once the registry lock is released.
+enum Next<'a> {
+    Ready(Acquired),
+    Existing {
+        token: u64,
+        lock: Arc<tokio::sync::Mutex<()>>,
+    },
+    Wait(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>),
+    StopEvicted,
+    AwaitStops(std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>),
+}
+
+impl Inner {
+    fn guard(self: &Arc<Self>, session_id: &str, token: u64) -> CallGuard {
+        CallGuard {
+            inner: self.clone(),
+            session_id: session_id.to_owned(),
+            token,
+            in_backend: false,
+        }
+    }
+
+    /// Finds or creates the session and takes its execution lock, honouring the limits.
+    pub(crate) async fn acquire(self: &Arc<Self>, plan: &Plan) -> Result<Acquired, ManagerError> {
+        let wait_started = Instant::now();
+        let deadline = wait_started + self.config().limit_wait_timeout;
+        let limits = Limits::of(self.config());
+        let ask = Ask {
+            session_id: &plan.session_id,
+            template: plan.template,
+            flavor: plan.flavor,
+            may_create: plan.create.is_some(),
+        };
+        let mut evictions = 0u32;
+        loop {
+            self.ensure_running()?;
+            let progress = Progress {
+                evictions,
+                out_of_time: Instant::now() >= deadline,
+                waited: Some(wait_started.elapsed()),
+            };
+            // Decide under the lock; do every await after it is released.
+            let next = self.admit(plan, &ask, &progress, &limits)?;
+            match next {
+                Next::Ready(acquired) => return Ok(acquired),
+                Next::Existing { token, lock } => {
+                    let guard = self.guard(&plan.session_id, token);
+                    let exec = lock.lock_owned().await;
+                    if let Some(acquired) = self.claim(plan, guard, exec) {
+                        return Ok(acquired);
+                    }
+                    // The session went away while we waited for it (its start failed, or it was
+                    // stopped): try again from the top.
+                }
+                Next::Wait(notified) => {
+                    let waited = until(Phase::Admission, deadline, notified).await;
+                    self.lock().waiting -= 1;
+                    if waited.is_err() {
+                        // Loop once more: the next admission either succeeds or reports the limit.
+                        continue;
+                    }
+                }
+                Next::StopEvicted => {
+                    evictions += 1;
+                    self.stop_retiring().await;
+                }
+                Next::AwaitStops(notified) => {
+                    let _ = until(Phase::Admission, deadline, notified).await;
+                }
+            }
+        }
+    }
+
+    /// Takes one admission decision under the registry lock and applies it.
+    fn admit<'a>(
+        self: &'a Arc<Self>,
+        plan: &Plan,
+        ask: &Ask<'_>,
+        progress: &Progress,
+        limits: &Limits,
+    ) -> Result<Next<'a>, ManagerError> {
+        let mut reg = self.lock();
+        match admission::decide(&mut reg, ask, progress, limits) {
+            Decision::Reuse => {
+                let entry = reg
+                    .session_mut(&plan.session_id)
+                    .ok_or_else(|| ManagerError::Internal("admission reused a missing session".into()))?;
+                entry.active_calls += 1;
+                entry.touch();
+                Ok(Next::Existing {
+                    token: entry.token,
+                    lock: entry.exec_lock(),
+                })
+            }
+            Decision::Create => {
+                let token = reg.token();
+                let sandbox = self.fresh_sandbox(&plan.session_id);
+                let extras = plan.create.clone().unwrap_or_default();
+                let entry = Entry::new(
+                    &plan.session_id,
+                    token,
+                    plan.template,
+                    plan.flavor,
+                    sandbox.clone(),
+                    extras,
+                );
+                let Ok(exec) = entry.exec_lock().try_lock_owned() else {
+                    reg.ledger_mut().release(plan.flavor);
+                    return Err(ManagerError::Internal("a new session's lock was taken".into()));
+                };
+                reg.insert(entry);
+                Ok(Next::Ready(Acquired {
+                    guard: self.guard(&plan.session_id, token),
+                    _exec: exec,
+                    sandbox,
+                    template: plan.template,
+                    flavor: plan.flavor,
+                    created: true,
+                    needs_start: true,
+                    replaces: None,
+                }))
+            }
+            Decision::Wait => {
+                let mut notified = Box::pin(self.slot_freed().notified());
+                notified.as_mut().enable();
+                reg.waiting += 1;
+                Ok(Next::Wait(notified))
+            }
+            Decision::Evict(victim) => {
+                reg.retire(&victim);
+                tracing::info!(session_id = %victim, "evicting the least recently used idle session");
+                Ok(Next::StopEvicted)
+            }
+            Decision::AwaitStops => {
+                let mut notified = Box::pin(self.slot_freed().notified());
+                notified.as_mut().enable();
+                Ok(Next::AwaitStops(notified))
+            }
+            Decision::Reject(e) => Err(e),
+        }
+    }
+
+    /// After waiting for an existing session's lock: the session as it is now, if it is still
+    /// the same incarnation. A session in error gets a fresh sandbox name to start.
+    fn claim(&self, plan: &Plan, guard: CallGuard, exec: OwnedMutexGuard<()>) -> Option<Acquired> {
+        let fresh = self.fresh_sandbox(&plan.session_id);
+        let mut reg = self.lock();
+        let entry = reg.incarnation(&plan.session_id, guard.token)?;
+        let mut acquired = Acquired {
+            guard,
+            _exec: exec,
+            sandbox: entry.sandbox.clone(),
+            template: plan.template,
+            flavor: plan.flavor,
+            created: false,
+            needs_start: false,
+            replaces: None,
+        };
+        if entry.status == SessionStatus::Error {
+            acquired.replaces = Some(std::mem::replace(&mut entry.sandbox, fresh.clone()));
+            acquired.sandbox = fresh;
+            acquired.needs_start = true;
+            entry.status = SessionStatus::Creating;
+        }
+        Some(acquired)
+    }
+
+    fn fresh_sandbox(&self, session_id: &str) -> SandboxId {
+        SandboxId {
+            namespace: self.config().namespace.clone(),
+            name: naming::owned_sandbox_name(&self.config().owner_mark, self.owner(), session_id),
+        }
+    }
+
+    /// Starts the acquired session's sandbox if it has none running (a new session, or one whose
+    /// sandbox was lost). Returns whether it started one.
+    pub(crate) async fn ensure_started(&self, acquired: &mut Acquired) -> Result<bool, ManagerError> {
+        if !acquired.needs_start {
+            return Ok(false);
+        }
+        self.start_sandbox(acquired).await?;
+        acquired.needs_start = false;
+        Ok(true)
+    }
+
+    /// Runs `work` in the acquired (and started) session and records the outcome: a timeout
+    /// that left the sandbox unusable, or a sandbox that is gone, puts the session in error so
+    /// that its next use starts a replacement.
+    pub(crate) async fn execute(&self, acquired: &mut Acquired, work: &Work) -> Result<Executed, ManagerError> {
+        let session_id = acquired.session_id().to_owned();
+        let token = acquired.token();
+        self.set_status(&session_id, token, SessionStatus::Running, None);
+        let limit = work.timeout();
+        acquired.guard.in_backend = true;
+        let call = async {
+            match work {
+                Work::Code(r) => self.backend().run_code(&acquired.sandbox, r).await,
+                Work::Command(r) => self.backend().run_command(&acquired.sandbox, r).await,
+            }
+        };
+        let outcome = within(Phase::Executing, limit + EXEC_GRACE, call).await;
+        acquired.guard.in_backend = false;
+        match outcome {
+            Ok(Ok(out)) => {
+                let status = match out.status {
+                    ExecStatus::TimedOut {
+                        aftermath: Aftermath::Unusable,
+                        ..
+                    } => SessionStatus::Error,
+                    _ => SessionStatus::Ready,
+                };
+                self.finish_execution(&session_id, token, status);
+                Ok(Executed::Done(out))
+            }
+            // Gone before anything was sent: the caller may send the work to a replacement.
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound && e.is_unsent() => {
+                self.finish_execution(&session_id, token, SessionStatus::Error);
+                Ok(Executed::Vanished(e))
+            }
+            // Gone while the work may have reached it: never sent again (it could run twice).
+            // The session is in error, so its next call starts a fresh sandbox.
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                tracing::warn!(sandbox = %acquired.sandbox, "the session's sandbox vanished during the call; not repeating it");
+                self.finish_execution(&session_id, token, SessionStatus::Error);
+                Err(ManagerError::SandboxLost(SandboxLost {
+                    session_id,
+                    sandbox: acquired.sandbox.clone(),
+                    source: Box::new(e),
+                }))
+            }
+            Ok(Err(e)) => {
+                self.finish_execution(&session_id, token, SessionStatus::Ready);
+                Err(ManagerError::backend(Phase::Executing, &session_id, e))
+            }
+            Err(_) => {
+                tracing::warn!(sandbox = %acquired.sandbox, "the backend did not return in time; the sandbox will be replaced");
+                self.finish_execution(&session_id, token, SessionStatus::Error);
+                Ok(Executed::Done(ExecOutput {
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    status: ExecStatus::TimedOut {
+                        after: limit,
+                        aftermath: Aftermath::Unusable,
+                    },
+                    exit_code: None,
+                }))
+            }
+        }
+    }
+
+    fn finish_execution(&self, session_id: &str, token: u64, status: SessionStatus) {
+        if let Some(entry) = self.lock().incarnation(session_id, token) {
+            entry.status = status;
+            entry.executions += 1;
+            entry.touch();
+        }
+    }
+
+    /// One call: acquire, start if needed, execute. A sandbox found gone before the work was
+    /// sent (the backend says so: [`BackendError::is_unsent`]) is replaced once, transparently;
+    /// work that may have reached a sandbox is never sent twice.
+    async fn run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
+        let call_started = Instant::now();
+        let (mut created, mut replaced) = (false, false);
+        let mut plan = plan;
+        let mut attempt = 0;
+        loop {
+            let mut acquired = self.acquire(&plan).await?;
+            created |= acquired.created;
+            tracing::Span::current().record("sandbox", tracing::field::display(&acquired.sandbox));
+            if self.ensure_started(&mut acquired).await? {
+                replaced |= !acquired.created;
+            }
+            match self.execute(&mut acquired, &work).await? {
+                Executed::Done(out) => {
+                    return Ok(Ran {
+                        out,
+                        session_id: plan.session_id,
+                        sandbox: acquired.sandbox.clone(),
+                        created,
+                        replaced,
+                        elapsed: call_started.elapsed(),
+                    });
+                }
+                Executed::Vanished(_) if attempt == 0 => {
+                    tracing::warn!(sandbox = %acquired.sandbox, "the session's sandbox is gone; replacing it");
+                    // The retry must find the same session: it never creates.
+                    plan.create = None;
+                    attempt += 1;
+                }
+                Executed::Vanished(e) => return Err(ManagerError::backend(Phase::Executing, &plan.session_id, e)),
+            }
+        }
+    }
+
+    /// Runs the call in its own task, so that a caller that gives up (drops the future) cannot
+    /// leave a session half-started: the start and the execution finish, and their results are
+    /// recorded, whatever the caller does.
+    async fn spawn_run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
+        let inner = self.clone();
+        let task = tokio::spawn(async move { inner.run(plan, work).await }.in_current_span());
+        task.await
+            .map_err(|e| ManagerError::Internal(format!("execution task failed: {e}")))?
+    }
+
+    fn timeout_of(&self, options: &SessionOptions) -> Result<Duration, ManagerError> {
+        match options.timeout {
+            None => Ok(self.config().default_execution_timeout),
+            Some(t) if t.is_zero() => Err(ManagerError::invalid(
+                "timeout",
+                "must be more than zero; leave it out for the configured default",
+            )),
+            Some(t) if t > MAX_CALL_TIMEOUT => Err(ManagerError::invalid(
+                "timeout",
+                format!(
+                    "{:.0} s is more than the maximum of {} s",
+                    t.as_secs_f64(),
+                    MAX_CALL_TIMEOUT.as_secs()
+                ),
+            )),
+            Some(t) => Ok(t),
+        }
+    }
+
+    /// A call's timeout and plan, with the configured defaults filled in.
+    fn resolve(&self, options: &SessionOptions, template: Template) -> Result<(Duration, Plan), ManagerError> {
+        let timeout = self.timeout_of(options)?;
+        let plan = Plan {
+            session_id: session_id_of(options.session_id.as_deref())?,
+            template,
+            flavor: options.flavor.unwrap_or(self.config().default_flavor),
+            create: (!options.must_exist).then(Arc::default),
+        };
+        Ok((timeout, plan))
+    }
+
+    /// Runs code in a session.
+    pub(crate) async fn execute_code(self: &Arc<Self>, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
+        self.ensure_running()?;
+        if call.code.len() > MAX_INPUT_BYTES {
+            return Err(ManagerError::invalid(
+                "code",
+                format!("is larger than {MAX_INPUT_BYTES} bytes"),
+            ));
+        }
+        let (timeout, plan) = self.resolve(&call.options, call.template)?;
+        let work = Work::Code(CodeRequest {
+            language: call.template,
+            code: call.code,
+            timeout,
+        });
+        let span = tracing::info_span!("execute_code", session_id = %plan.session_id, flavor = %plan.flavor, template = %call.template, backend = self.backend().name(), sandbox = tracing::field::Empty);
+        let ran = self.spawn_run(plan, work).instrument(span).await?;
+        Ok(ExecutionResult {
+            success: ran.out.status == ExecStatus::Completed,
+            stdout: ran.out.stdout.trim_end().to_owned(),
+            stderr: ran.out.stderr.trim_end().to_owned(),
+            status: ran.out.status,
+            execution_time_ms: ms(ran.elapsed),
+            session_created: ran.created,
+            sandbox_replaced: ran.replaced,
+            template: call.template,
+            session_id: ran.session_id,
+            sandbox: ran.sandbox,
+        })
+    }
+
+    /// Runs a command in a session.
+    pub(crate) async fn execute_command(self: &Arc<Self>, call: CommandCall) -> Result<CommandResult, ManagerError> {
+        self.ensure_running()?;
+        if call.command.trim().is_empty() {
+            return Err(ManagerError::invalid("command", "is empty"));
+        }
+        let size = call.command.len() + call.args.iter().map(String::len).sum::<usize>();
+        if size > MAX_INPUT_BYTES {
+            return Err(ManagerError::invalid(
+                "command",
+                format!("and its arguments are larger than {MAX_INPUT_BYTES} bytes"),
+            ));
+        }
+        if call.command.contains('\0') || call.args.iter().any(|a| a.contains('\0')) {
+            return Err(ManagerError::invalid("command", "contains a NUL byte"));
+        }
+        let (timeout, plan) = self.resolve(&call.options, call.template)?;
+        let work = Work::Command(CommandRequest {
+            command: call.command.clone(),
+            args: call.args.clone(),
+            timeout,
+        });
+        let span = tracing::info_span!("execute_command", session_id = %plan.session_id, flavor = %plan.flavor, command = %call.command, backend = self.backend().name(), sandbox = tracing::field::Empty);
+        let ran = self.spawn_run(plan, work).instrument(span).await?;
+        Ok(CommandResult {
+            success: ran.out.success(),
+            stdout: ran.out.stdout.trim_end().to_owned(),
+            stderr: ran.out.stderr.trim_end().to_owned(),
+            exit_code: ran.out.exit_code,
+            status: ran.out.status,
+            execution_time_ms: ms(ran.elapsed),
+            session_created: ran.created,
+            sandbox_replaced: ran.replaced,
+            command: call.command,
+            args: call.args,
+            session_id: ran.session_id,
+            sandbox: ran.sandbox,
+        })
+    }
+
+    /// Opens a session now (its sandbox starts before this returns). An existing session with
+    /// the same template and flavor is returned as it is; `created` says which.
+    pub(crate) async fn open_session(self: &Arc<Self>, spec: SessionSpec) -> Result<(SessionInfo, bool), ManagerError> {
+        self.ensure_running()?;
+        let session_id = session_id_of(Some(&spec.session_id))?;
+        for v in &spec.extra_volumes {
+            if v.to_string().parse::<msbw_backend::VolumeMapping>().as_ref() != Ok(v) {
+                return Err(ManagerError::invalid(
+                    "volume",
+                    format!("{v} is not an absolute, normalised mapping"),
+                ));
+            }
+        }
+        let plan = Plan {
+            session_id,
+            template: spec.template,
+            flavor: spec.flavor,
+            create: Some(Arc::new(Extras {
+                volumes: spec.extra_volumes,
+                env: spec.env,
+            })),
+        };
+        let inner = self.clone();
+        let task = tokio::spawn(
+            async move {
+                let mut acquired = inner.acquire(&plan).await?;
+                let created = acquired.created;
+                inner.ensure_started(&mut acquired).await?;
+                let info = inner.lock().session(&plan.session_id).map(Entry::info).ok_or_else(|| {
+                    ManagerError::SessionNotFound {
+                        session_id: plan.session_id.clone(),
+                    }
+                })?;
+                drop(acquired);
+                Ok((info, created))
+            }
+            .in_current_span(),
+        );
+        task.await
+            .map_err(|e| ManagerError::Internal(format!("open task failed: {e}")))?
+    }
+}
+
+/// A call's session id: the one given (checked), or a generated one.
+fn session_id_of(id: Option<&str>) -> Result<String, ManagerError> {
+    match id {
+        None => Ok(naming::session_id()),
+        Some(id) if id.trim().is_empty() => Err(ManagerError::invalid("session id", "is empty")),
+        Some(id) if id.len() > 256 => Err(ManagerError::invalid("session id", "is longer than 256 bytes")),
+        Some(id) if id.chars().any(char::is_control) => {
+            Err(ManagerError::invalid("session id", "contains control characters"))
+        }
+        Some(id) => Ok(id.to_owned()),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,108 @@
+//! Retirement: the one way sandboxes are stopped, for idle cleanup, eviction, orphans, failed
+//! starts, `stop_session` and shutdown.
+//!
+//! [`stop_many`] stops a batch a few at a time and reports every sandbox's outcome, a stop task
+//! that panicked included (as a failed stop: the sandbox may still exist). A retiring sandbox
+//! keeps its reservation until its stop succeeded (or it is known gone); a failed or panicked
+//! stop leaves it on the list, not in progress, for the next pass.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use msbw_backend::{BackendError, ErrorKind, Operation, SandboxBackend, SandboxId};
+use tokio::sync::Semaphore;
+
+use crate::lifecycle::Inner;
+
+/// How many sandboxes are stopped at the same time.
+pub(crate) const STOP_PARALLELISM: usize = 4;
+
+/// Stops `sandboxes`, [`STOP_PARALLELISM`] at a time. Every sandbox gets its outcome; a sandbox
+/// that is already gone counts as stopped (`Ok`).
+pub(crate) async fn stop_many(
+    backend: &Arc<dyn SandboxBackend>,
+    sandboxes: Vec<SandboxId>,
+) -> Vec<(SandboxId, Result<(), BackendError>)> {
+    let mut outcomes = Vec::with_capacity(sandboxes.len());
+    if sandboxes.is_empty() {
+        return outcomes;
+    }
+    let limit = Arc::new(Semaphore::new(STOP_PARALLELISM));
+    let mut set = tokio::task::JoinSet::new();
+    let mut by_task = HashMap::with_capacity(sandboxes.len());
+    for sandbox in sandboxes {
+        let backend = backend.clone();
+        let limit = limit.clone();
+        let id = sandbox.clone();
+        let handle = set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            match backend.stop(&id).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        });
+        by_task.insert(handle.id(), sandbox);
+    }
+    while let Some(joined) = set.join_next_with_id().await {
+        match joined {
+            Ok((task, result)) => {
+                if let Some(sandbox) = by_task.remove(&task) {
+                    outcomes.push((sandbox, result));
+                }
+            }
+            Err(e) => {
+                if let Some(sandbox) = by_task.remove(&e.id()) {
+                    let why = if e.is_panic() {
+                        "the stop panicked"
+                    } else {
+                        "the stop was cancelled"
+                    };
+                    let error = BackendError::new(ErrorKind::Internal, Operation::Stop, why)
+                        .with_backend(backend.name())
+                        .with_sandbox(&sandbox);
+                    outcomes.push((sandbox, Err(error)));
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// What one pass over the retiring list did.
+#[derive(Debug, Default)]
+pub(crate) struct StopPass {
+    /// Sandboxes stopped (or found gone).
+    pub(crate) stopped: usize,
+    /// Stops that failed, with the backend's error; they stay for the next pass.
+    pub(crate) failed: Vec<(SandboxId, BackendError)>,
+}
+
+impl Inner {
+    /// Stops every sandbox on the retiring list whose stop is not already in progress; those
+    /// stopped give their reservation back, the others stay for the next pass.
+    pub(crate) async fn stop_retiring(&self) -> StopPass {
+        let batch = self.lock().begin_stops();
+        let mut pass = StopPass::default();
+        for (sandbox, result) in stop_many(self.backend(), batch).await {
+            let mut reg = self.lock();
+            match result {
+                Ok(()) => {
+                    pass.stopped += 1;
+                    if let Some(r) = reg.end_stop(&sandbox, None) {
+                        tracing::info!(sandbox = %sandbox, session_id = %r.session_id, "sandbox stopped");
+                    }
+                    drop(reg);
+                    self.freed();
+                }
+                Err(e) => {
+                    reg.end_stop(&sandbox, Some(e.to_string()));
+                    let attempts = reg.retiring(&sandbox).map_or(0, |r| r.attempts);
+                    drop(reg);
+                    tracing::warn!(sandbox = %sandbox, attempts, error = %e, "stop failed; will retry");
+                    pass.failed.push((sandbox, e));
+                }
+            }
+        }
+        pass
+    }
+}
