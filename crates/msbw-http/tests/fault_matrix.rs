@@ -755,8 +755,6 @@ use SessionStatus::{Error as SError, Ready};
 const READY: Option<SessionStatus> = Some(Ready);
 const ERROR: Option<SessionStatus> = Some(SError);
 const GONE: Option<SessionStatus> = None;
-const FIXED_BY_MANAGER: Option<&str> =
-    Some("12.1, h/manager: the rule is NotFound (not retryable), reached 1, session error");
 
 /// `start` here is a session's first call, which starts its sandbox; the other operations run in
 /// a session that worked before the fault.
