@@ -236,7 +236,7 @@ impl Client {
 
     /// Reads an RPC answer: the `result` of a JSON-RPC success, or the error in any of the
     /// server's three shapes.
-    fn read_rpc(&self, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Value, CallError> {
+    pub(crate) fn read_rpc(&self, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Value, CallError> {
         let value = self.read_error(status, content_type, body)?;
         if !(200..300).contains(&status) {
             return Err(CallError::Protocol {

@@ -234,14 +234,24 @@ impl CallError {
                      send less code or fewer arguments"
                 ),
             ),
-            CallError::Unavailable { status, detail } => cx.error(
-                ErrorKind::Connect,
-                format!(
-                    "the microsandbox server at {url} is unavailable (HTTP {status}{}); whatever is in front of it \
-                     (a proxy or load balancer) cannot reach it",
-                    quoted(&detail)
-                ),
-            ),
+            // A gateway may answer 502 or 504 after it relayed the request, and nothing tells a
+            // gateway's own 503 from a relayed one: a run may have happened, so only idempotent
+            // calls are retryable.
+            CallError::Unavailable { status, detail } => cx
+                .error(
+                    ErrorKind::Connect,
+                    format!(
+                        "the microsandbox server at {url} is unavailable (HTTP {status}{}); whatever is in front of \
+                         it (a proxy or load balancer) cannot reach it{}",
+                        quoted(&detail),
+                        if cx.runs_something() {
+                            "; it may have relayed the request, so it was not repeated"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+                .with_retryable(!cx.runs_something()),
             CallError::Server { status, code, message } => server_error(cx, status, code, &message),
             CallError::Rpc { status, code, message } => rpc_error(cx, status, code, &message),
             CallError::Protocol { status, what } => {

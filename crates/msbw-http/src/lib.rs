@@ -30,7 +30,7 @@
 //! |---|---|
 //! | connection refused, DNS failure, reset before sending | `Connect` (retryable) |
 //! | connection broken after sending | `Connect` (retryable only for idempotent calls) |
-//! | 502 / 503 / 504 from a gateway | `Connect` |
+//! | 502 / 503 / 504 from a gateway | `Connect` (retryable only for idempotent calls: a gateway may have relayed the request) |
 //! | no answer within the limit | `Timeout`; for code and commands a [`ExecStatus::TimedOut`] result |
 //! | 401 / 1001 | `Unauthorized`: invalid credentials (no key, or not an `msb_` key) |
 //! | 401 / 1004 | `Unauthorized`: invalid or expired token |
@@ -83,6 +83,9 @@ mod client;
 mod config;
 mod errors;
 mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod output;
 mod registry;

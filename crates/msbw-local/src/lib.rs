@@ -42,6 +42,9 @@ mod cleanup;
 mod config;
 mod error;
 mod exec;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod holder;
 mod ids;
 mod interpreter;
