@@ -3,8 +3,9 @@
 //! line.
 //!
 //! Writing: each text is cut into lines as [`str::lines`] does (a final newline ends the last
-//! line; `\r\n` counts as one), stdout lines first. Reading: the lines of each stream are joined
-//! with `\n`, in the order they came; any stream but `stderr` counts as stdout. The order of
+//! line; `\r\n` counts as one), stdout lines first. Reading: each line of a stream is appended
+//! followed by `\n` (the text verbatim, as a program printed it), in the order they came; any
+//! stream but `stderr` counts as stdout. The order of
 //! stdout versus stderr lines is not kept: the real server does not guarantee it either.
 
 use std::fmt;
@@ -138,17 +139,13 @@ impl<'de> Visitor<'de> for OutputVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Output, A::Error> {
         let mut output = Output::default();
-        let (mut any_out, mut any_err) = (false, false);
         while let Some(line) = seq.next_element::<LineIn>()? {
-            let (text, any) = match Stream::from_wire(&line.stream) {
-                Stream::Stdout => (&mut output.stdout, &mut any_out),
-                Stream::Stderr => (&mut output.stderr, &mut any_err),
+            let text = match Stream::from_wire(&line.stream) {
+                Stream::Stdout => &mut output.stdout,
+                Stream::Stderr => &mut output.stderr,
             };
-            if *any {
-                text.push('\n');
-            }
-            *any = true;
             text.push_str(&line.text);
+            text.push('\n');
         }
         Ok(output)
     }
