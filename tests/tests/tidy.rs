@@ -229,3 +229,50 @@ fn the_readmes_dependency_lines_are_what_its_compiled_example_uses() {
         "the README says how to install msbw"
     );
 }
+
+/// `cargo tree` of one package's direct normal dependencies, one name per line.
+fn direct_dependencies(package: &str) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--depth",
+            "1",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_protocol_is_shared_and_the_cli_keeps_only_flags_and_signals() {
+    for package in ["msbw-http", "msbw-serve"] {
+        assert!(
+            direct_dependencies(package).iter().any(|d| d == "msbw-protocol"),
+            "{package} must speak the protocol through msbw-protocol"
+        );
+    }
+    let cli = direct_dependencies("msbw-cli");
+    for server_side in ["axum", "hmac", "hyper", "sha2"] {
+        assert!(
+            !cli.iter().any(|d| d == server_side),
+            "msbw-cli depends on {server_side}: {cli:?}"
+        );
+    }
+}

@@ -93,7 +93,7 @@ pub(crate) enum Command {
     /// Serve the microsandbox server protocol (JSON-RPC over HTTP) over this machine's backend
     /// (the local one unless MSB_BACKEND=microsandbox), so existing microsandbox clients work
     /// where no microVM can run. Every sandbox is a session under the MSB_* limits.
-    Serve(ServeArgs),
+    Serve(crate::serve_cmd::ServeArgs),
 
     /// Print a shell completion script: `msbw completions bash > ~/.local/share/bash-completion/completions/msbw`.
     Completions(CompletionsArgs),
@@ -104,54 +104,6 @@ pub(crate) struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub(crate) shell: clap_complete::Shell,
-}
-
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub(crate) struct ServeArgs {
-    #[command(subcommand)]
-    pub(crate) command: Option<ServeCommand>,
-
-    /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub(crate) host: String,
-
-    /// The port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 5555)]
-    pub(crate) port: u16,
-
-    /// No authentication (for local development only); wins over --key and MSBW_SERVE_KEY.
-    #[arg(long)]
-    pub(crate) dev: bool,
-
-    /// The server key: clients send keys minted with `msbw serve keygen` from it.
-    #[arg(long, env = "MSBW_SERVE_KEY", hide_env_values = true, value_name = "KEY")]
-    pub(crate) key: Option<String>,
-
-    /// A host folder under which clients may map volumes (repeatable; none: no client volumes).
-    #[arg(long = "volume-root", value_name = "DIR")]
-    pub(crate) volume_roots: Vec<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ServeCommand {
-    /// Mint an API key (`msb_` + an HS256 JWT) for clients of `msbw serve --key KEY`.
-    Keygen(KeygenArgs),
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct KeygenArgs {
-    /// The server key the API key is signed with.
-    #[arg(long, env = "MSBW_SERVE_KEY", hide_env_values = true, value_name = "KEY")]
-    pub(crate) key: String,
-
-    /// How long the key is valid: 30s, 15m, 1h, 7d.
-    #[arg(long, default_value = "24h", value_name = "DURATION")]
-    pub(crate) expire: String,
-
-    /// The namespace the key may use (`*` for all).
-    #[arg(short = 'n', long, default_value = "*")]
-    pub(crate) namespace: String,
 }
 
 /// Where and how a call runs.

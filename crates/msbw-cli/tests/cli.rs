@@ -290,7 +290,7 @@ fn serve_keygen_mints_keys_and_serve_needs_a_mode() {
     assert_eq!(code, 0);
     let key = out.trim();
     assert!(key.starts_with("msb_"), "{key}");
-    let claims = msbw_cli::serve::auth::verify("k", Some(key)).unwrap();
+    let claims = msbw_protocol::key::verify("k", Some(key)).unwrap();
     assert_eq!(claims.namespace, "team");
     let (code, _, err) = run(msbw(dir.path()).args(["serve", "--port", "0"]));
     assert_eq!(code, 2);

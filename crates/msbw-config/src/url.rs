@@ -1,5 +1,7 @@
 //! A small check of the server URL, and its printable form without credentials.
 
+use crate::secret::MASK;
+
 /// The parts of a server URL that the wrapper cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerUrlParts {
@@ -77,16 +79,37 @@ pub fn parse_server_url(url: &str) -> Result<ServerUrlParts, String> {
     })
 }
 
-/// The URL with any `user:password@` credentials replaced by `***@`, safe to print.
+/// The URL safe to print: any `user:password@` credentials replaced by `***@`, every query
+/// value by `***` (a key may be passed as `?api_key=...`; the names are kept), and a fragment
+/// by `#***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    let rest = match rest[..end].rfind('@') {
+        Some(at) => format!("***@{}", &rest[at + 1..]),
+        None => rest.to_owned(),
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((before, _)) => (before, "#***"),
+        None => (rest.as_str(), ""),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) => format!("{name}={MASK}"),
+                    None if pair.is_empty() => String::new(),
+                    None => MASK.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", masked.join("&"))
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{rest}{fragment}")
 }
 
 #[cfg(test)]
@@ -133,5 +156,16 @@ mod tests {
         assert_eq!(redact_url("http://user:pw@host:1/x@y"), "http://***@host:1/x@y");
         assert_eq!(redact_url("http://host:1/a"), "http://host:1/a");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn keys_in_query_strings_and_fragments_are_redacted() {
+        assert_eq!(
+            redact_url("http://host:1/p?api_key=msb_secret&x=1"),
+            "http://host:1/p?api_key=***&x=***"
+        );
+        assert_eq!(redact_url("https://h/?msb_secret"), "https://h/?***");
+        assert_eq!(redact_url("http://u:p@h/?k=v#tok"), "http://***@h/?k=***#***");
+        assert_eq!(redact_url("http://h?a=b@c"), "http://h?a=***");
     }
 }

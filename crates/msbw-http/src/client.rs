@@ -11,14 +11,19 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use msbw_protocol::results::HealthAnswer;
+use msbw_protocol::{Answer, AnswerError, Call, HEALTH_PATH, MAX_REQUEST_BYTES, RPC_PATH, decode_answer};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::RetryPolicy;
 use crate::config::HttpBackendConfig;
 use crate::errors::{CallError, Scrubber};
-use crate::wire::{HEALTH_PATH, HealthAnswer, MAX_REQUEST_BYTES, RPC_PATH, RpcRequest};
+
+/// A `result` as the server sent it, raw JSON text: typed shapes read it directly, so an answer
+/// costs about its own size in memory.
+pub(crate) type RawResult = Box<RawValue>;
 
 /// Which failures of a call may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +117,8 @@ impl Client {
         params: &P,
         timeout: Duration,
         retry: Retry,
-    ) -> Result<Value, CallError> {
-        let request = RpcRequest {
-            jsonrpc: "2.0",
-            method,
-            params,
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-        };
+    ) -> Result<RawResult, CallError> {
+        let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
         let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
             status: 0,
             what: format!("a request that cannot be encoded as JSON ({e})"),
@@ -149,9 +149,9 @@ impl Client {
             let builder = self.http.get(&self.health_url).header(ACCEPT, "application/json");
             let (status, content_type, bytes) = self.exchange(builder, timeout).await?;
             if (200..300).contains(&status) {
-                return match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(value @ Value::Object(_)) => Ok(HealthAnswer::from_json(&value)),
-                    Ok(_) => Err(CallError::Protocol {
+                return match HealthAnswer::decode(&bytes) {
+                    Ok(answer) => Ok(answer),
+                    Err(AnswerError::NotObject) => Err(CallError::Protocol {
                         status,
                         what: format!("JSON that is not an object ({})", self.snippet(&bytes)),
                     }),
@@ -236,32 +236,31 @@ impl Client {
 
     /// Reads an RPC answer: the `result` of a JSON-RPC success, or the error in any of the
     /// server's three shapes.
-    pub(crate) fn read_rpc(&self, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Value, CallError> {
-        let value = self.read_error(status, content_type, body)?;
+    pub(crate) fn read_rpc(
+        &self,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<RawResult, CallError> {
+        let answer = self.read_error(status, content_type, body)?;
         if !(200..300).contains(&status) {
             return Err(CallError::Protocol {
                 status,
                 what: format!("an unexpected JSON body ({})", self.snippet(body)),
             });
         }
-        match value {
-            Value::Object(mut map) => match map.remove("result") {
-                Some(result) => Ok(result),
-                None => Err(CallError::Protocol {
-                    status,
-                    what: format!("a JSON object without \"result\" or \"error\" ({})", self.snippet(body)),
-                }),
-            },
-            _ => Err(CallError::Protocol {
+        match answer {
+            Some(result) => Ok(result),
+            None => Err(CallError::Protocol {
                 status,
-                what: format!("JSON that is not a JSON-RPC answer ({})", self.snippet(body)),
+                what: format!("a JSON object without \"result\" or \"error\" ({})", self.snippet(body)),
             }),
         }
     }
 
-    /// Returns the body as JSON if it is JSON and carries no error; otherwise the error it
-    /// stands for.
-    fn read_error(&self, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Value, CallError> {
+    /// Returns the body's `result` (if any) when it is a JSON object carrying no error;
+    /// otherwise the error it stands for. Nothing of the body is built as a JSON tree.
+    fn read_error(&self, status: u16, content_type: Option<&str>, body: &[u8]) -> Result<Option<RawResult>, CallError> {
         let gateway = matches!(status, 502..=504);
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(match status {
@@ -280,45 +279,60 @@ impl Client {
                 },
             });
         }
-        let value = match serde_json::from_slice::<Value>(body) {
-            Ok(value) => value,
+        let answer = match decode_answer(body) {
+            Ok(answer) => answer,
+            Err(AnswerError::NotObject) if gateway => {
+                return Err(CallError::Unavailable {
+                    status,
+                    detail: self.snippet(body),
+                });
+            }
+            Err(AnswerError::NotObject) => {
+                return Err(CallError::Protocol {
+                    status,
+                    what: format!("JSON that is not a JSON-RPC answer ({})", self.snippet(body)),
+                });
+            }
             Err(_) => return Err(self.not_json(status, content_type, body)),
         };
-        if let Some(error) = value.get("error") {
-            let code = value.get("code").and_then(Value::as_i64);
-            return Err(match error {
-                Value::Object(object) => CallError::Rpc {
-                    status,
-                    code: object.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: self
-                        .scrubber
-                        .scrub(object.get("message").and_then(Value::as_str).unwrap_or("")),
-                },
-                Value::String(message) if gateway => CallError::Unavailable {
-                    status,
-                    detail: self.scrubber.scrub(message),
-                },
-                Value::String(message) => CallError::Server {
+        let result = match answer {
+            Answer::RpcError { code, message } => {
+                return Err(CallError::Rpc {
                     status,
                     code,
-                    message: self.scrubber.scrub(message),
-                },
-                other => CallError::Protocol {
+                    message: self.scrubber.scrub(&message),
+                });
+            }
+            Answer::RestError { message, .. } if gateway => {
+                return Err(CallError::Unavailable {
                     status,
-                    what: format!(
-                        "an error of an unknown shape ({})",
-                        self.scrubber.scrub(&other.to_string())
-                    ),
-                },
-            });
-        }
+                    detail: self.scrubber.scrub(&message),
+                });
+            }
+            Answer::RestError { code, message } => {
+                return Err(CallError::Server {
+                    status,
+                    code,
+                    message: self.scrubber.scrub(&message),
+                });
+            }
+            Answer::OddError(raw) => {
+                return Err(CallError::Protocol {
+                    status,
+                    what: format!("an error of an unknown shape ({})", self.scrubber.scrub(raw.get())),
+                });
+            }
+            Answer::Result(result) => Some(result),
+            Answer::Neither => None,
+            _ => None,
+        };
         if gateway {
             return Err(CallError::Unavailable {
                 status,
                 detail: self.snippet(body),
             });
         }
-        Ok(value)
+        Ok(result)
     }
 
     /// The error of a body that is not JSON: an HTML page, a plain-text error of the HTTP
@@ -434,7 +448,8 @@ mod tests {
             let c = client();
             let result = json!({"n": value, "s": text});
             let body = json!({"jsonrpc": "2.0", "result": result, "id": 7});
-            prop_assert_eq!(c.read_rpc(200, Some("application/json"), body.to_string().as_bytes()).ok(), Some(result));
+            let raw = c.read_rpc(200, Some("application/json"), body.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(serde_json::from_str::<serde_json::Value>(raw.get()).unwrap(), result);
         }
     }
 }

@@ -259,9 +259,9 @@ impl CallError {
                     format!(
                         "; {url} does not look like a microsandbox server (it has no {} route): check MSB_SERVER_URL",
                         if cx.operation == Operation::Health {
-                            crate::wire::HEALTH_PATH
+                            msbw_protocol::HEALTH_PATH
                         } else {
-                            crate::wire::RPC_PATH
+                            msbw_protocol::RPC_PATH
                         }
                     )
                 } else {

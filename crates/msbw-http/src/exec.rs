@@ -22,16 +22,17 @@ use msbw_backend::{
     Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, Operation, SandboxId,
     Template,
 };
+use msbw_protocol::method;
+use msbw_protocol::params::{CommandParams, ReplParams, Seconds};
+use msbw_protocol::results::{CommandResult, ReplResult};
 use serde::Serialize;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::HttpBackend;
-use crate::client::Retry;
+use crate::client::{RawResult, Retry};
 use crate::errors::{CallError, Context};
 use crate::listing::{SandboxState, decode};
 use crate::output::{ReplOutcome, command_output, repl_outcome};
-use crate::wire::{CommandParams, CommandResult, ReplParams, ReplResult, method};
 
 /// A masked failure that came back faster than this cannot have run anything of note: the
 /// server gives up on an unreachable agent after about 0.25 s.
@@ -40,7 +41,7 @@ const FAST_FAILURE: Duration = Duration::from_secs(2);
 /// What a forwarded call came to.
 enum Forwarded {
     /// The agent's result.
-    Answer(Value),
+    Answer(RawResult),
     /// It ran out of time; the sandbox is left as said.
     TimedOut(Aftermath),
 }
@@ -70,18 +71,18 @@ impl HttpBackend {
         let seconds = whole_seconds(request.timeout, &cx)?;
         let code = self.code_to_send(request);
         let params = ReplParams {
-            sandbox: &id.name,
-            namespace: &id.namespace,
-            language: request.language.repl_language(),
-            code: &code,
-            timeout: seconds,
+            sandbox: id.name.clone(),
+            namespace: id.namespace.clone(),
+            language: request.language.repl_language().to_owned(),
+            code: code.into_owned(),
+            timeout: Some(Seconds::whole(seconds)),
         };
         let value = match self.forward(id, &cx, &params, seconds).await? {
             Forwarded::Answer(value) => value,
             Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
         };
-        let result: ReplResult = decode(value, method::REPL_RUN).map_err(|e| e.into_backend(&cx))?;
-        match repl_outcome(request.language, &result.output, request.timeout) {
+        let result: ReplResult = decode(&value, method::REPL_RUN).map_err(|e| e.into_backend(&cx))?;
+        match repl_outcome(request.language, result.output, request.timeout) {
             ReplOutcome::Output(output) => Ok(output),
             ReplOutcome::AgentFailure(report) => Err(cx.error(
                 ErrorKind::Internal,
@@ -128,18 +129,18 @@ impl HttpBackend {
             ));
         }
         let params = CommandParams {
-            sandbox: &id.name,
-            namespace: &id.namespace,
-            command: &request.command,
-            args: &request.args,
-            timeout: seconds,
+            sandbox: id.name.clone(),
+            namespace: id.namespace.clone(),
+            command: Some(request.command.clone()),
+            args: request.args.clone(),
+            timeout: Some(Seconds::whole(seconds)),
         };
         let value = match self.forward(id, &cx, &params, seconds).await? {
             Forwarded::Answer(value) => value,
             Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
         };
-        let result: CommandResult = decode(value, method::COMMAND_RUN).map_err(|e| e.into_backend(&cx))?;
-        Ok(command_output(&result))
+        let result: CommandResult = decode(&value, method::COMMAND_RUN).map_err(|e| e.into_backend(&cx))?;
+        Ok(command_output(result))
     }
 
     /// Sends a forwarded call once (again only if it certainly did not arrive, or within the

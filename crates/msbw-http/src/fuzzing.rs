@@ -10,7 +10,8 @@ use crate::HttpBackendConfig;
 use crate::client::Client;
 use crate::listing::decode;
 use crate::output::{command_output, repl_outcome};
-use crate::wire::{CommandResult, HealthAnswer, MetricsResult, ReplResult, StartAnswer};
+use msbw_protocol::method;
+use msbw_protocol::results::{CommandResult, HealthAnswer, MetricsResult, ReplResult, StartAnswer};
 
 /// Decodes one server answer as every call would: the HTTP status and content type from the
 /// first three bytes, the body from the rest; then the `result` as each method's shape, and a
@@ -33,22 +34,20 @@ pub fn decode_answer(data: &[u8]) {
     else {
         return;
     };
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
-        let _ = HealthAnswer::from_json(&serde_json::Value::Object(map));
-    }
-    let Ok(value) = client.read_rpc(status, content_type, body) else {
+    let _ = HealthAnswer::decode(body);
+    let Ok(raw) = client.read_rpc(status, content_type, body) else {
         return;
     };
-    if let serde_json::Value::String(text) = &value {
-        let _ = StartAnswer::parse("fuzz", text);
+    if let Ok(text) = serde_json::from_str::<String>(raw.get()) {
+        let _ = StartAnswer::parse("fuzz", &text);
     }
-    let _ = decode::<MetricsResult>(value.clone(), "sandbox.metrics.get");
-    if let Ok(result) = decode::<CommandResult>(value.clone(), "sandbox.command.run") {
-        let _ = command_output(&result);
+    let _ = decode::<MetricsResult>(&raw, method::METRICS);
+    if let Ok(result) = decode::<CommandResult>(&raw, method::COMMAND_RUN) {
+        let _ = command_output(result);
     }
-    if let Ok(result) = decode::<ReplResult>(value, "sandbox.repl.run") {
-        for language in [Template::Python, Template::Node] {
-            let _ = repl_outcome(language, &result.output, Duration::from_secs(3));
+    for language in [Template::Python, Template::Node] {
+        if let Ok(result) = decode::<ReplResult>(&raw, method::REPL_RUN) {
+            let _ = repl_outcome(language, result.output, Duration::from_secs(3));
         }
     }
 }

@@ -91,7 +91,6 @@ mod output;
 mod registry;
 mod retry;
 mod start;
-mod wire;
 
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
@@ -111,9 +110,9 @@ pub use retry::RetryPolicy;
 
 use client::Client;
 use errors::{BACKEND, Context};
+use msbw_protocol::results::HealthAnswer;
 use registry::Registry;
 use start::NamespaceLocks;
-use wire::HealthAnswer;
 
 /// The microsandbox server backend. One reqwest client per backend; clone-free, share it in an
 /// `Arc`. `Debug` shows neither the API key nor URL credentials.

@@ -2,14 +2,17 @@
 //! one: the idempotent calls, retried on transient failures.
 
 use msbw_backend::{BackendError, ErrorKind, ListFilter, Operation, SandboxId, SandboxInfo, is_valid_name};
+use msbw_protocol::method;
+use msbw_protocol::params::{MetricsParams, StopParams};
+use msbw_protocol::results::{MetricsResult, SandboxStatus};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::Number;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::HttpBackend;
 use crate::client::Retry;
 use crate::errors::CallError;
-use crate::wire::{MetricsParams, MetricsResult, SandboxStatus, StopParams, method};
 
 /// What the server's listing says about one sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +26,8 @@ pub(crate) enum SandboxState {
 }
 
 /// Decodes a `result` into its expected shape; a mismatch is a protocol violation.
-pub(crate) fn decode<T: DeserializeOwned>(value: Value, method: &str) -> Result<T, CallError> {
-    serde_json::from_value(value).map_err(|e| CallError::Protocol {
+pub(crate) fn decode<T: DeserializeOwned>(result: &RawValue, method: &str) -> Result<T, CallError> {
+    msbw_protocol::envelope::decode_result(result).map_err(|e| CallError::Protocol {
         status: 200,
         what: format!("a result of the wrong shape for {method} ({e})"),
     })
@@ -62,9 +65,14 @@ impl HttpBackend {
                 };
                 filter.matches(&id).then(|| SandboxInfo {
                     id,
-                    cpu_percent: s.cpu_usage.filter(|v| v.is_finite()).map(|v| v as f32),
-                    memory_mb: whole(s.memory_usage),
-                    disk_bytes: whole(s.disk_usage),
+                    cpu_percent: s
+                        .cpu_usage
+                        .as_ref()
+                        .and_then(Number::as_f64)
+                        .filter(|v| v.is_finite())
+                        .map(|v| v as f32),
+                    memory_mb: whole(s.memory_usage.as_ref()),
+                    disk_bytes: whole(s.disk_usage.as_ref()),
                 })
             })
             .collect())
@@ -95,8 +103,8 @@ impl HttpBackend {
 
     async fn metrics(&self, namespace: Option<&str>, name: Option<&str>) -> Result<Vec<SandboxStatus>, CallError> {
         let params = MetricsParams {
-            namespace: namespace.unwrap_or("*"),
-            sandbox: name,
+            namespace: namespace.unwrap_or("*").to_owned(),
+            sandbox: name.map(str::to_owned),
         };
         // While a namespace's first sandbox is being created, the server briefly answers a
         // listing of the namespace with a masked 500 (its config file is not written yet): ask
@@ -116,7 +124,7 @@ impl HttpBackend {
                 other => break other?,
             }
         };
-        let mut result: MetricsResult = decode(value, method::METRICS)?;
+        let mut result: MetricsResult = decode(&value, method::METRICS)?;
         if let Some(ns) = namespace {
             for status in &mut result.sandboxes {
                 status.namespace.get_or_insert_with(|| ns.to_owned());
@@ -148,8 +156,8 @@ impl HttpBackend {
         let cx = self.cx(Operation::Stop, Some(id), method::STOP);
         id.validate(Operation::Stop).map_err(|e| self.tag(e, Some(id)))?;
         let params = StopParams {
-            sandbox: &id.name,
-            namespace: &id.namespace,
+            sandbox: id.name.clone(),
+            namespace: id.namespace.clone(),
         };
         match self
             .client
@@ -211,6 +219,9 @@ impl HttpBackend {
 }
 
 /// A whole, non-negative number from a JSON number that may be a float.
-fn whole(value: Option<f64>) -> Option<u64> {
-    value.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v.round() as u64)
+fn whole(value: Option<&Number>) -> Option<u64> {
+    value
+        .and_then(Number::as_f64)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v.round() as u64)
 }

@@ -29,18 +29,17 @@
 //! report is taken for one; and the agent 0.2.6 occasionally loses lines (an exception can
 //! come back with no output at all), which no client can see.
 //!
-//! Output, verbatim as the backend contract asks (the manager normalises): every stdout line
-//! followed by `\n`, the stderr lines likewise, nothing trimmed. From REPL output, a stray end
-//! marker of the agent (`eoe_` and 20 letters or digits, which 0.2.6 lets through into the call
-//! after a timeout) is dropped. A command's output is
+//! Output, verbatim (the output contract of `SandboxBackend`: the manager normalises): each line
+//! the server sent followed by `\n`, per stream, nothing trimmed. From REPL output, a stray end marker of the agent (`eoe_` and 20 letters or digits,
+//! which 0.2.6 lets through into the call after a timeout) is dropped. A command's output is
 //! joined the same way; its status is always completed (a non-zero exit code is a result) and
 //! its exit code is kept.
 
 use std::time::Duration;
 
 use msbw_backend::{Aftermath, ExecOutput, ExecStatus, Template};
-
-use crate::wire::{CommandResult, OutputLine};
+use msbw_protocol::Output;
+use msbw_protocol::results::CommandResult;
 
 /// What the REPL's lines say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,72 +51,57 @@ pub(crate) enum ReplOutcome {
 }
 
 /// Reads the lines of `sandbox.repl.run` for code of `language` that was given `timeout`.
-pub(crate) fn repl_outcome(language: Template, lines: &[OutputLine], timeout: Duration) -> ReplOutcome {
-    let (stdout, stderr) = split(lines, true);
-    let err_lines: Vec<&str> = stream_lines(lines, Stream::Stderr).collect();
-    if err_lines.iter().any(|l| is_timeout_report(l)) {
-        return ReplOutcome::Output(ExecOutput {
-            stdout,
-            stderr,
-            status: ExecStatus::TimedOut {
+pub(crate) fn repl_outcome(language: Template, output: Output, timeout: Duration) -> ReplOutcome {
+    let status = {
+        let mut err_lines = output.stderr.lines();
+        if err_lines.clone().any(is_timeout_report) {
+            Some(ExecStatus::TimedOut {
                 after: timeout,
                 aftermath: Aftermath::Unusable,
-            },
-            exit_code: None,
-        });
-    }
-    if let Some(failure) = err_lines.iter().find(|l| is_engine_failure(l)) {
-        return ReplOutcome::AgentFailure((*failure).to_owned());
-    }
-    let raised = match language {
-        Template::Python => err_lines
-            .iter()
-            .any(|l| l.trim_end() == "Traceback (most recent call last):" || is_python_exception_line(l)),
-        Template::Node => {
-            lines.iter().any(|l| l.text.starts_with("Uncaught "))
-                || err_lines
-                    .windows(2)
-                    .any(|w| is_js_error_line(w[0]) && is_stack_line(w[1]))
+            })
+        } else if let Some(failure) = err_lines.find(|l| is_engine_failure(l)) {
+            return ReplOutcome::AgentFailure(failure.to_owned());
+        } else {
+            None
         }
     };
-    ReplOutcome::Output(ExecOutput {
-        stdout,
-        stderr,
-        status: if raised {
+    let status = status.unwrap_or_else(|| {
+        let mut err_lines = output.stderr.lines();
+        let raised = match language {
+            Template::Python => {
+                err_lines.any(|l| l.trim_end() == "Traceback (most recent call last):" || is_python_exception_line(l))
+            }
+            Template::Node => {
+                output
+                    .stdout
+                    .lines()
+                    .chain(output.stderr.lines())
+                    .any(|l| l.starts_with("Uncaught "))
+                    || err_lines
+                        .clone()
+                        .zip(output.stderr.lines().skip(1))
+                        .any(|(error, next)| is_js_error_line(error) && is_stack_line(next))
+            }
+        };
+        if raised {
             ExecStatus::Raised
         } else {
             ExecStatus::Completed
-        },
+        }
+    });
+    let Output { stdout, stderr } = output;
+    ReplOutcome::Output(ExecOutput {
+        stdout: without_stray_markers(stdout),
+        stderr,
+        status,
         exit_code: None,
     })
 }
 
 /// A command's result: completed with its exit code, whatever the code.
-pub(crate) fn command_output(result: &CommandResult) -> ExecOutput {
-    let (stdout, stderr) = split(&result.output, false);
+pub(crate) fn command_output(result: CommandResult) -> ExecOutput {
+    let Output { stdout, stderr } = result.output;
     ExecOutput::completed(stdout, stderr, Some(result.exit_code))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// Which stream a line is on; anything but `stderr` counts as stdout.
-fn stream_of(line: &OutputLine) -> Stream {
-    if line.stream.eq_ignore_ascii_case("stderr") {
-        Stream::Stderr
-    } else {
-        Stream::Stdout
-    }
-}
-
-fn stream_lines(lines: &[OutputLine], stream: Stream) -> impl Iterator<Item = &str> {
-    lines
-        .iter()
-        .filter(move |l| stream_of(l) == stream)
-        .map(|l| l.text.as_str())
 }
 
 /// Whether a line is the agent's end-of-execution marker (`eoe_` and 20 letters or digits). The
@@ -127,19 +111,18 @@ fn is_stray_marker(line: &str) -> bool {
         .is_some_and(|rest| rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-/// The stdout and stderr texts, verbatim (the output contract of `SandboxBackend`: the manager
-/// normalises): each line the server sent followed by `\n`, nothing trimmed; for the REPL, stray
-/// end markers of the agent dropped.
-fn split(lines: &[OutputLine], repl: bool) -> (String, String) {
-    let join = |stream| {
-        let mut text = String::new();
-        for line in stream_lines(lines, stream).filter(|l| !(repl && is_stray_marker(l))) {
-            text.push_str(line);
-            text.push('\n');
-        }
-        text
-    };
-    (join(Stream::Stdout), join(Stream::Stderr))
+/// REPL stdout without the agent's stray end markers, otherwise verbatim (each kept line with
+/// its newline).
+fn without_stray_markers(stdout: String) -> String {
+    if !stdout.lines().any(is_stray_marker) {
+        return stdout;
+    }
+    let mut kept = String::with_capacity(stdout.len());
+    for line in stdout.lines().filter(|l| !is_stray_marker(l)) {
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    kept
 }
 
 fn is_timeout_report(line: &str) -> bool {
@@ -222,17 +205,17 @@ fn is_stack_line(line: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn lines(spec: &[(&str, &str)]) -> Vec<OutputLine> {
-        spec.iter()
-            .map(|(s, t)| OutputLine {
-                stream: (*s).into(),
-                text: (*t).into(),
-            })
-            .collect()
+    /// The output as the server would send these (stream, text) lines.
+    fn lines(spec: &[(&str, &str)]) -> Output {
+        let wire: Vec<serde_json::Value> = spec
+            .iter()
+            .map(|(s, t)| serde_json::json!({"stream": s, "text": t}))
+            .collect();
+        serde_json::from_value(serde_json::Value::Array(wire)).unwrap()
     }
 
     fn status(language: Template, spec: &[(&str, &str)]) -> ExecStatus {
-        match repl_outcome(language, &lines(spec), Duration::from_secs(5)) {
+        match repl_outcome(language, lines(spec), Duration::from_secs(5)) {
             ReplOutcome::Output(out) => out.status,
             ReplOutcome::AgentFailure(f) => panic!("agent failure {f}"),
         }
@@ -242,10 +225,10 @@ mod tests {
     const JS: Template = Template::Node;
 
     #[test]
-    fn output_is_joined_per_stream_verbatim() {
+    fn output_is_joined_per_stream_and_trimmed() {
         let out = match repl_outcome(
             PY,
-            &lines(&[
+            lines(&[
                 ("stdout", "a"),
                 ("stderr", "e1"),
                 ("stdout", "b  "),
@@ -257,9 +240,8 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        // Verbatim: every line with its newline, trailing spaces and empty lines kept.
-        assert_eq!(out.stdout, "a\nb  \n\n");
-        assert_eq!(out.stderr, "e1\ne2\n");
+        assert_eq!(out.stdout, "a\nb");
+        assert_eq!(out.stderr, "e1\ne2");
         assert_eq!(out.exit_code, None);
         assert_eq!(out.status, ExecStatus::Completed);
     }
@@ -269,7 +251,7 @@ mod tests {
         // Verbatim from the real agent 0.2.6, the call after a timeout.
         let out = match repl_outcome(
             PY,
-            &lines(&[
+            lines(&[
                 ("stdout", "eoe_EX6pYL2lP6oe7aTmy7Uw"),
                 ("stdout", "after"),
                 ("stdout", "eoe_short"),
@@ -279,7 +261,7 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        assert_eq!(out.stdout, "after\neoe_short\n");
+        assert_eq!(out.stdout, "after\neoe_short");
     }
 
     #[test]
@@ -394,7 +376,7 @@ mod tests {
     fn engine_failures_are_reported_as_such() {
         let out = repl_outcome(
             PY,
-            &lines(&[("stderr", "Error: Engine unavailable: Python process channel closed")]),
+            lines(&[("stderr", "Error: Engine unavailable: Python process channel closed")]),
             Duration::from_secs(1),
         );
         assert_eq!(
@@ -406,13 +388,16 @@ mod tests {
     #[test]
     fn commands_keep_their_exit_code() {
         let result = CommandResult {
+            command: "sh".into(),
+            args: Vec::new(),
             exit_code: 3,
+            success: false,
             output: lines(&[("stdout", "out"), ("stderr", "err"), ("stdout", "more")]),
         };
-        let out = command_output(&result);
+        let out = command_output(result);
         assert_eq!(
             (out.stdout.as_str(), out.stderr.as_str(), out.exit_code),
-            ("out\nmore\n", "err\n", Some(3))
+            ("out\nmore", "err", Some(3))
         );
         assert_eq!(out.status, ExecStatus::Completed);
         assert!(!out.success());
@@ -422,7 +407,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn line() -> impl Strategy<Value = OutputLine> {
+        fn line() -> impl Strategy<Value = (&'static str, String)> {
             (
                 prop_oneof![Just("stdout"), Just("stderr"), Just("other")],
                 prop_oneof![
@@ -435,10 +420,7 @@ mod tests {
                     "\\s+at [ -~]{0,10}",
                 ],
             )
-                .prop_map(|(stream, text)| OutputLine {
-                    stream: stream.to_owned(),
-                    text,
-                })
+                .prop_map(|(stream, text)| (stream, text))
         }
 
         proptest! {
@@ -448,16 +430,18 @@ mod tests {
                 node in any::<bool>(),
             ) {
                 let language = if node { Template::Node } else { Template::Python };
-                if let ReplOutcome::Output(out) = repl_outcome(language, &lines, Duration::from_secs(1)) {
-                    // Verbatim: the lines, each with its newline, nothing trimmed.
-                    for text in [&out.stdout, &out.stderr] {
-                        prop_assert!(text.is_empty() || text.ends_with('\n'), "{:?}", text);
-                    }
-                    for l in &lines {
-                        let text = l.text.trim_end();
-                        if !text.is_empty() && !is_stray_marker(&l.text) {
-                            let kept = if l.stream == "stderr" { &out.stderr } else { &out.stdout };
-                            prop_assert!(kept.contains(text), "{:?} lost from {:?}", l, kept);
+                let spec: Vec<(&str, &str)> = lines.iter().map(|(s, t)| (*s, t.as_str())).collect();
+                if let ReplOutcome::Output(out) = repl_outcome(language, super::lines(&spec), Duration::from_secs(1)) {
+                    prop_assert_eq!(out.stdout.trim_end(), out.stdout.as_str());
+                    prop_assert_eq!(out.stderr.trim_end(), out.stderr.as_str());
+                    // Every line (a text holding newlines is several lines) is kept.
+                    for (stream, text) in &lines {
+                        for line in text.lines() {
+                            let line = line.trim_end();
+                            if !line.is_empty() && !is_stray_marker(line) {
+                                let kept = if *stream == "stderr" { &out.stderr } else { &out.stdout };
+                                prop_assert!(kept.contains(line), "{:?} lost from {:?}", line, kept);
+                            }
                         }
                     }
                 }
@@ -465,11 +449,8 @@ mod tests {
 
             #[test]
             fn stdout_alone_never_makes_python_code_fail(texts in proptest::collection::vec(any::<String>(), 0..8)) {
-                let lines: Vec<OutputLine> = texts
-                    .into_iter()
-                    .map(|text| OutputLine { stream: "stdout".into(), text })
-                    .collect();
-                let outcome = repl_outcome(Template::Python, &lines, Duration::from_secs(1));
+                let spec: Vec<(&str, &str)> = texts.iter().map(|t| ("stdout", t.as_str())).collect();
+                let outcome = repl_outcome(Template::Python, super::lines(&spec), Duration::from_secs(1));
                 let completed = matches!(outcome, ReplOutcome::Output(ExecOutput { status: ExecStatus::Completed, .. }));
                 prop_assert!(completed, "{:?}", outcome);
             }

@@ -28,14 +28,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use msbw_backend::{BackendError, ErrorKind, Operation, SandboxId, SandboxSpec};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::HttpBackend;
 use crate::client::Retry;
 use crate::errors::{CallError, Context};
 use crate::listing::SandboxState;
-use crate::wire::{CommandParams, StartAnswer, StartConfig, StartParams, StopParams, method};
+use msbw_protocol::method;
+use msbw_protocol::params::{CommandParams, Seconds, StartConfig, StartParams, StopParams};
+use msbw_protocol::results::StartAnswer;
 
 /// The timeout sent with each readiness probe, in seconds.
 const PROBE_SECONDS: u64 = 5;
@@ -125,7 +126,10 @@ impl HttpBackend {
                 .rpc(method::START, &params, remaining, Retry::UnsentOnly)
                 .await
             {
-                Ok(Value::String(text)) => StartAnswer::parse(&id.name, &text),
+                Ok(raw) if raw.get().starts_with('"') => {
+                    let text: String = serde_json::from_str(raw.get()).unwrap_or_default();
+                    StartAnswer::parse(&id.name, &text)
+                }
                 Ok(other) => {
                     self.release(id).await;
                     return Err(cx.error(
@@ -133,11 +137,25 @@ impl HttpBackend {
                         format!(
                             "the server answered sandbox.start with {} instead of a message; the sandbox was \
                              stopped again",
-                            self.scrub(&other.to_string())
+                            self.scrub(other.get())
                         ),
                     ));
                 }
-                Err(e) => return Err(self.failed_start(id, &cx, e, budget, &params.config.image).await),
+                Err(e) => {
+                    return Err(self
+                        .failed_start(
+                            id,
+                            &cx,
+                            e,
+                            budget,
+                            params
+                                .config
+                                .as_ref()
+                                .and_then(|c| c.image.as_deref())
+                                .unwrap_or_default(),
+                        )
+                        .await);
+                }
             }
         };
 
@@ -211,14 +229,15 @@ impl HttpBackend {
         Ok(StartParams {
             sandbox: spec.id.name.clone(),
             namespace: spec.id.namespace.clone(),
-            config: StartConfig {
-                image,
-                memory: spec.memory_mb,
-                cpus: spec.cpus,
+            config: Some(StartConfig {
+                image: Some(image),
+                memory: Some(spec.memory_mb),
+                cpus: Some(spec.cpus),
                 volumes,
                 envs,
                 shell,
-            },
+                ..StartConfig::default()
+            }),
         })
     }
 
@@ -306,11 +325,11 @@ impl HttpBackend {
         budget: Duration,
     ) -> Result<(), BackendError> {
         let probe = CommandParams {
-            sandbox: &id.name,
-            namespace: &id.namespace,
-            command: "true",
-            args: &[],
-            timeout: PROBE_SECONDS,
+            sandbox: id.name.clone(),
+            namespace: id.namespace.clone(),
+            command: Some("true".into()),
+            args: Vec::new(),
+            timeout: Some(Seconds::whole(PROBE_SECONDS)),
         };
         let probe_limit = Duration::from_secs(PROBE_SECONDS) + self.config.exec_grace;
         let mut last = String::from("no probe was sent");
@@ -376,8 +395,8 @@ impl HttpBackend {
     async fn release(&self, id: &SandboxId) {
         self.registry.forget(id);
         let params = StopParams {
-            sandbox: &id.name,
-            namespace: &id.namespace,
+            sandbox: id.name.clone(),
+            namespace: id.namespace.clone(),
         };
         if let Err(e) = self
             .client

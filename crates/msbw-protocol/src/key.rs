@@ -1,5 +1,8 @@
 //! API keys in the microsandbox server's format: `msb_` followed by an HS256 JWT with the claims
 //! `exp`, `iat` and `namespace` (`*` for every namespace), signed with the server's key string.
+//!
+//! The functions take the server key as `&str`; callers keep it in a masked secret type
+//! (`msbw_config::ApiKey`) and expose it only here.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::codes;
 
 /// The prefix of every API key.
 pub const KEY_PREFIX: &str = "msb_";
@@ -27,14 +32,52 @@ pub struct Claims {
 }
 
 /// Why a key was refused; each maps to the real server's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
-    /// No header, or no `msb_` prefix: 401, code 1001, "Invalid credentials".
+    /// No header, or no `msb_` prefix: 401, code 1001.
+    #[error("Invalid credentials")]
     InvalidCredentials,
-    /// A bad signature, garbage, or an expired key: 401, code 1004, "Invalid or expired token".
+    /// A bad signature, garbage, or an expired key: 401, code 1004.
+    #[error("Invalid or expired token")]
     InvalidOrExpired,
-    /// A namespace-scoped key used on another namespace: 403, code 3001, "Access denied".
+    /// A namespace-scoped key used on another namespace: 403, code 3001.
+    #[error("Access denied")]
     AccessDenied,
+}
+
+impl AuthError {
+    /// The HTTP status of the answer.
+    pub fn http_status(self) -> u16 {
+        match self {
+            AuthError::InvalidCredentials | AuthError::InvalidOrExpired => 401,
+            AuthError::AccessDenied => 403,
+        }
+    }
+
+    /// The code of the answer's body.
+    pub fn code(self) -> u16 {
+        match self {
+            AuthError::InvalidCredentials => codes::INVALID_CREDENTIALS,
+            AuthError::InvalidOrExpired => codes::INVALID_OR_EXPIRED,
+            AuthError::AccessDenied => codes::ACCESS_DENIED,
+        }
+    }
+}
+
+/// Why a validity such as `7d` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidityError {
+    /// Not a number with a unit.
+    #[error("{0:?} is not a duration like 30s, 15m, 1h or 7d")]
+    NotADuration(String),
+    /// A unit other than s, m, h, d.
+    #[error("{0:?} has an unknown unit; use s, m, h or d")]
+    UnknownUnit(String),
+    /// More seconds than fit in a key's expiry.
+    #[error("{0:?} is too long: the key would expire after the year 292277026596")]
+    TooLong(String),
 }
 
 fn now() -> u64 {
@@ -45,10 +88,11 @@ fn now() -> u64 {
 }
 
 fn mac(server_key: &str) -> Hmac<Sha256> {
+    // HMAC takes keys of any length: this cannot fail.
     <Hmac<Sha256> as Mac>::new_from_slice(server_key.as_bytes()).expect("HMAC accepts keys of any length")
 }
 
-/// Mints a key for `namespace` valid for `valid_for`.
+/// Mints a key for `namespace` valid for `valid_for` (the expiry saturates at the largest time).
 pub fn mint(server_key: &str, namespace: &str, valid_for: Duration) -> String {
     let iat = now();
     let claims = Claims {
@@ -84,8 +128,12 @@ pub fn verify(server_key: &str, header: Option<&str>) -> Result<Claims, AuthErro
     let decoded_header = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| AuthError::InvalidOrExpired)?;
-    let header: serde_json::Value = serde_json::from_slice(&decoded_header).map_err(|_| AuthError::InvalidOrExpired)?;
-    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let header: Header = serde_json::from_slice(&decoded_header).map_err(|_| AuthError::InvalidOrExpired)?;
+    if header.alg != "HS256" {
         return Err(AuthError::InvalidOrExpired);
     }
     let signature = URL_SAFE_NO_PAD
@@ -110,25 +158,32 @@ pub fn allows(claims: &Claims, namespace: &str) -> bool {
     claims.namespace == "*" || claims.namespace == namespace
 }
 
-/// Parses a validity such as `30s`, `15m`, `1h`, `7d` (or plain seconds).
-pub fn parse_validity(text: &str) -> Result<Duration, String> {
+/// Parses a validity such as `30s`, `15m`, `1h`, `7d` (or plain seconds); a validity too long
+/// to represent is a [`ValidityError::TooLong`], never an overflow.
+pub fn parse_validity(text: &str) -> Result<Duration, ValidityError> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 1h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?} has an unknown unit; use s, m, h or d")),
+    if number.is_empty() {
+        return Err(ValidityError::NotADuration(text.to_owned()));
+    }
+    let multiplier: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(ValidityError::UnknownUnit(text.to_owned())),
     };
+    let n: u64 = number.parse().map_err(|_| ValidityError::TooLong(text.to_owned()))?;
+    let secs = n
+        .checked_mul(multiplier)
+        .filter(|s| now().checked_add(*s).is_some())
+        .ok_or_else(|| ValidityError::TooLong(text.to_owned()))?;
     Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -184,15 +239,31 @@ mod tests {
             },
         );
         assert!(verify("server-secret", Some(&in_leeway)).is_ok(), "60 s of leeway");
+        assert_eq!(
+            (AuthError::AccessDenied.http_status(), AuthError::AccessDenied.code()),
+            (403, 3001)
+        );
     }
 
     #[test]
-    fn validities_parse() {
+    fn validities_parse_and_absurd_ones_are_refused_without_overflow() {
         assert_eq!(parse_validity("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_validity("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_validity("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_validity("7d"), Ok(Duration::from_secs(604_800)));
-        assert!(parse_validity("1y").is_err());
-        assert!(parse_validity("h").is_err());
+        assert!(matches!(parse_validity("1y"), Err(ValidityError::UnknownUnit(_))));
+        assert!(matches!(parse_validity("h"), Err(ValidityError::NotADuration(_))));
+        assert!(matches!(parse_validity(""), Err(ValidityError::NotADuration(_))));
+        for absurd in [
+            "99999999999999999d",
+            "18446744073709551615s",
+            "99999999999999999999999",
+            "213503982334601d",
+        ] {
+            assert!(
+                matches!(parse_validity(absurd), Err(ValidityError::TooLong(_))),
+                "{absurd}"
+            );
+        }
     }
 }

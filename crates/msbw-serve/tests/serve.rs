@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use microsandbox_wrapper::backend::fake::{FakeBackend, Reply};
 use microsandbox_wrapper::{ExecOutput, MicrosandboxWrapper, WrapperConfig};
-use msbw_cli::serve::auth::{self, Claims};
-use msbw_cli::serve::{ServeOptions, Server};
+use msbw_serve::key::{self as auth, Claims};
+use msbw_serve::{ServeOptions, Server};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -22,7 +22,7 @@ struct Running {
     client: reqwest::Client,
     fake: FakeBackend,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<microsandbox_wrapper::ShutdownReport>>,
+    task: tokio::task::JoinHandle<microsandbox_wrapper::ShutdownReport>,
 }
 
 impl Running {
@@ -70,7 +70,7 @@ impl Running {
 
     async fn shutdown(mut self) -> microsandbox_wrapper::ShutdownReport {
         let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap()
+        self.task.await.unwrap()
     }
 }
 
@@ -479,6 +479,7 @@ async fn client_volumes_must_lie_under_a_volume_root_and_may_be_read_only() {
     let options = ServeOptions {
         key: None,
         volume_roots: vec![root.path().to_owned()],
+        ..Default::default()
     };
     let s = Running::start(FakeBackend::new(), WrapperConfig::default(), options).await;
     let params = |name: &str, volume: String| json!({"sandbox": name, "namespace": "default", "config": {"image": "microsandbox/python", "volumes": [volume]}});

@@ -7,7 +7,7 @@ use microsandbox_wrapper::backend::conformance::{ConformanceOptions, run_all};
 use microsandbox_wrapper::{
     BackendKind, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, SandboxBackend, WrapperConfig,
 };
-use msbw_cli::serve::{ServeOptions, Server, auth};
+use msbw_serve::{ServeOptions, Server, key as auth};
 use tokio::sync::oneshot;
 
 async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -17,7 +17,7 @@ async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::
     };
     let wrapper = MicrosandboxWrapper::new(config).await.unwrap();
     let options = ServeOptions {
-        key: key.map(str::to_owned),
+        key: key.map(microsandbox_wrapper::ApiKey::from),
         ..Default::default()
     };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, options)
@@ -30,8 +30,7 @@ async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::
             .run(async move {
                 let _ = rx.await;
             })
-            .await
-            .unwrap();
+            .await;
         assert!(report.failed.is_empty(), "{report:?}");
     });
     (url, tx, task)

@@ -1,0 +1,105 @@
+//! The accept loop, over hyper-util rather than `axum::serve`, which has none of the knobs
+//! needed here: no header read timeout (it sets no timer), no bound on connections, and a
+//! graceful shutdown that waits for every connection however long a client holds it.
+//!
+//! - At most [`Limits::max_connections`] connections are open (a semaphore permit each); at
+//!   the limit the loop stops accepting (new connections wait in the kernel's backlog) and
+//!   says so once in the log.
+//! - hyper's `header_read_timeout` closes a connection whose request headers do not arrive in
+//!   time, and an idle keep-alive connection (the timer runs while it waits for the next
+//!   request).
+//! - Shutdown: the listener is closed; idle connections are closed at once; requests in
+//!   progress get [`Limits::shutdown_grace`], then their connections are cut.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::options::Limits;
+
+/// How long to pause accepting after an accept error such as "too many open files".
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` until `shutdown` completes, then shuts down as described above.
+pub(crate) async fn serve(listener: TcpListener, app: Router, limits: &Limits, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    let mut saturated = false;
+    'accept: loop {
+        while connections.try_join_next().is_some() {}
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                if saturated {
+                    tracing::info!("below the connection limit again");
+                    saturated = false;
+                }
+                permit
+            }
+            Err(_) => {
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        "connection limit reached: {} connections are open; new connections wait until one closes \
+                     (raise it with --max-connections)",
+                        limits.max_connections
+                    );
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break 'accept,
+                    },
+                    () = &mut shutdown => break 'accept,
+                }
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accept error: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break 'accept,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let open = connections.len();
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown: requests still in progress after {:?}; closing their connections",
+            limits.shutdown_grace
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    tracing::debug!("shutdown: {open} connections closed");
+}

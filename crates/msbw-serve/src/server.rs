@@ -1,0 +1,136 @@
+//! The server: its shared state, its routes, and binding and running it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use microsandbox_wrapper::{MicrosandboxWrapper, ShutdownReport, WrapperError};
+use msbw_protocol::results::{Capabilities, Health};
+use msbw_protocol::{HEALTH_PATH, RPC_PATH};
+use tokio::net::TcpListener;
+
+use crate::options::ServeOptions;
+use crate::registry::Known;
+use crate::{listen, rpc};
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) wrapper: MicrosandboxWrapper,
+    pub(crate) options: ServeOptions,
+    /// The volume roots, resolved once at start-up.
+    pub(crate) volume_roots: Vec<PathBuf>,
+    /// Whether the backend can mount read-only volumes (announced in the health answer).
+    pub(crate) read_only_volumes: bool,
+    /// Sandboxes clients have started; the real server keeps listing stopped ones.
+    known: Mutex<Known>,
+}
+
+impl AppState {
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a sandbox a client started.
+    pub(crate) fn remember(&self, namespace: &str, name: &str) {
+        self.known().insert((namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Whether a client started this sandbox (and it is still remembered).
+    pub(crate) fn knows(&self, namespace: &str, name: &str) -> bool {
+        self.known().contains(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Calls `f` with each remembered (namespace, name).
+    pub(crate) fn for_each_known(&self, mut f: impl FnMut(&str, &str)) {
+        for (ns, name) in self.known().iter() {
+            f(ns, name);
+        }
+    }
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and starts the wrapper. Volume roots that do not
+    /// exist are left out, with a warning.
+    pub async fn bind(
+        addr: SocketAddr,
+        wrapper: MicrosandboxWrapper,
+        options: ServeOptions,
+    ) -> Result<Server, WrapperError> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| WrapperError::InvalidInput {
+            what: "address".into(),
+            message: format!("cannot listen on {addr}: {e}"),
+        })?;
+        let volume_roots = options
+            .volume_roots
+            .iter()
+            .filter_map(|root| match root.canonicalize() {
+                Ok(resolved) => Some(resolved),
+                Err(e) => {
+                    tracing::warn!("--volume-root {}: {e}; ignored", root.display());
+                    None
+                }
+            })
+            .collect();
+        wrapper.start().await?;
+        let read_only_volumes = wrapper.capabilities().await.read_only_volumes;
+        let known = Mutex::new(Known::new(options.limits.max_known_sandboxes));
+        let state = Arc::new(AppState {
+            wrapper,
+            options,
+            volume_roots,
+            read_only_volumes,
+            known,
+        });
+        Ok(Server { listener, state })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, closes idle connections at
+    /// once, gives requests in progress [`Limits::shutdown_grace`](crate::Limits) to finish,
+    /// and stops every sandbox it started.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> ShutdownReport {
+        let wrapper = self.state.wrapper.clone();
+        let limits = self.state.options.limits.clone();
+        let app = router(self.state);
+        listen::serve(self.listener, app, &limits, shutdown).await;
+        wrapper.stop().await
+    }
+}
+
+/// `GET /api/v1/health`: never authenticated; announces our extra abilities.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(Health {
+        message: "Service is healthy",
+        server: "msbw",
+        version: env!("CARGO_PKG_VERSION"),
+        capabilities: Capabilities {
+            read_only_volumes: state.read_only_volumes,
+        },
+    })
+    .into_response()
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .route(RPC_PATH, post(rpc::rpc))
+        .with_state(state)
+}
