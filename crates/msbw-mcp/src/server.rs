@@ -21,6 +21,9 @@ use crate::types::{
     StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
 };
 
+/// How long a cancelled call may take to end once its sandbox is stopped.
+const CANCEL_SETTLE: Duration = Duration::from_secs(10);
+
 /// How session ids are scoped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scoping {
@@ -154,6 +157,13 @@ impl McpServer {
                     tracing::info!(session = %shown, "cancelled by the client: stopping the session");
                     if let Err(e) = self.wrapper.stop_session(s).await {
                         tracing::warn!(session = %shown, error = %e, "could not stop the cancelled session");
+                    }
+                    // Let the abandoned call finish (its sandbox is gone, so it ends at once)
+                    // before answering: the wrapper retries a call whose sandbox vanished, and
+                    // that retry must not find a session the client creates again under the
+                    // same id.
+                    if tokio::time::timeout(CANCEL_SETTLE, &mut call).await.is_err() {
+                        tracing::warn!(session = %shown, "the cancelled call did not end in time");
                     }
                 }
                 return Err(cancelled(&shown));
