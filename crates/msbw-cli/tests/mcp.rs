@@ -13,6 +13,7 @@ use std::time::Duration;
 use support::{msbw, processes_with_argv, wait_within};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
+const ISOLATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/isolation.py");
 
 /// The venv's python with `mcp` importable; created (once per test process) when missing.
 fn python() -> PathBuf {
@@ -134,6 +135,10 @@ fn start_http(tmp: &Path, extra: &[&str], token: Option<&str>) -> (std::process:
     let mut cmd = msbw(tmp);
     cmd.args(["mcp", "--http", "--port", "0"]).args(extra);
     env_for(&mut cmd, tmp);
+    if token.is_none() {
+        // The isolation test needs a session per client.
+        cmd.env("MSB_MAX_SESSIONS", "2");
+    }
     if let Some(t) = token {
         cmd.env("MSB_MCP_TOKEN", t);
     }
@@ -213,6 +218,31 @@ fn http_session_lifecycle_with_the_python_sdk() {
         "a sandbox process outlived the server"
     );
     assert!(!stderr.contains("t0ken"), "the token is never logged");
+}
+
+#[test]
+fn http_mcp_sessions_do_not_see_each_others_sessions() {
+    let py = python();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (child, url) = start_http(tmp.path(), &[], None);
+    let mut cmd = Command::new(&py);
+    cmd.args([ISOLATION, &url]).current_dir(tmp.path());
+    let out = wait_within(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python runs"),
+        Duration::from_secs(180),
+    );
+    let (code, stderr) = terminate(child);
+    assert!(
+        out.status.success(),
+        "{}\n{}\nserver:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("msbw mcp: stopped 2 sandboxes"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,14 @@ async def scenario(session, marker):
         while sleepers(marker):
             await anyio.sleep(0.05)
     seen["cancel_seconds"] = round(time.monotonic() - t0, 2)
+    # The client does not wait for the cancelled call's answer; the server frees the session's
+    # slot once the sandbox is stopped (polled, with a deadline).
+    with anyio.fail_after(30):
+        while True:
+            stats = (await session.call_tool("get_resource_stats", {})).structured_content
+            if stats["active_sessions"] == 0 and stats["details"]["stopping_sandboxes"] == 0:
+                break
+            await anyio.sleep(0.05)
     r = await session.call_tool("execute_code", {"code": "print('after cancel')", "session_id": sid})
     check(r.structured_content["stdout"] == "after cancel", f"usable after cancel: {r.structured_content}")
     seen["fresh_after_cancel"] = r.structured_content["session_created"] or r.structured_content["sandbox_replaced"]
