@@ -67,7 +67,7 @@ pub(crate) struct ExecuteCodeArgs {
     /// The sandbox size for a new session: "small" (default), "medium" or "large".
     #[serde(default)]
     pub(crate) flavor: Option<FlavorArg>,
-    /// The time limit in seconds (1 to 300; default: the server's MSB_EXECUTION_TIMEOUT).
+    /// The time limit in seconds (above 0, at most 3600; default: the server's MSB_EXECUTION_TIMEOUT).
     #[serde(default)]
     pub(crate) timeout: Option<f64>,
 }
@@ -93,7 +93,7 @@ pub(crate) struct ExecuteCommandArgs {
     /// The sandbox size for a new session: "small" (default), "medium" or "large".
     #[serde(default)]
     pub(crate) flavor: Option<FlavorArg>,
-    /// The time limit in seconds (1 to 300; default: the server's MSB_EXECUTION_TIMEOUT).
+    /// The time limit in seconds (above 0, at most 3600; default: the server's MSB_EXECUTION_TIMEOUT).
     #[serde(default)]
     pub(crate) timeout: Option<f64>,
 }
