@@ -95,6 +95,12 @@ pub(crate) enum Command {
     /// where no microVM can run. Every sandbox is a session under the MSB_* limits.
     Serve(crate::serve_cmd::ServeArgs),
 
+    /// Serve the sandbox sessions as Model Context Protocol tools for AI agents: over stdio (the
+    /// default: an agent starts `msbw mcp` itself) or streamable HTTP at /mcp (--http). Sessions
+    /// live as long as the server; every sandbox is stopped when it ends (stdin closed, SIGTERM,
+    /// Ctrl-C). Off loopback, HTTP clients must send the bearer token MSB_MCP_TOKEN.
+    Mcp(McpArgs),
+
     /// Print a shell completion script: `msbw completions bash > ~/.local/share/bash-completion/completions/msbw`.
     Completions(CompletionsArgs),
 }
@@ -104,6 +110,21 @@ pub(crate) struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.
+    #[arg(long)]
+    pub(crate) http: bool,
+
+    /// The address to listen on with --http (not loopback: MSB_MCP_TOKEN is required).
+    #[arg(long, default_value = "127.0.0.1", requires = "http")]
+    pub(crate) host: String,
+
+    /// The port to listen on with --http (0 picks a free one).
+    #[arg(long, default_value_t = 8775, requires = "http")]
+    pub(crate) port: u16,
 }
 
 /// Where and how a call runs.

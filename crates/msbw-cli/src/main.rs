@@ -6,6 +6,7 @@ mod doctor;
 mod exec;
 mod exit;
 mod input;
+mod mcp_cmd;
 mod out;
 mod progress;
 mod serve_cmd;
@@ -92,6 +93,7 @@ fn main() -> ExitCode {
             Command::Run(args) => exec::run(config, args, &cli.global).await,
             Command::Doctor => doctor::run(config, cli.global.json).await,
             Command::Serve(args) => serve_cmd::run(config, args).await,
+            Command::Mcp(args) => mcp_cmd::run(config, args).await,
             Command::Config(_) | Command::Completions(_) => exit::INTERNAL,
         }
     });
