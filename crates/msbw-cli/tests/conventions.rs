@@ -46,8 +46,7 @@ fn a_closed_stdout_is_not_a_panic() {
 
 #[test]
 fn sigint_during_exec_stops_what_it_started_and_exits_130() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = support::volume_dir();
     let ready = dir.path().join("ready");
     let made = std::process::Command::new("mkfifo")
         .args(["-m", "666"])

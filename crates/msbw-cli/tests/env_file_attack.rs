@@ -8,7 +8,7 @@ mod support;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 
-use support::{msbw, run};
+use support::{is_root, msbw, run, volume_dir};
 
 /// Code that tries to reach `port` on 127.0.0.1 and says whether it could.
 fn probe(port: u16) -> String {
@@ -20,8 +20,7 @@ fn probe(port: u16) -> String {
 
 #[test]
 fn a_planted_dot_env_does_not_give_the_next_run_the_hosts_loopback() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = volume_dir();
     // A host service on loopback that a sandbox must not reach.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -48,10 +47,19 @@ fn a_planted_dot_env_does_not_give_the_next_run_the_hosts_loopback() {
         out.starts_with("refused"),
         "the sandbox reached the host's loopback: {out}"
     );
-    assert!(
-        err.contains("ignored MSB_LOCAL_NETWORK, MSB_EXECUTION_TIMEOUT from ./.env"),
-        "{err}"
-    );
+    if is_root() {
+        // Run as root, what the sandbox wrote belongs to the volume's (unprivileged) owner, so
+        // the whole file is distrusted.
+        assert!(
+            err.contains(&format!("ignored ./.env: it belongs to uid {}", support::VOLUME_OWNER)),
+            "{err}"
+        );
+    } else {
+        assert!(
+            err.contains("ignored MSB_LOCAL_NETWORK, MSB_EXECUTION_TIMEOUT from ./.env"),
+            "{err}"
+        );
+    }
     let (_, out, _) = run(msbw(dir.path()).args(["--json", "config", "check"]));
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["local_network"], false);

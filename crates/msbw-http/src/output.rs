@@ -225,7 +225,7 @@ mod tests {
     const JS: Template = Template::Node;
 
     #[test]
-    fn output_is_joined_per_stream_and_trimmed() {
+    fn output_is_joined_per_stream_verbatim() {
         let out = match repl_outcome(
             PY,
             lines(&[
@@ -240,8 +240,9 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        assert_eq!(out.stdout, "a\nb");
-        assert_eq!(out.stderr, "e1\ne2");
+        // Verbatim (the manager normalises): each line with its newline, nothing trimmed.
+        assert_eq!(out.stdout, "a\nb  \n\n");
+        assert_eq!(out.stderr, "e1\ne2\n");
         assert_eq!(out.exit_code, None);
         assert_eq!(out.status, ExecStatus::Completed);
     }
@@ -261,7 +262,7 @@ mod tests {
             ReplOutcome::Output(out) => out,
             other => panic!("{other:?}"),
         };
-        assert_eq!(out.stdout, "after\neoe_short");
+        assert_eq!(out.stdout, "after\neoe_short\n");
     }
 
     #[test]
@@ -397,7 +398,7 @@ mod tests {
         let out = command_output(result);
         assert_eq!(
             (out.stdout.as_str(), out.stderr.as_str(), out.exit_code),
-            ("out\nmore", "err", Some(3))
+            ("out\nmore\n", "err\n", Some(3))
         );
         assert_eq!(out.status, ExecStatus::Completed);
         assert!(!out.success());
@@ -432,8 +433,10 @@ mod tests {
                 let language = if node { Template::Node } else { Template::Python };
                 let spec: Vec<(&str, &str)> = lines.iter().map(|(s, t)| (*s, t.as_str())).collect();
                 if let ReplOutcome::Output(out) = repl_outcome(language, super::lines(&spec), Duration::from_secs(1)) {
-                    prop_assert_eq!(out.stdout.trim_end(), out.stdout.as_str());
-                    prop_assert_eq!(out.stderr.trim_end(), out.stderr.as_str());
+                    // Verbatim: nothing but whole lines, each with its newline.
+                    for text in [&out.stdout, &out.stderr] {
+                        prop_assert!(text.is_empty() || text.ends_with('\n'), "{:?}", text);
+                    }
                     // Every line (a text holding newlines is several lines) is kept.
                     for (stream, text) in &lines {
                         for line in text.lines() {

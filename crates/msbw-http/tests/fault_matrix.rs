@@ -609,7 +609,7 @@ async fn run_cell(cell: Cell, index: usize) -> Result<(), String> {
     proxy.clear().await;
     let before = stub.count(cell.op.method());
     match perform(backend, cell.op, &id).await {
-        Ok(Some(out)) if out.stdout != "ran" => problems.push(format!("after the fault: output {out:?}")),
+        Ok(Some(out)) if out.stdout != "ran\n" => problems.push(format!("after the fault: output {out:?}")),
         Ok(_) => {}
         Err(e) => problems.push(format!("after the fault the next {} failed: {e}", cell.op.name())),
     }

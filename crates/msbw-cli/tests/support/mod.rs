@@ -65,3 +65,26 @@ pub fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
     }
     found
 }
+
+/// The unprivileged host user that owns volume directories of tests run as root (the local
+/// backend refuses a writable volume owned by host root: what a sandbox writes in a volume
+/// belongs to the volume's owner).
+pub const VOLUME_OWNER: u32 = 4242;
+
+/// A temporary directory, mode 0755, to map into a sandbox as a writable volume: given to
+/// [`VOLUME_OWNER`] when the tests run as root, left to the user otherwise.
+pub fn volume_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(VOLUME_OWNER), Some(VOLUME_OWNER)).expect("chown");
+    }
+    dir
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
+}

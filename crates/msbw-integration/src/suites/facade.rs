@@ -951,7 +951,15 @@ async fn orphans(target: &Cx) -> Result<(), String> {
         })?;
 
         let live = ok_code(&b, py("live", "print('live')")).await?;
-        let late = start_directly(target, &naming::sandbox_name(&mine, "late")).await?;
+        // A crashed peer's leftover: its owner's lease file is there, and nobody holds its lock
+        // (a sandbox of an owner with no lease, or with a held one, is never an orphan).
+        let dead = naming::owner_id();
+        let leases = microsandbox_wrapper::manager::Ownership::from_env()
+            .lease_dir
+            .ok_or("no owner lease directory")?;
+        std::fs::write(leases.join(format!("{mine}-{dead}.lease")), "")
+            .map_err(|e| format!("writing a dead owner's lease in {}: {e}", leases.display()))?;
+        let late = start_directly(target, &naming::owned_sandbox_name(&mine, &dead, "late")).await?;
         let stopped = b
             .cleanup_orphan_sandboxes()
             .await
