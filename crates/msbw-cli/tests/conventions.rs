@@ -7,7 +7,6 @@
 mod support;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -54,6 +53,10 @@ fn sigint_during_exec_stops_what_it_started_and_exits_130() {
         .status()
         .unwrap();
     assert!(made.success());
+    if support::is_root() {
+        // In an id-mapped volume, only files of the volume's owner are writable from inside.
+        std::os::unix::fs::chown(&ready, Some(support::VOLUME_OWNER), Some(support::VOLUME_OWNER)).unwrap();
+    }
     // A process of the code's own, with a command line no other test uses.
     let marker = (800_000 + std::process::id()).to_string();
     let code = format!(

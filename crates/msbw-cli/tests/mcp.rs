@@ -77,14 +77,28 @@ fn env_for(cmd: &mut Command, tmp: &Path) {
         .current_dir(tmp);
 }
 
+/// What is left in `dir`, leaving out the owner lease folder every manager uses (a lease file
+/// in it would be a live owner's: it is removed at shutdown and checked separately).
 fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
+    let leases = dir.join("msbw-owners");
+    let mut left: Vec<String> = std::fs::read_dir(&leases)
         .map(|d| {
             d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map(|e| format!("msbw-owners/{}", e.file_name().to_string_lossy()))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    left.extend(
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name != "msbw-owners")
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
+    );
+    left
 }
 
 #[test]
