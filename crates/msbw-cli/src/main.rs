@@ -11,6 +11,7 @@ mod out;
 mod progress;
 mod serve_cmd;
 mod settings;
+mod shutdown;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

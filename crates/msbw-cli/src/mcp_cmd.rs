@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use microsandbox_wrapper::{MicrosandboxWrapper, ShutdownReport, WrapperConfig};
+use microsandbox_wrapper::{MicrosandboxWrapper, WrapperConfig};
 use msbw_mcp::{BoundServer, HttpOptions, HttpServeError};
 
 use crate::cli::McpArgs;
@@ -41,7 +41,7 @@ pub(crate) async fn run(config: WrapperConfig, args: McpArgs) -> u8 {
     let report = match addr {
         None => {
             tracing::info!(%backend, "msbw mcp: serving on stdio");
-            match msbw_mcp::serve_stdio(wrapper, shutdown_signal()).await {
+            match msbw_mcp::serve_stdio(wrapper, crate::shutdown::signal()).await {
                 Ok(report) => report,
                 Err(e) => {
                     print_error(&e, false);
@@ -77,7 +77,7 @@ pub(crate) async fn run(config: WrapperConfig, args: McpArgs) -> u8 {
                     "no token: loopback only"
                 }
             );
-            match server.run(shutdown_signal()).await {
+            match server.run(crate::shutdown::signal()).await {
                 Ok(report) => report,
                 Err(HttpServeError::Wrapper(e)) => {
                     print_error(&e, false);
@@ -90,36 +90,5 @@ pub(crate) async fn run(config: WrapperConfig, args: McpArgs) -> u8 {
             }
         }
     };
-    finish(&report)
-}
-
-fn finish(report: &ShutdownReport) -> u8 {
-    for (sandbox, why) in &report.failed {
-        tracing::error!(%sandbox, error = %why, "could not stop sandbox");
-    }
-    eprintln!(
-        "msbw mcp: stopped {} {}{}",
-        report.stopped,
-        if report.stopped == 1 { "sandbox" } else { "sandboxes" },
-        if report.failed.is_empty() {
-            String::new()
-        } else {
-            format!(", {} could not be stopped", report.failed.len())
-        }
-    );
-    if report.failed.is_empty() {
-        exit::OK
-    } else {
-        exit::INTERNAL
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { term.as_mut()?.recv().await } => {}
-    }
+    crate::shutdown::finish("mcp", &report)
 }

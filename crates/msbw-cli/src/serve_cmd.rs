@@ -164,43 +164,6 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
         },
         args.max_connections
     );
-    let report = server.run(shutdown_signal()).await;
-    eprintln!(
-        "msbw serve: stopped {} {}{}",
-        report.stopped,
-        if report.stopped == 1 { "sandbox" } else { "sandboxes" },
-        if report.failed.is_empty() {
-            String::new()
-        } else {
-            format!(", {} could not be stopped", report.failed.len())
-        }
-    );
-    if report.failed.is_empty() {
-        exit::OK
-    } else {
-        exit::INTERNAL
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let report = server.run(crate::shutdown::signal()).await;
+    crate::shutdown::finish("serve", &report)
 }
