@@ -125,6 +125,31 @@ impl WrapperConfig {
         }
     }
 
+    /// [`WrapperConfig::from_vars`] for a backend: `backend_problems` adds the problems of the
+    /// backend's own settings, so that every problem (the wrapper's and the backend's) is
+    /// reported at once, in the order of the settings.
+    pub fn from_vars_checked<I, K, V>(
+        vars: I,
+        backend_problems: impl FnOnce(&crate::BackendSettings) -> Vec<ConfigProblem>,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut report = Self::report_from_vars(vars);
+        report
+            .problems
+            .extend(backend_problems(&report.config.backend_settings));
+        if report.problems.is_empty() {
+            Ok(report.config)
+        } else {
+            Err(ConfigError::Invalid {
+                problems: report.problems,
+            })
+        }
+    }
+
     /// Loads what can be loaded and reports everything else: the configuration with the default
     /// in place of every invalid value, every problem, every warning, and the `MSB_*` variables
     /// that are not settings. This is what `msbw config check` shows; use

@@ -108,12 +108,8 @@ impl HttpBackendConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut report = WrapperConfig::report_from_vars(vars);
-        report
-            .problems
-            .extend(Self::settings_problems(&report.config.backend_settings));
-        ConfigError::check(report.problems)?;
-        Self::from_wrapper(&report.config)
+        let config = WrapperConfig::from_vars_checked(vars, Self::settings_problems)?;
+        Self::from_wrapper(&config)
     }
 
     /// Every problem with this backend's own settings (empty when they are valid).

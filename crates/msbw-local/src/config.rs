@@ -83,12 +83,8 @@ impl LocalConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut report = WrapperConfig::report_from_vars(vars);
-        report
-            .problems
-            .extend(Self::settings_problems(&report.config.backend_settings));
-        ConfigError::check(report.problems)?;
-        Self::from_settings(&report.config.backend_settings)
+        let config = WrapperConfig::from_vars_checked(vars, Self::settings_problems)?;
+        Self::from_settings(&config.backend_settings)
     }
 
     /// Every problem with this backend's own settings (empty when they are valid).
