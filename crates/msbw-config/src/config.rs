@@ -12,7 +12,7 @@ use crate::error::{ConfigError, ConfigProblem, ConfigWarning};
 use crate::secret::{ApiKey, MASK};
 use crate::url::parse_server_url;
 use crate::volume::{VolumeMapping, duplicate_container_paths, parse_volume_mappings};
-use crate::{BackendKind, BackendSettings, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor};
+use crate::{BackendKind, BackendSettings, ConfigKey, LimitPolicy, LogLevel, SandboxFlavor, WarmPool};
 
 /// The microsandbox server's default address.
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:5555";
@@ -66,6 +66,9 @@ pub struct WrapperConfig {
     pub max_concurrent_starts: u32,
     /// `MSB_SHUTDOWN_TIMEOUT`: how long shutdown waits for running executions (0 s to 1 h).
     pub shutdown_timeout: Duration,
+    /// `MSB_WARM_POOL`: sandboxes started ahead per template and flavor; empty for no pool.
+    /// Pooled sandboxes count against `max_concurrent_sessions` and `max_total_memory_mb`.
+    pub warm_pool: WarmPool,
     /// The settings that belong to one backend (`MSB_PYTHON_IMAGE`, `MSB_NODE_IMAGE`,
     /// `MSB_LOCAL_NETWORK`), as text: the backend that reads them parses and validates them.
     pub backend_settings: BackendSettings,
@@ -94,6 +97,7 @@ impl Default for WrapperConfig {
             limit_wait_timeout: Duration::from_secs(30),
             max_concurrent_starts: 4,
             shutdown_timeout: Duration::from_secs(30),
+            warm_pool: WarmPool::default(),
             backend_settings: BackendSettings::default(),
         }
     }
@@ -286,6 +290,7 @@ impl WrapperConfig {
                 self.max_concurrent_starts = whole_number(text).map_err(problem)?;
             }
             ConfigKey::ShutdownTimeout => self.shutdown_timeout = whole_seconds(text).map_err(problem)?,
+            ConfigKey::WarmPool => self.warm_pool = text.parse().map_err(problem)?,
             // Handled above: backend settings are kept as text.
             _ => {}
         }
@@ -338,6 +343,7 @@ impl WrapperConfig {
             ConfigKey::LimitWaitTimeout => seconds_text(self.limit_wait_timeout),
             ConfigKey::MaxConcurrentStarts => self.max_concurrent_starts.to_string(),
             ConfigKey::ShutdownTimeout => seconds_text(self.shutdown_timeout),
+            ConfigKey::WarmPool => self.warm_pool.to_string(),
             _ => self.backend_settings.text(key).to_owned(),
         }
     }
@@ -464,6 +470,20 @@ impl WrapperConfig {
         if !volume_errors.is_empty() {
             report(ConfigKey::SharedVolumePath, volume_errors.join("; "));
         }
+        if let Some(why) = self.warm_pool.problem() {
+            report(ConfigKey::WarmPool, why);
+        } else if self.warm_pool.total() > u64::from(self.max_concurrent_sessions)
+            && !failed.contains(&ConfigKey::MaxSessions)
+        {
+            report(
+                ConfigKey::WarmPool,
+                format!(
+                    "keeps {} sandboxes in all, more than MSB_MAX_SESSIONS = {} (pooled sandboxes count against it)",
+                    self.warm_pool.total(),
+                    self.max_concurrent_sessions
+                ),
+            );
+        }
         if !is_name(&self.namespace, 63, true) {
             report(ConfigKey::Namespace, "is not a valid namespace name".into());
         }
@@ -525,6 +545,17 @@ impl WrapperConfig {
                     ),
                 );
             }
+        }
+        if let Some(limit) = self.max_total_memory_mb
+            && self.warm_pool.memory_mb() > limit
+        {
+            warn(
+                ConfigKey::WarmPool,
+                format!(
+                    "would reserve {} MB when full, more than MSB_MAX_TOTAL_MEMORY_MB = {limit}; the pool stays partly empty",
+                    self.warm_pool.memory_mb()
+                ),
+            );
         }
         for mapping in &self.shared_volume_mappings {
             if !Path::new(&mapping.host_path).exists() {
@@ -634,6 +665,7 @@ impl Serialize for WrapperConfig {
         s.serialize_field("limit_wait_timeout", &seconds_value(self.limit_wait_timeout))?;
         s.serialize_field("max_concurrent_starts", &self.max_concurrent_starts)?;
         s.serialize_field("shutdown_timeout", &seconds_value(self.shutdown_timeout))?;
+        s.serialize_field("warm_pool", &self.warm_pool.to_string())?;
         // Backend settings as text; a switch that reads as one as a boolean, as before the split.
         for key in ConfigKey::ALL.into_iter().filter(|k| k.backend().is_some()) {
             let text = self.backend_settings.text(key);
@@ -726,6 +758,12 @@ impl ConfigBuilder {
                 allowed: ConfigKey::SharedVolumePath.allowed(),
             }),
         }
+        self
+    }
+
+    /// Sets the warm pool.
+    pub fn warm_pool(mut self, pool: WarmPool) -> Self {
+        self.config.warm_pool = pool;
         self
     }
 

@@ -49,7 +49,8 @@ pub const fn implicit_rule(key: ConfigKey) -> ImplicitRule {
         | ConfigKey::ExecutionTimeout
         | ConfigKey::LimitWaitTimeout
         | ConfigKey::MaxConcurrentStarts
-        | ConfigKey::ShutdownTimeout => ImplicitRule::AtMostDefault,
+        | ConfigKey::ShutdownTimeout
+        | ConfigKey::WarmPool => ImplicitRule::AtMostDefault,
         ConfigKey::ServerUrl
         | ConfigKey::SharedVolumePath
         | ConfigKey::Backend
@@ -141,6 +142,7 @@ fn implicit_allows(name: &str, value: &str) -> bool {
                 ConfigKey::LimitWaitTimeout => set.limit_wait_timeout <= default.limit_wait_timeout,
                 ConfigKey::MaxConcurrentStarts => set.max_concurrent_starts <= default.max_concurrent_starts,
                 ConfigKey::ShutdownTimeout => set.shutdown_timeout <= default.shutdown_timeout,
+                ConfigKey::WarmPool => set.warm_pool.total() <= default.warm_pool.total(),
                 _ => false,
             }
         }

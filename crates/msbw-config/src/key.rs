@@ -50,6 +50,8 @@ pub enum ConfigKey {
     MaxConcurrentStarts,
     /// `MSB_SHUTDOWN_TIMEOUT`: how long shutdown waits for running executions.
     ShutdownTimeout,
+    /// `MSB_WARM_POOL`: sandboxes started ahead, per template and flavor.
+    WarmPool,
     /// `MSB_PYTHON_IMAGE`: the image the microsandbox backend starts for the `python` template.
     PythonImage,
     /// `MSB_NODE_IMAGE`: the image the microsandbox backend starts for the `node` template.
@@ -60,7 +62,7 @@ pub enum ConfigKey {
 
 impl ConfigKey {
     /// Every key, in the order the configuration guide presents them (extensions last).
-    pub const ALL: [ConfigKey; 22] = [
+    pub const ALL: [ConfigKey; 23] = [
         ConfigKey::ServerUrl,
         ConfigKey::ApiKey,
         ConfigKey::SessionTimeout,
@@ -80,6 +82,7 @@ impl ConfigKey {
         ConfigKey::LimitWaitTimeout,
         ConfigKey::MaxConcurrentStarts,
         ConfigKey::ShutdownTimeout,
+        ConfigKey::WarmPool,
         ConfigKey::PythonImage,
         ConfigKey::NodeImage,
         ConfigKey::LocalNetwork,
@@ -107,6 +110,7 @@ impl ConfigKey {
             ConfigKey::LimitWaitTimeout => "MSB_LIMIT_WAIT_TIMEOUT",
             ConfigKey::MaxConcurrentStarts => "MSB_MAX_CONCURRENT_STARTS",
             ConfigKey::ShutdownTimeout => "MSB_SHUTDOWN_TIMEOUT",
+            ConfigKey::WarmPool => "MSB_WARM_POOL",
             ConfigKey::PythonImage => "MSB_PYTHON_IMAGE",
             ConfigKey::NodeImage => "MSB_NODE_IMAGE",
             ConfigKey::LocalNetwork => "MSB_LOCAL_NETWORK",
@@ -136,6 +140,7 @@ impl ConfigKey {
             ConfigKey::LimitWaitTimeout => "limit_wait_timeout",
             ConfigKey::MaxConcurrentStarts => "max_concurrent_starts",
             ConfigKey::ShutdownTimeout => "shutdown_timeout",
+            ConfigKey::WarmPool => "warm_pool",
             ConfigKey::PythonImage => "python_image",
             ConfigKey::NodeImage => "node_image",
             ConfigKey::LocalNetwork => "local_network",
@@ -164,6 +169,7 @@ impl ConfigKey {
             ConfigKey::LimitWaitTimeout => "30",
             ConfigKey::MaxConcurrentStarts => "4",
             ConfigKey::ShutdownTimeout => "30",
+            ConfigKey::WarmPool => "",
             ConfigKey::PythonImage => "microsandbox/python",
             ConfigKey::NodeImage => "microsandbox/node",
             ConfigKey::LocalNetwork => "false",
@@ -214,6 +220,10 @@ impl ConfigKey {
             ConfigKey::Namespace => "1 to 63 letters, digits, '-' or '_', starting with a letter or digit".into(),
             ConfigKey::OwnerMark => "1 to 16 letters or digits".into(),
             ConfigKey::LimitPolicy => "one of reject, wait, evict".into(),
+            ConfigKey::WarmPool => format!(
+                "empty for no pool, or template:flavor=count entries separated by commas (templates python, node; flavors small, medium, large; each count 1 to {}; each template and flavor once; at most MSB_MAX_SESSIONS in all), e.g. python:small=2,node:medium=1",
+                crate::MAX_POOLED_PER_KEY
+            ),
             ConfigKey::PythonImage | ConfigKey::NodeImage => {
                 "an OCI image reference, or a host directory path starting with '/' or '.'".into()
             }
@@ -247,6 +257,9 @@ impl ConfigKey {
             ConfigKey::MaxConcurrentStarts => "how many sandboxes may be starting at the same time",
             ConfigKey::ShutdownTimeout => {
                 "how long shutdown waits for running executions before stopping their sandboxes"
+            }
+            ConfigKey::WarmPool => {
+                "sandboxes started ahead per template and flavor, claimed by new sessions (unset: no pool)"
             }
             ConfigKey::PythonImage => "image started for the python template on a microsandbox server",
             ConfigKey::NodeImage => "image started for the node template on a microsandbox server",

@@ -29,8 +29,10 @@ mod error;
 mod key;
 mod options;
 mod secret;
+mod template;
 mod url;
 mod volume;
+mod warm_pool;
 
 pub use backend_settings::{BackendSettings, value};
 pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars};
@@ -41,5 +43,7 @@ pub use error::{ConfigError, ConfigProblem, ConfigWarning};
 pub use key::{ConfigKey, UnknownKey};
 pub use options::{BackendKind, LimitPolicy, LogLevel, ParseOptionError, SandboxFlavor};
 pub use secret::{ApiKey, MASK};
+pub use template::{Template, UnknownTemplate};
 pub use url::{ServerUrlParts, parse_server_url, redact_url};
 pub use volume::{VolumeError, VolumeMapping, format_volume_mappings, parse_volume_mappings};
+pub use warm_pool::{MAX_POOLED_PER_KEY, PoolEntry, WarmPool};
