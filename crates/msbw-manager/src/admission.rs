@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use msbw_backend::Template;
+use msbw_backend::{SandboxId, Template};
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 
 use crate::error::{LimitExceeded, ManagerError, Resource, SessionMismatch};
@@ -107,6 +107,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) flavor: SandboxFlavor,
     /// Whether the session may be created when it does not exist.
     pub(crate) may_create: bool,
+    /// Whether a new session may claim a warm-pool sandbox (it asks for no volumes or
+    /// environment of its own, which a sandbox started ahead cannot have).
+    pub(crate) poolable: bool,
 }
 
 /// Where the call is in its admission loop.
@@ -127,6 +130,16 @@ pub(crate) enum Decision {
     Reuse,
     /// A reservation was taken for a new session: create it (or give the reservation back).
     Create,
+    /// A ready warm-pool sandbox of the call's template and flavor serves the new session: claim
+    /// it (its reservation becomes the session's).
+    Claim(SandboxId),
+    /// At a limit, with sandboxes in the warm pool: retire this pooled sandbox (`starting`: its
+    /// start has not ended yet), then ask again. The pool yields to real sessions.
+    YieldPooled {
+        sandbox: SandboxId,
+        flavor: SandboxFlavor,
+        starting: bool,
+    },
     /// At a limit under `wait`: wait for a freed slot, then ask again.
     Wait,
     /// At a limit under `evict`: retire this idle session, stop it, then ask again.
@@ -158,10 +171,25 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
             session_id: ask.session_id.to_owned(),
         });
     }
+    if ask.poolable
+        && let Some(sandbox) = reg.pool().claimable(ask.template, ask.flavor)
+    {
+        return Decision::Claim(sandbox);
+    }
     let shortfall = match reg.ledger_mut().try_reserve(ask.flavor, limits) {
-        Ok(()) => return Decision::Create,
+        Ok(()) => {
+            reg.pool_mut().admitted();
+            return Decision::Create;
+        }
         Err(shortfall) => shortfall,
     };
+    if let Some((sandbox, flavor, starting)) = reg.pool().victim() {
+        return Decision::YieldPooled {
+            sandbox,
+            flavor,
+            starting,
+        };
+    }
     let limit_error = ManagerError::ResourceLimit(LimitExceeded {
         resource: shortfall.resource,
         usage: shortfall.usage,
@@ -197,7 +225,6 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
 mod tests {
     use std::sync::Arc;
 
-    use msbw_backend::SandboxId;
     use proptest::prelude::*;
 
     use super::*;
@@ -217,6 +244,7 @@ mod tests {
             template: Template::Python,
             flavor,
             may_create: true,
+            poolable: true,
         }
     }
 
@@ -427,6 +455,7 @@ mod tests {
                                 }
                             }
                             Decision::Wait | Decision::AwaitStops | Decision::Reject(_) => {}
+                            Decision::Claim(_) | Decision::YieldPooled { .. } => prop_assert!(false, "no pool here"),
                         }
                     }
                     Op::Finish(n) => finish(&mut reg, &format!("s{n}")),

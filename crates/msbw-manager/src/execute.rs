@@ -190,6 +190,7 @@ impl Inner {
             template: plan.template,
             flavor: plan.flavor,
             may_create: plan.create.is_some(),
+            poolable: plan.create.as_ref().is_some_and(|x| x.volumes.is_empty() && x.env.is_empty()),
         };
         let mut evictions = 0u32;
         loop {
@@ -252,11 +253,16 @@ impl Inner {
                     lock: entry.exec_lock(),
                 })
             }
-            Decision::Create => {
+            decision @ (Decision::Create | Decision::Claim(_)) => {
                 let token = reg.token();
-                let sandbox = self.fresh_sandbox(&plan.session_id);
+                // A claimed warm-pool sandbox is already running; its reservation is the session's.
+                let pooled = match decision {
+                    Decision::Claim(sandbox) if reg.pool_mut().claim(&sandbox) => Some(sandbox),
+                    _ => None,
+                };
+                let sandbox = pooled.clone().unwrap_or_else(|| self.fresh_sandbox(&plan.session_id));
                 let extras = plan.create.clone().unwrap_or_default();
-                let entry = Entry::new(
+                let mut entry = Entry::new(
                     &plan.session_id,
                     token,
                     plan.template,
@@ -264,6 +270,10 @@ impl Inner {
                     sandbox.clone(),
                     extras,
                 );
+                if pooled.is_some() {
+                    entry.status = SessionStatus::Ready;
+                    self.pool().wake();
+                }
                 let Ok(exec) = entry.exec_lock().try_lock_owned() else {
                     reg.ledger_mut().release(plan.flavor);
                     return Err(ManagerError::Internal("a new session's lock was taken".into()));
@@ -276,9 +286,23 @@ impl Inner {
                     template: plan.template,
                     flavor: plan.flavor,
                     created: true,
-                    needs_start: true,
+                    needs_start: pooled.is_none(),
                     replaces: None,
                 }))
+            }
+            Decision::YieldPooled {
+                sandbox,
+                flavor,
+                starting,
+            } => {
+                reg.yield_pooled(sandbox, flavor, starting, self.config().limit_wait_timeout);
+                if starting {
+                    let mut notified = Box::pin(self.slot_freed().notified());
+                    notified.as_mut().enable();
+                    Ok(Next::AwaitStops(notified))
+                } else {
+                    Ok(Next::StopEvicted)
+                }
             }
             Decision::Wait => {
                 let mut notified = Box::pin(self.slot_freed().notified());

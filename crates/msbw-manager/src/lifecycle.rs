@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::error::until;
 use crate::ownership::{Lease, Ownership};
+use crate::pool::PoolRunner;
 use crate::session::Registry;
 use crate::tasks::Tasks;
 use crate::{ManagerError, OrphanReport, Phase, ShutdownReport, StartReport};
@@ -42,6 +43,8 @@ pub(crate) struct Inner {
     owner: String,
     /// The lease that shows peers this manager is alive.
     lease: Mutex<Lease>,
+    /// The warm pool's refill task and starts.
+    pool: PoolRunner,
 }
 
 impl Inner {
@@ -59,6 +62,7 @@ impl Inner {
             tasks: Mutex::new(Tasks::default()),
             owner: lease.owner().to_owned(),
             lease: Mutex::new(lease),
+            pool: PoolRunner::default(),
         }
     }
 
@@ -85,6 +89,11 @@ impl Inner {
     /// The registry, locked (never hold it across an `.await`).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The warm pool's refill task and starts.
+    pub(crate) fn pool(&self) -> &PoolRunner {
+        &self.pool
     }
 
     /// The background tasks' table.
@@ -115,6 +124,8 @@ impl Inner {
         } else {
             self.slot_freed.notify_waiters();
         }
+        // The pool may refill into the slot (it holds back while callers wait or yield).
+        self.pool.wake();
     }
 
     /// Says that a call ended (shutdown waits for running calls).
@@ -163,6 +174,7 @@ impl Inner {
             tracing::warn!(error = %why, "orphan cleanup at start-up failed");
         }
         self.spawn_tasks();
+        self.spawn_pool();
         Ok(StartReport { orphans })
     }
 
@@ -193,6 +205,7 @@ impl Inner {
                 "shutdown timeout reached with executions still running; stopping their sandboxes"
             );
         }
+        self.stop_pool(deadline).await;
         self.lock().retire_all();
         let mut stopped = self.stop_retiring().await.stopped;
         // One more try for those that failed (a transient failure should not leak a sandbox).

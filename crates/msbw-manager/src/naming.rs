@@ -43,6 +43,13 @@ pub fn owned_sandbox_name(mark: &str, owner: &str, session_id: &str) -> String {
     format!("{mark}-{slug}-{owner}-{:010x}", fastrand::u64(..) & 0xff_ffff_ffff)
 }
 
+/// A fresh name for a warm-pool sandbox of the manager with owner id `owner`:
+/// `{mark}-pool-{template}-{flavor}-{owner}-{suffix}`. It names no session (the session that
+/// claims it is found through the registry, never through the name).
+pub fn pooled_sandbox_name(mark: &str, owner: &str, template: msbw_backend::Template, flavor: msbw_config::SandboxFlavor) -> String {
+    owned_sandbox_name(mark, owner, &format!("pool-{template}-{flavor}"))
+}
+
 /// A fresh sandbox name under a fresh owner id that no live manager holds: a name as a crashed
 /// manager, or another host's manager, would have left it.
 pub fn sandbox_name(mark: &str, session_id: &str) -> String {
@@ -120,6 +127,18 @@ mod tests {
             assert!(!is_owned("msbw", name), "{name}");
         }
         assert_eq!(owner_of("msbw", "msbw-x-y-0123abcd-0123456789"), Some("0123abcd"));
+    }
+
+    #[test]
+    fn pooled_names_are_owned_and_name_no_session() {
+        use msbw_backend::Template;
+        use msbw_config::SandboxFlavor;
+        let name = pooled_sandbox_name("msbw", "0123abcd", Template::Node, SandboxFlavor::Large);
+        assert!(name.starts_with("msbw-pool-node-large-0123abcd-"), "{name}");
+        assert!(is_valid_name(&name));
+        assert_eq!(owner_of("msbw", &name), Some("0123abcd"));
+        let longest = pooled_sandbox_name("abcdefghijklmnop", "0123abcd", Template::Python, SandboxFlavor::Medium);
+        assert!(is_valid_name(&longest) && is_owned("abcdefghijklmnop", &longest), "{longest}");
     }
 
     proptest! {

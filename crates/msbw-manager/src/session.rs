@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::admission::Ledger;
+use crate::pool::PoolTable;
 
 /// A session's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -182,6 +183,8 @@ pub(crate) struct Registry {
     /// Callers waiting for a slot.
     pub(crate) waiting: usize,
     next_token: u64,
+    /// The warm pool's sandboxes (each holds a reservation in the ledger).
+    pool: PoolTable,
 }
 
 impl Registry {
@@ -193,6 +196,16 @@ impl Registry {
     /// The reservations, to take or give back one.
     pub(crate) fn ledger_mut(&mut self) -> &mut Ledger {
         &mut self.ledger
+    }
+
+    /// The warm pool's sandboxes.
+    pub(crate) fn pool(&self) -> &PoolTable {
+        &self.pool
+    }
+
+    /// The warm pool's sandboxes, to change them.
+    pub(crate) fn pool_mut(&mut self) -> &mut PoolTable {
+        &mut self.pool
     }
 
     /// A token for a new session incarnation.
@@ -241,18 +254,25 @@ impl Registry {
     /// Moves a session out of the table into the retiring list, keeping its reservation.
     pub(crate) fn retire(&mut self, session_id: &str) -> Option<SandboxId> {
         let entry = self.sessions.remove(session_id)?;
+        let starting = entry.status == SessionStatus::Creating;
+        self.retire_sandbox(entry.sandbox.clone(), &entry.id, entry.flavor, starting);
+        Some(entry.sandbox)
+    }
+
+    /// Puts a sandbox that holds a reservation (of `flavor`) on the retiring list, keeping the
+    /// reservation; `starting`: a start is still in progress (it is stopped once that ends).
+    pub(crate) fn retire_sandbox(&mut self, sandbox: SandboxId, session_id: &str, flavor: SandboxFlavor, starting: bool) {
         self.retiring.insert(
-            entry.sandbox.clone(),
+            sandbox,
             Retiring {
-                session_id: entry.id,
-                flavor: entry.flavor,
+                session_id: session_id.to_owned(),
+                flavor,
                 attempts: 0,
                 last_error: None,
                 in_progress: false,
-                starting: entry.status == SessionStatus::Creating,
+                starting,
             },
         );
-        Some(entry.sandbox)
     }
 
     /// The start of a retired session's sandbox has ended: it may be stopped now. Returns whether
@@ -335,12 +355,13 @@ impl Registry {
         failed
     }
 
-    /// Every sandbox that belongs to a live or retiring session.
+    /// Every sandbox that belongs to a live or retiring session, or to the warm pool.
     pub(crate) fn live_sandboxes(&self) -> HashSet<SandboxId> {
         self.sessions
             .values()
             .map(|e| e.sandbox.clone())
             .chain(self.retiring.keys().cloned())
+            .chain(self.pool.sandboxes().cloned())
             .collect()
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::lifecycle::Inner;
+use crate::pool::PoolStats;
 
 /// Resource use, as `get_resource_stats` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,6 +27,11 @@ pub struct ResourceStats {
     /// Sandboxes being stopped (or whose stop failed and will be retried); they still count
     /// against the limits.
     pub stopping_sandboxes: usize,
+    /// Warm-pool sandboxes (starting or ready, not yet claimed); they count against the limits
+    /// (`total_memory_mb` includes them) but are not sessions.
+    pub pooled_sandboxes: usize,
+    /// The warm pool (`MSB_WARM_POOL`), one row per template and flavor; empty without a pool.
+    pub warm_pool: Vec<PoolStats>,
     /// Callers waiting for a slot (the `wait` policy).
     pub waiting_callers: usize,
     /// Seconds since the manager started.
@@ -55,6 +61,8 @@ impl Inner {
             max_memory_mb: self.config().max_total_memory_mb,
             total_cpus: cpus,
             stopping_sandboxes: reg.retiring_count(),
+            pooled_sandboxes: reg.pool().len(),
+            warm_pool: self.pool_stats(&reg),
             waiting_callers: reg.waiting,
             uptime_seconds: uptime,
             backend: self.backend().name().to_owned(),
