@@ -190,7 +190,10 @@ impl Inner {
             template: plan.template,
             flavor: plan.flavor,
             may_create: plan.create.is_some(),
-            poolable: plan.create.as_ref().is_some_and(|x| x.volumes.is_empty() && x.env.is_empty()),
+            poolable: plan
+                .create
+                .as_ref()
+                .is_some_and(|x| x.volumes.is_empty() && x.env.is_empty()),
         };
         let mut evictions = 0u32;
         loop {

@@ -46,7 +46,12 @@ pub fn owned_sandbox_name(mark: &str, owner: &str, session_id: &str) -> String {
 /// A fresh name for a warm-pool sandbox of the manager with owner id `owner`:
 /// `{mark}-pool-{template}-{flavor}-{owner}-{suffix}`. It names no session (the session that
 /// claims it is found through the registry, never through the name).
-pub fn pooled_sandbox_name(mark: &str, owner: &str, template: msbw_backend::Template, flavor: msbw_config::SandboxFlavor) -> String {
+pub fn pooled_sandbox_name(
+    mark: &str,
+    owner: &str,
+    template: msbw_backend::Template,
+    flavor: msbw_config::SandboxFlavor,
+) -> String {
     owned_sandbox_name(mark, owner, &format!("pool-{template}-{flavor}"))
 }
 
@@ -138,7 +143,10 @@ mod tests {
         assert!(is_valid_name(&name));
         assert_eq!(owner_of("msbw", &name), Some("0123abcd"));
         let longest = pooled_sandbox_name("abcdefghijklmnop", "0123abcd", Template::Python, SandboxFlavor::Medium);
-        assert!(is_valid_name(&longest) && is_owned("abcdefghijklmnop", &longest), "{longest}");
+        assert!(
+            is_valid_name(&longest) && is_owned("abcdefghijklmnop", &longest),
+            "{longest}"
+        );
     }
 
     proptest! {

@@ -208,6 +208,8 @@ impl Inner {
         if self.config().warm_pool.is_empty() {
             return;
         }
+        // The first sandboxes start now, not when the task first runs.
+        self.refill();
         let (stop, stop_rx) = watch::channel(false);
         let handle = tokio::spawn(pool_loop(Arc::downgrade(self), stop_rx));
         let old = self
@@ -300,7 +302,9 @@ impl Inner {
                         namespace: self.config().namespace.clone(),
                         name: naming::pooled_sandbox_name(&self.config().owner_mark, self.owner(), key.0, key.1),
                     };
-                    reg.pool_mut().members.insert(sandbox.clone(), Member { key, ready: false });
+                    reg.pool_mut()
+                        .members
+                        .insert(sandbox.clone(), Member { key, ready: false });
                     start.push((key, sandbox));
                     missing -= 1;
                     in_flight += 1;

@@ -261,7 +261,13 @@ impl Registry {
 
     /// Puts a sandbox that holds a reservation (of `flavor`) on the retiring list, keeping the
     /// reservation; `starting`: a start is still in progress (it is stopped once that ends).
-    pub(crate) fn retire_sandbox(&mut self, sandbox: SandboxId, session_id: &str, flavor: SandboxFlavor, starting: bool) {
+    pub(crate) fn retire_sandbox(
+        &mut self,
+        sandbox: SandboxId,
+        session_id: &str,
+        flavor: SandboxFlavor,
+        starting: bool,
+    ) {
         self.retiring.insert(
             sandbox,
             Retiring {
