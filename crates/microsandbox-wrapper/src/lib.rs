@@ -63,7 +63,7 @@ pub use msbw_backend::{
 };
 pub use msbw_config::{
     self as config, ApiKey, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem, LimitPolicy, LogLevel,
-    SandboxFlavor, VolumeMapping, WrapperConfig,
+    PoolEntry, SandboxFlavor, VolumeMapping, WarmPool, WrapperConfig,
 };
 #[cfg(feature = "http")]
 pub use msbw_http::{HttpBackend, HttpBackendConfig};
@@ -71,8 +71,8 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
     self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded, OrphanReport,
-    Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionSpec,
-    SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+    PoolStats, Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions,
+    SessionSpec, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].
