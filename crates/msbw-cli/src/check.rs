@@ -57,6 +57,14 @@ pub(crate) fn run(report: &ConfigReport, notes: &[String], json: bool) -> u8 {
         );
         outln!("  Volume mappings:   {}", c.shared_volume_mappings.len());
         outln!(
+            "  Warm pool:         {}",
+            if c.warm_pool.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("{} ({} sandboxes)", c.warm_pool, c.warm_pool.total())
+            }
+        );
+        outln!(
             "  Result:            {} errors, {} warnings",
             errors.len(),
             warnings.len()
