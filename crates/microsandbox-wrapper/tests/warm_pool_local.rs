@@ -31,7 +31,7 @@ fn descendants() -> Vec<(u32, String)> {
         name.insert(pid, comm.split_once(" (").map_or("", |c| c.1).to_owned());
     }
     let mut found = Vec::new();
-    for (&pid, _) in &parent {
+    for &pid in parent.keys() {
         let mut at = pid;
         for _ in 0..64 {
             match parent.get(&at) {

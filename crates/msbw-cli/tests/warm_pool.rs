@@ -8,33 +8,37 @@ mod support;
 use serde_json::Value;
 use support::{msbw, run};
 
+/// `msbw config check [--json]` with `MSB_WARM_POOL=pool`: status and output.
+fn check(pool: &str, json: bool) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = msbw(dir.path());
+    cmd.args(["config", "check"]).env("MSB_WARM_POOL", pool);
+    if json {
+        cmd.arg("--json");
+    }
+    let (code, out, _) = run(&mut cmd);
+    (code, out)
+}
+
 #[test]
 fn config_check_shows_the_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check"])
-        .env("MSB_WARM_POOL", "python:small=2,node:medium=1"));
+    let (code, out) = check("python:small=2,node:medium=1", false);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("Warm pool:         python:small=2,node:medium=1 (3 sandboxes)"),
         "{out}"
     );
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check", "--json"])
-        .env("MSB_WARM_POOL", "python:small=2"));
+    let (code, out) = check("python:small=2", true);
     assert_eq!(code, 0, "{out}");
     let json: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["warm_pool"], "python:small=2");
-    let (_, out, _) = run(msbw(dir.path()).args(["config", "check"]));
+    let (_, out) = check("", false);
     assert!(out.contains("Warm pool:         none"), "{out}");
 }
 
 #[test]
 fn config_check_refuses_a_bad_pool_by_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check"])
-        .env("MSB_WARM_POOL", "ruby:small=1"));
+    let (code, out) = check("ruby:small=1", false);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("MSB_WARM_POOL") && out.contains("\"ruby:small=1\"") && out.contains("unknown template"),

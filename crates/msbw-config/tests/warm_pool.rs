@@ -50,8 +50,10 @@ fn a_bad_pool_is_an_error_naming_the_variable_the_value_and_what_is_allowed() {
 
 #[test]
 fn programmatic_pools_are_validated_too() {
-    let mut config = WrapperConfig::default();
-    config.warm_pool = "python:small=1".parse().unwrap();
+    let mut config = WrapperConfig {
+        warm_pool: "python:small=1".parse().unwrap(),
+        ..WrapperConfig::default()
+    };
     config.warm_pool.entries.push(config.warm_pool.entries[0]);
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("MSB_WARM_POOL") && err.contains("more than once"), "{err}");
