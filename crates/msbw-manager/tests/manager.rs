@@ -28,10 +28,10 @@ fn config() -> WrapperConfig {
     }
 }
 
-/// [`config`] with at most `n` sessions at once.
-fn sessions_at_most(n: u32) -> WrapperConfig {
+/// [`config`] with at most `max` sessions at once.
+fn limited(max: u32) -> WrapperConfig {
     WrapperConfig {
-        max_concurrent_sessions: n,
+        max_concurrent_sessions: max,
         ..config()
     }
 }
@@ -385,7 +385,7 @@ mod open_sessions {
     #[tokio::test(start_paused = true)]
     async fn open_session_counts_against_the_limits() {
         let fake = FakeBackend::new();
-        let manager = started(sessions_at_most(2), &fake).await;
+        let manager = started(limited(2), &fake).await;
         let opens = (0..5).map(|i| manager.open_session(spec(&format!("s{i}"))));
         let results = futures_join_all(opens).await;
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
@@ -395,13 +395,6 @@ mod open_sessions {
 
 mod admission {
     use super::*;
-
-    fn limited(max: u32) -> WrapperConfig {
-        WrapperConfig {
-            max_concurrent_sessions: max,
-            ..config()
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_session_over_the_limit_is_rejected_with_resource_usage_and_limit() {
@@ -552,15 +545,19 @@ mod admission {
         assert_eq!(t0.elapsed(), Duration::from_secs(15), "three rounds of two 5 s starts");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_wait_policy_waits_for_a_slot() {
-        let fake = FakeBackend::new();
-        let cfg = WrapperConfig {
+    /// One session at most; a call over the limit waits up to 20 s for a slot.
+    fn waiting_up_to_20s() -> WrapperConfig {
+        WrapperConfig {
             limit_policy: LimitPolicy::Wait,
             limit_wait_timeout: Duration::from_secs(20),
             ..limited(1)
-        };
-        let manager = started(cfg, &fake).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_policy_waits_for_a_slot() {
+        let fake = FakeBackend::new();
+        let manager = started(waiting_up_to_20s(), &fake).await;
         code_in(&manager, "x", "a").await;
         let m = manager.clone();
         let waiter = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("b")).await });
@@ -577,12 +574,7 @@ mod admission {
     #[tokio::test(start_paused = true)]
     async fn the_wait_policy_gives_up_after_its_bound() {
         let fake = FakeBackend::new();
-        let cfg = WrapperConfig {
-            limit_policy: LimitPolicy::Wait,
-            limit_wait_timeout: Duration::from_secs(20),
-            ..limited(1)
-        };
-        let manager = started(cfg, &fake).await;
+        let manager = started(waiting_up_to_20s(), &fake).await;
         code_in(&manager, "x", "a").await;
         let t0 = Instant::now();
         let err = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
@@ -718,7 +710,7 @@ mod cleanup {
     #[tokio::test(start_paused = true)]
     async fn a_failed_stop_keeps_the_slot_and_is_retried_on_the_next_pass() {
         let fake = FakeBackend::new();
-        let manager = started(sessions_at_most(1), &fake).await;
+        let manager = started(limited(1), &fake).await;
         let r = code_in(&manager, "x", "s").await;
         fake.fail_next_stops(1);
         let report = manager.cleanup_idle_sessions().await.unwrap();
@@ -797,7 +789,7 @@ mod cleanup {
             fake: fake.clone(),
             panics: std::sync::atomic::AtomicUsize::new(1),
         });
-        let cfg = sessions_at_most(1);
+        let cfg = limited(1);
         let manager = SessionManager::new(cfg, backend).unwrap();
         manager.start().await.unwrap();
         code_in(&manager, "x", "a").await;
