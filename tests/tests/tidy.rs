@@ -128,26 +128,7 @@ fn ci_runs_the_readmes_test_command() {
 
 #[test]
 fn the_config_crate_stays_free_of_async_runtimes_and_http() {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "msbw-config",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
-        .current_dir(root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = normal_dependency_tree("msbw-config", &[]);
     assert!(tree.contains("msbw-config"), "{tree}");
     for heavy in ["tokio ", "reqwest ", "hyper ", "async-std "] {
         assert!(
@@ -230,21 +211,12 @@ fn the_readmes_dependency_lines_are_what_its_compiled_example_uses() {
     );
 }
 
-/// `cargo tree` of one package's direct normal dependencies, one name per line.
-fn direct_dependencies(package: &str) -> Vec<String> {
+/// `cargo tree` of one package's normal dependencies, with `more` arguments, one package per
+/// line (the package itself first).
+fn normal_dependency_tree(package: &str, more: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            package,
-            "-e",
-            "normal",
-            "--depth",
-            "1",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline"])
+        .args(more)
         .current_dir(root())
         .output()
         .expect("cargo tree runs");
@@ -253,7 +225,12 @@ fn direct_dependencies(package: &str) -> Vec<String> {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cargo tree` of one package's direct normal dependencies, one name per line.
+fn direct_dependencies(package: &str) -> Vec<String> {
+    normal_dependency_tree(package, &["--depth", "1"])
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

@@ -5,6 +5,7 @@ mod cli;
 mod doctor;
 mod exec;
 mod exit;
+mod front;
 mod input;
 mod mcp_cmd;
 mod out;

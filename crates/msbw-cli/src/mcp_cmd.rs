@@ -1,8 +1,8 @@
 //! `msbw mcp`: parses nothing more than flags and handles signals; the server is msbw-mcp's.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use microsandbox_wrapper::{MicrosandboxWrapper, WrapperConfig};
+use microsandbox_wrapper::WrapperConfig;
 use msbw_mcp::{BoundServer, HttpOptions, HttpServeError};
 
 use crate::cli::McpArgs;
@@ -12,12 +12,9 @@ use crate::{exit, print_error};
 /// stopped. stdout is the protocol: everything else goes to stderr.
 pub(crate) async fn run(config: WrapperConfig, args: McpArgs) -> u8 {
     let addr = if args.http {
-        match args.host.parse::<IpAddr>() {
+        match crate::front::host_ip(&args.host) {
             Ok(ip) => Some(SocketAddr::new(ip, args.port)),
-            Err(_) => {
-                eprintln!("msbw: --host {:?} is not an IP address", args.host);
-                return exit::USAGE;
-            }
+            Err(status) => return status,
         }
     } else {
         None
@@ -30,12 +27,9 @@ pub(crate) async fn run(config: WrapperConfig, args: McpArgs) -> u8 {
         eprintln!("msbw mcp: {}", HttpServeError::TokenRequired { addr });
         return exit::USAGE;
     }
-    let wrapper = match MicrosandboxWrapper::new(config).await {
+    let wrapper = match crate::front::open(config).await {
         Ok(w) => w,
-        Err(e) => {
-            print_error(&e, false);
-            return exit::for_error(&e);
-        }
+        Err(status) => return status,
     };
     let backend = wrapper.backend_selection().backend.clone();
     let report = match addr {

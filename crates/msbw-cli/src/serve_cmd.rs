@@ -1,12 +1,12 @@
 //! `msbw serve` and `msbw serve keygen`: flags and signals only; the server is the msbw-serve
 //! crate.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use microsandbox_wrapper::{ApiKey, BackendKind, MicrosandboxWrapper, WrapperConfig};
+use microsandbox_wrapper::{ApiKey, BackendKind, WrapperConfig};
 use msbw_serve::{Limits, ServeOptions, Server, key};
 
 use crate::{exit, print_error};
@@ -113,23 +113,17 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let host: IpAddr = match args.host.parse() {
+    let host = match crate::front::host_ip(&args.host) {
         Ok(ip) => ip,
-        Err(_) => {
-            eprintln!("msbw: --host {:?} is not an IP address", args.host);
-            return exit::USAGE;
-        }
+        Err(status) => return status,
     };
     // The server is itself at the default URL: `auto` must not probe it, so it means local.
     if config.backend == BackendKind::Auto {
         config.backend = BackendKind::Local;
     }
-    let wrapper = match MicrosandboxWrapper::new(config).await {
+    let wrapper = match crate::front::open(config).await {
         Ok(w) => w,
-        Err(e) => {
-            print_error(&e, false);
-            return exit::for_error(&e);
-        }
+        Err(status) => return status,
     };
     let backend = wrapper.backend_selection().backend.clone();
     let dev = key.is_none();

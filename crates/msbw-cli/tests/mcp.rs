@@ -46,6 +46,17 @@ fn python() -> PathBuf {
 }
 
 /// A unique number of seconds for `sleep`, so the host process table shows this test's sleeps.
+/// Runs the Python client `cmd` to its end (killed after `limit`), its output captured.
+fn run_client(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    wait_within(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python runs"),
+        limit,
+    )
+}
+
 fn marker() -> String {
     format!("{}.{}", 7000 + std::process::id() % 1000, fastrand_like())
 }
@@ -111,13 +122,7 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
     let mut cmd = Command::new(&py);
     cmd.args([CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
     env_for(&mut cmd, &sandboxes);
-    let out = wait_within(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python runs"),
-        Duration::from_secs(240),
-    );
+    let out = run_client(&mut cmd, Duration::from_secs(240));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "client failed:\n{stdout}\n{stderr}");
@@ -207,13 +212,7 @@ fn http_session_lifecycle_with_the_python_sdk() {
     let mut cmd = Command::new(&py);
     cmd.args([CLIENT, "http", &url, &marker, "t0ken"]);
     env_for(&mut cmd, tmp.path());
-    let out = wait_within(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python runs"),
-        Duration::from_secs(240),
-    );
+    let out = run_client(&mut cmd, Duration::from_secs(240));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let client_err = String::from_utf8_lossy(&out.stderr).into_owned();
     let left = format!("{marker}1");
@@ -241,13 +240,7 @@ fn http_mcp_sessions_do_not_see_each_others_sessions() {
     let (child, url) = start_http(tmp.path(), &[], None);
     let mut cmd = Command::new(&py);
     cmd.args([ISOLATION, &url]).current_dir(tmp.path());
-    let out = wait_within(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python runs"),
-        Duration::from_secs(180),
-    );
+    let out = run_client(&mut cmd, Duration::from_secs(180));
     let (code, stderr) = terminate(child);
     assert!(
         out.status.success(),

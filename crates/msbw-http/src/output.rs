@@ -214,11 +214,16 @@ mod tests {
         serde_json::from_value(serde_json::Value::Array(wire)).unwrap()
     }
 
-    fn status(language: Template, spec: &[(&str, &str)]) -> ExecStatus {
-        match repl_outcome(language, lines(spec), Duration::from_secs(5)) {
-            ReplOutcome::Output(out) => out.status,
+    /// The output of a REPL call that sent these (stream, text) lines, with `timeout`.
+    fn output(language: Template, spec: &[(&str, &str)], timeout: Duration) -> ExecOutput {
+        match repl_outcome(language, lines(spec), timeout) {
+            ReplOutcome::Output(out) => out,
             ReplOutcome::AgentFailure(f) => panic!("agent failure {f}"),
         }
+    }
+
+    fn status(language: Template, spec: &[(&str, &str)]) -> ExecStatus {
+        output(language, spec, Duration::from_secs(5)).status
     }
 
     const PY: Template = Template::Python;
@@ -226,20 +231,17 @@ mod tests {
 
     #[test]
     fn output_is_joined_per_stream_verbatim() {
-        let out = match repl_outcome(
+        let out = output(
             PY,
-            lines(&[
+            &[
                 ("stdout", "a"),
                 ("stderr", "e1"),
                 ("stdout", "b  "),
                 ("stderr", "e2"),
                 ("stdout", ""),
-            ]),
+            ],
             Duration::from_secs(1),
-        ) {
-            ReplOutcome::Output(out) => out,
-            other => panic!("{other:?}"),
-        };
+        );
         // Verbatim (the manager normalises): each line with its newline, nothing trimmed.
         assert_eq!(out.stdout, "a\nb  \n\n");
         assert_eq!(out.stderr, "e1\ne2\n");
@@ -250,18 +252,15 @@ mod tests {
     #[test]
     fn the_end_marker_of_a_timed_out_execution_is_dropped() {
         // Verbatim from the real agent 0.2.6, the call after a timeout.
-        let out = match repl_outcome(
+        let out = output(
             PY,
-            lines(&[
+            &[
                 ("stdout", "eoe_EX6pYL2lP6oe7aTmy7Uw"),
                 ("stdout", "after"),
                 ("stdout", "eoe_short"),
-            ]),
+            ],
             Duration::from_secs(1),
-        ) {
-            ReplOutcome::Output(out) => out,
-            other => panic!("{other:?}"),
-        };
+        );
         assert_eq!(out.stdout, "after\neoe_short\n");
     }
 

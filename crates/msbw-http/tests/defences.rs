@@ -12,8 +12,7 @@ use msbw_backend::{
 };
 use msbw_http::HttpBackend;
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 fn spec(name: &str) -> SandboxSpec {
     let mut spec = SandboxSpec::new(id(name), Template::Python);
@@ -40,18 +39,9 @@ fn command(program: &str, args: &[&str], seconds: u64) -> CommandRequest {
 /// A server whose start succeeds and whose listing says `listed`.
 async fn starting_server(listed: &[(&str, bool)]) -> MockServer {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(listed))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start")
-        .respond_with(ok(json!("Sandbox sb started successfully")))
-        .mount(&server)
-        .await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("Sandbox sb stopped successfully")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(listed)).await;
+    answer(&server, "sandbox.start", ok(json!("Sandbox sb started successfully"))).await;
+    answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     server
 }
 
@@ -85,33 +75,22 @@ async fn d1_an_agent_that_never_answers_fails_the_start_and_releases_it() {
     assert_clean(&err);
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains("agent did not answer"), "{err}");
-    assert_eq!(
-        params_of(&server, "sandbox.stop").await,
-        [json!({"sandbox": "sb", "namespace": "default"})]
-    );
+    assert_stopped_once(&server, "sb").await;
 }
 
 #[tokio::test]
 async fn d1_a_sandbox_that_dies_while_its_agent_starts_fails_fast() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb", false)]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start")
-        .respond_with(ok(json!("Sandbox sb started successfully")))
-        .mount(&server)
-        .await;
-    rpc("sandbox.command.run").respond_with(masked()).mount(&server).await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("stopped")))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(metrics(&[]), 1)],
+        metrics(&[("sb", false)]),
+    )
+    .await;
+    answer(&server, "sandbox.start", ok(json!("Sandbox sb started successfully"))).await;
+    answer(&server, "sandbox.command.run", masked()).await;
+    answer(&server, "sandbox.stop", ok(json!("stopped"))).await;
     let began = Instant::now();
     let err = backend(&server).start(&spec("sb")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal);
@@ -126,19 +105,14 @@ async fn d1_a_sandbox_that_dies_while_its_agent_starts_fails_fast() {
 #[tokio::test]
 async fn d1_a_masked_failure_right_after_start_is_retried() {
     let server = starting_server(&[]).await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.repl.run")
-        .respond_with(masked())
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    rpc("sandbox.repl.run")
-        .respond_with(repl_result(&[("stdout", "1")]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.command.run", command_result(0, &[])).await;
+    answer_in_turn(
+        &server,
+        "sandbox.repl.run",
+        vec![(masked(), 2)],
+        repl_result(&[("stdout", "1")]),
+    )
+    .await;
     let backend = backend(&server);
     backend.start(&spec("sb")).await.unwrap();
     let out = backend.run_code(&id("sb"), &code("print(1)")).await.unwrap();
@@ -149,19 +123,8 @@ async fn d1_a_masked_failure_right_after_start_is_retried() {
 #[tokio::test]
 async fn d1_no_retry_for_a_sandbox_this_backend_did_not_just_start() {
     let server = MockServer::start().await;
-    rpc("sandbox.repl.run")
-        .respond_with(masked())
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.repl.run")
-        .respond_with(repl_result(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb", true)]))
-        .mount(&server)
-        .await;
+    answer_in_turn(&server, "sandbox.repl.run", vec![(masked(), 1)], repl_result(&[])).await;
+    answer(&server, "sandbox.metrics.get", metrics(&[("sb", true)])).await;
     let err = backend(&server).run_code(&id("sb"), &code("x = 1")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal);
     assert_eq!(
@@ -176,30 +139,20 @@ async fn d1_no_retry_for_a_sandbox_this_backend_did_not_just_start() {
 #[tokio::test]
 async fn d2_an_uncertain_start_is_confirmed_with_the_listing() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb", false)]))
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb", true)]))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(metrics(&[]), 1), (metrics(&[("sb", false)]), 2)],
+        metrics(&[("sb", true)]),
+    )
+    .await;
     rpc("sandbox.start")
         .respond_with(ok(json!(
             "Sandbox sb was started, but timed out waiting for it to be fully running. It may still be initializing."
         )))
         .mount(&server)
         .await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.command.run", command_result(0, &[])).await;
     backend(&server).start(&spec("sb")).await.unwrap();
     assert_eq!(
         methods(&server).await,
@@ -217,20 +170,14 @@ async fn d2_an_uncertain_start_is_confirmed_with_the_listing() {
 #[tokio::test]
 async fn d2_an_uncertain_start_that_never_runs_fails_and_is_released() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb", false)]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[("sb", false)])).await;
     rpc("sandbox.start")
         .respond_with(ok(json!(
             "Sandbox sb was started, but couldn't verify it's running: boom"
         )))
         .mount(&server)
         .await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("Sandbox sb stopped successfully")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     let mut spec = spec("sb");
     spec.start_timeout = Duration::from_millis(400);
     let err = backend(&server).start(&spec).await.unwrap_err();
@@ -260,10 +207,7 @@ async fn d3_a_running_sandbox_is_not_started_again() {
 #[tokio::test]
 async fn d3_a_stopped_sandbox_of_the_same_name_may_start() {
     let server = starting_server(&[("sb", false)]).await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.command.run", command_result(0, &[])).await;
     backend(&server).start(&spec("sb")).await.unwrap();
     assert_eq!(params_of(&server, "sandbox.start").await.len(), 1);
 }
@@ -360,11 +304,7 @@ async fn d5_invalid_specs_are_refused_before_anything_is_sent() {
 #[tokio::test]
 async fn d5_read_only_volumes_are_refused_unless_the_server_announces_them() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"})))
-        .mount(&server)
-        .await;
+    health().respond_with(healthy()).mount(&server).await;
     let mut ro = spec("sb");
     ro.volumes
         .push(VolumeMapping::read_only("/data", "/sandbox/data").unwrap());
@@ -384,12 +324,8 @@ async fn d5_read_only_volumes_are_refused_unless_the_server_announces_them() {
 #[tokio::test]
 async fn d5_read_only_volumes_are_sent_as_ro_when_announced() {
     let server = starting_server(&[]).await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
+    answer(&server, "sandbox.command.run", command_result(0, &[])).await;
+    health()
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"message": "ok", "capabilities": {"read_only_volumes": true}})),
@@ -434,15 +370,9 @@ async fn d6_every_start_sends_the_complete_configuration() {
 #[tokio::test]
 async fn d7_a_failed_start_is_released() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start").respond_with(masked()).mount(&server).await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("Sandbox sb stopped successfully")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    answer(&server, "sandbox.start", masked()).await;
+    answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     let err = keyed_backend(&server).start(&spec("sb")).await.unwrap_err();
     assert_clean(&err);
     assert_eq!(err.kind(), ErrorKind::Internal);
@@ -454,27 +384,20 @@ async fn d7_a_failed_start_is_released() {
         methods(&server).await,
         ["sandbox.metrics.get", "sandbox.start", "sandbox.stop"]
     );
-    assert_eq!(
-        params_of(&server, "sandbox.stop").await,
-        [json!({"sandbox": "sb", "namespace": "default"})]
-    );
+    assert_stopped_once(&server, "sb").await;
 }
 
 #[tokio::test]
 async fn d7_a_start_slower_than_its_timeout_is_abandoned_and_released() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start")
-        .respond_with(ok(json!("Sandbox sb started successfully")).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("Sandbox sb stopped successfully")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    answer(
+        &server,
+        "sandbox.start",
+        ok(json!("Sandbox sb started successfully")).set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     let mut spec = spec("sb");
     spec.start_timeout = Duration::from_millis(500);
     let began = Instant::now();
@@ -489,18 +412,9 @@ async fn d7_a_start_slower_than_its_timeout_is_abandoned_and_released() {
 #[tokio::test]
 async fn d7_a_start_answer_of_the_wrong_shape_is_released() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start")
-        .respond_with(ok(json!({"started": true})))
-        .mount(&server)
-        .await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("stopped")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    answer(&server, "sandbox.start", ok(json!({"started": true}))).await;
+    answer(&server, "sandbox.stop", ok(json!("stopped"))).await;
     let err = backend(&server).start(&spec("sb")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol);
     assert_eq!(params_of(&server, "sandbox.stop").await.len(), 1);
@@ -643,11 +557,13 @@ async fn d9_asking_for_an_unknown_name_falls_back_to_the_namespace() {
 #[tokio::test]
 async fn d9_when_the_listing_fails_too_both_reasons_are_given() {
     let server = MockServer::start().await;
-    rpc("sandbox.repl.run").respond_with(masked()).mount(&server).await;
-    rpc("sandbox.metrics.get")
-        .respond_with(rest(401, "Invalid or expired token", 1004))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.repl.run", masked()).await;
+    answer(
+        &server,
+        "sandbox.metrics.get",
+        rest(401, "Invalid or expired token", 1004),
+    )
+    .await;
     let err = keyed_backend(&server)
         .run_code(&id("sb"), &code("1"))
         .await

@@ -89,10 +89,7 @@ async fn unauthorised_answers_say_which_problem_it_is() {
 #[tokio::test]
 async fn a_missing_key_is_named_as_such() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(rest(401, "Invalid credentials", 1001))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", rest(401, "Invalid credentials", 1001)).await;
     let err = backend(&server).list(&ListFilter::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     assert!(err.to_string().contains("none is configured"), "{err}");
@@ -212,10 +209,12 @@ async fn a_key_echoed_by_the_server_is_scrubbed() {
 #[tokio::test]
 async fn a_slow_listing_times_out() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
+    answer(
+        &server,
+        "sandbox.metrics.get",
+        metrics(&[]).set_delay(Duration::from_secs(5)),
+    )
+    .await;
     let mut config = config(&server.uri());
     config.request_timeout = Duration::from_millis(200);
     config.retry = msbw_http::RetryPolicy::none();
@@ -235,14 +234,18 @@ async fn a_slow_listing_times_out() {
 #[tokio::test]
 async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unusable() {
     let server = MockServer::start().await;
-    rpc("sandbox.repl.run")
-        .respond_with(repl_result(&[]).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
+    answer(
+        &server,
+        "sandbox.repl.run",
+        repl_result(&[]).set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    answer(
+        &server,
+        "sandbox.command.run",
+        command_result(0, &[]).set_delay(Duration::from_secs(5)),
+    )
+    .await;
     let mut config = config(&server.uri());
     config.exec_grace = Duration::from_millis(300);
     let backend = HttpBackend::new(config).unwrap();
@@ -283,10 +286,7 @@ async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unu
 #[tokio::test]
 async fn a_start_rejected_by_validation_is_rejected_and_needs_no_release() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
     rpc("sandbox.start")
         .respond_with(rest(
             400,
@@ -322,11 +322,7 @@ async fn health_failures_are_classified() {
         (ResponseTemplate::new(503), ErrorKind::Connect, "unavailable"),
     ] {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/api/v1/health"))
-            .respond_with(response)
-            .mount(&server)
-            .await;
+        health().respond_with(response).mount(&server).await;
         let backend = backend(&server);
         let err = backend.health().await.unwrap_err();
         assert_clean(&err);
@@ -378,15 +374,13 @@ async fn invalid_input_is_refused_without_a_request() {
 #[tokio::test]
 async fn a_namespace_listing_masked_while_its_first_sandbox_is_created_is_asked_again() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(masked())
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("s1", true)]))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(masked(), 2)],
+        metrics(&[("s1", true)]),
+    )
+    .await;
     let list = backend(&server).list(&ListFilter::namespace("default")).await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(methods(&server).await, ["sandbox.metrics.get"; 3]);

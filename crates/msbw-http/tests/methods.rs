@@ -11,27 +11,18 @@ use msbw_backend::{
     VolumeMapping,
 };
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 async fn server_with_running(name: &str) -> MockServer {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[(name, true)]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[(name, true)])).await;
     server
 }
 
 #[tokio::test]
 async fn health_reads_the_message_and_sends_no_key() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"})))
-        .expect(1)
-        .mount(&server)
-        .await;
+    health().respond_with(healthy()).expect(1).mount(&server).await;
     let health = keyed_backend(&server).health().await.unwrap();
     assert_eq!(health.message, "Service is healthy");
     let received = server.received_requests().await.unwrap();
@@ -44,10 +35,12 @@ async fn health_reads_the_message_and_sends_no_key() {
 #[tokio::test]
 async fn start_sends_the_full_config_then_waits_for_the_agent() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(rest(400, "Namespace directory 'default' does not exist", 2001))
-        .mount(&server)
-        .await;
+    answer(
+        &server,
+        "sandbox.metrics.get",
+        rest(400, "Namespace directory 'default' does not exist", 2001),
+    )
+    .await;
     rpc("sandbox.start")
         .respond_with(ok(json!("Sandbox sb1 started successfully")))
         .expect(1)
@@ -104,18 +97,9 @@ async fn start_sends_the_full_config_then_waits_for_the_agent() {
 #[tokio::test]
 async fn node_sandboxes_use_the_node_image_and_host_directory_images_get_a_shell() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start")
-        .respond_with(ok(json!("Sandbox n started successfully")))
-        .mount(&server)
-        .await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    answer(&server, "sandbox.start", ok(json!("Sandbox n started successfully"))).await;
+    answer(&server, "sandbox.command.run", command_result(0, &[])).await;
     let backend = backend(&server);
     backend.start(&SandboxSpec::new(id("n"), Template::Node)).await.unwrap();
     let mut own = SandboxSpec::new(id("n"), Template::Python);
@@ -146,20 +130,15 @@ async fn stop_sends_its_params_and_waits_until_not_running() {
         .mount(&server)
         .await;
     // SIGTERM takes a moment: still running at the first look, stopped at the second.
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb1", true)]))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("sb1", false)]))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(metrics(&[("sb1", true)]), 1)],
+        metrics(&[("sb1", false)]),
+    )
+    .await;
     keyed_backend(&server).stop(&id("sb1")).await.unwrap();
-    assert_eq!(
-        params_of(&server, "sandbox.stop").await,
-        [json!({"sandbox": "sb1", "namespace": "default"})]
-    );
+    assert_stopped_once(&server, "sb1").await;
     assert_eq!(
         params_of(&server, "sandbox.metrics.get").await,
         [
@@ -203,10 +182,12 @@ async fn list_asks_every_namespace_and_keeps_running_sandboxes() {
 #[tokio::test]
 async fn list_of_a_namespace_that_never_had_a_sandbox_is_empty() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(rest(400, "Namespace directory 'fresh' does not exist", 2001))
-        .mount(&server)
-        .await;
+    answer(
+        &server,
+        "sandbox.metrics.get",
+        rest(400, "Namespace directory 'fresh' does not exist", 2001),
+    )
+    .await;
     let backend = backend(&server);
     assert!(backend.list(&ListFilter::namespace("fresh")).await.unwrap().is_empty());
     assert!(!backend.is_running(&id("x")).await.unwrap());
@@ -261,10 +242,7 @@ async fn run_code_sends_language_code_and_whole_seconds() {
 #[tokio::test]
 async fn python_code_is_sent_unchanged_when_the_stderr_settle_is_off() {
     let server = server_with_running("sb1").await;
-    rpc("sandbox.repl.run")
-        .respond_with(repl_result(&[]))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.repl.run", repl_result(&[])).await;
     let mut config = config(&server.uri());
     config.python_stderr_settle = Duration::ZERO;
     let backend = msbw_http::HttpBackend::new(config).unwrap();
@@ -328,10 +306,12 @@ async fn run_code_reports_a_node_error_written_to_stdout_as_raised() {
 #[tokio::test]
 async fn run_command_sends_command_args_timeout_and_returns_the_exit_code() {
     let server = server_with_running("sb1").await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(3, &[("stdout", "out"), ("stderr", "err")]))
-        .mount(&server)
-        .await;
+    answer(
+        &server,
+        "sandbox.command.run",
+        command_result(3, &[("stdout", "out"), ("stderr", "err")]),
+    )
+    .await;
     let request = CommandRequest {
         command: "sh".into(),
         args: vec!["-c".into(), "echo out; echo err >&2; exit 3".into()],
@@ -353,14 +333,8 @@ async fn run_command_sends_command_args_timeout_and_returns_the_exit_code() {
 #[tokio::test]
 async fn capabilities_follow_the_health_announcement_and_are_refreshed_by_health() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"})))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
+    health().respond_with(healthy()).up_to_n_times(1).mount(&server).await;
+    health()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(
                 json!({"message": "msbw serve", "capabilities": {"read_only_volumes": true, "future": 1}}),

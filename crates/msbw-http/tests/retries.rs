@@ -12,8 +12,7 @@ use msbw_backend::{
 };
 use msbw_http::{HttpBackend, RetryPolicy};
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 fn code() -> CodeRequest {
     CodeRequest {
@@ -30,15 +29,13 @@ fn unavailable() -> ResponseTemplate {
 #[tokio::test]
 async fn listing_retries_gateway_errors_then_succeeds() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(unavailable())
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("a", true)]))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(unavailable(), 2)],
+        metrics(&[("a", true)]),
+    )
+    .await;
     let listed = backend(&server).list(&ListFilter::default()).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(requests(&server).await.len(), 3);
@@ -47,10 +44,7 @@ async fn listing_retries_gateway_errors_then_succeeds() {
 #[tokio::test]
 async fn retries_are_bounded() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(unavailable())
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.metrics.get", unavailable()).await;
     let err = backend(&server).list(&ListFilter::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert!(err.to_string().contains("HTTP 503"), "{err}");
@@ -60,30 +54,20 @@ async fn retries_are_bounded() {
 #[tokio::test]
 async fn stop_and_health_retry_too() {
     let server = MockServer::start().await;
-    rpc("sandbox.stop")
-        .respond_with(unavailable())
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("Sandbox a stopped successfully")))
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("a", false)]))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
+    answer_in_turn(
+        &server,
+        "sandbox.stop",
+        vec![(unavailable(), 1)],
+        ok(json!("Sandbox a stopped successfully")),
+    )
+    .await;
+    answer(&server, "sandbox.metrics.get", metrics(&[("a", false)])).await;
+    health()
         .respond_with(ResponseTemplate::new(504))
         .up_to_n_times(2)
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/health"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"})))
-        .mount(&server)
-        .await;
+    health().respond_with(healthy()).mount(&server).await;
     let backend = backend(&server);
     backend.stop(&id("a")).await.unwrap();
     assert_eq!(params_of(&server, "sandbox.stop").await.len(), 2);
@@ -93,19 +77,19 @@ async fn stop_and_health_retry_too() {
 #[tokio::test]
 async fn a_slow_listing_is_retried_but_slow_code_is_not() {
     let server = MockServer::start().await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[("a", true)]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.command.run")
-        .respond_with(command_result(0, &[]).set_delay(Duration::from_secs(3)))
-        .mount(&server)
-        .await;
+    answer_in_turn(
+        &server,
+        "sandbox.metrics.get",
+        vec![(metrics(&[]).set_delay(Duration::from_secs(3)), 1)],
+        metrics(&[("a", true)]),
+    )
+    .await;
+    answer(
+        &server,
+        "sandbox.command.run",
+        command_result(0, &[]).set_delay(Duration::from_secs(3)),
+    )
+    .await;
     let mut config = config(&server.uri());
     config.request_timeout = Duration::from_millis(300);
     config.exec_grace = Duration::from_millis(200);
@@ -130,20 +114,11 @@ async fn a_slow_listing_is_retried_but_slow_code_is_not() {
 #[tokio::test]
 async fn code_commands_and_starts_are_not_resent_after_a_gateway_error() {
     let server = MockServer::start().await;
-    rpc("sandbox.repl.run").respond_with(unavailable()).mount(&server).await;
-    rpc("sandbox.command.run")
-        .respond_with(unavailable())
-        .mount(&server)
-        .await;
-    rpc("sandbox.metrics.get")
-        .respond_with(metrics(&[]))
-        .mount(&server)
-        .await;
-    rpc("sandbox.start").respond_with(unavailable()).mount(&server).await;
-    rpc("sandbox.stop")
-        .respond_with(ok(json!("stopped")))
-        .mount(&server)
-        .await;
+    answer(&server, "sandbox.repl.run", unavailable()).await;
+    answer(&server, "sandbox.command.run", unavailable()).await;
+    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    answer(&server, "sandbox.start", unavailable()).await;
+    answer(&server, "sandbox.stop", ok(json!("stopped"))).await;
     let backend = backend(&server);
     let err = backend.run_code(&id("a"), &code()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);

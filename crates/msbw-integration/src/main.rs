@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use msbw_harness::Flags;
 use msbw_integration::control::Control;
 use msbw_integration::report::{Status, SuiteReport};
 use msbw_integration::suites;
@@ -69,32 +70,22 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut cache = env("MSBW_INTEGRATION_CACHE").map(PathBuf::from);
     let mut work_dir: Option<PathBuf> = None;
     let mut allow_missing = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
         match flag {
-            "--url" => url = Some(value()?),
-            "--mode" => mode = Some(value()?),
-            "--suites" | "--suite" => suites = Some(value()?),
+            "--url" => url = Some(flags.value()?),
+            "--mode" => mode = Some(flags.value()?),
+            "--suites" | "--suite" => suites = Some(flags.value()?),
             "--standin" => standin = true,
-            "--control" => control = Some(value()?),
-            "--python-image" => python_image = Some(value()?),
-            "--node-image" => node_image = Some(value()?),
-            "--namespace" => namespace = Some(value()?),
-            "--msbw-bin" => msbw_bin = Some(value()?),
-            "--msbw-unavailable" => msbw_unavailable = Some(value()?),
-            "--summary-file" => summary_file = Some(PathBuf::from(value()?)),
-            "--cache" => cache = Some(PathBuf::from(value()?)),
-            "--work-dir" => work_dir = Some(PathBuf::from(value()?)),
+            "--control" => control = Some(flags.value()?),
+            "--python-image" => python_image = Some(flags.value()?),
+            "--node-image" => node_image = Some(flags.value()?),
+            "--namespace" => namespace = Some(flags.value()?),
+            "--msbw-bin" => msbw_bin = Some(flags.value()?),
+            "--msbw-unavailable" => msbw_unavailable = Some(flags.value()?),
+            "--summary-file" => summary_file = Some(PathBuf::from(flags.value()?)),
+            "--cache" => cache = Some(PathBuf::from(flags.value()?)),
+            "--work-dir" => work_dir = Some(PathBuf::from(flags.value()?)),
             "--allow-missing" => allow_missing = true,
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown option {other:?}")),

@@ -8,11 +8,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub use msbw_harness::random_key;
 use tokio::process::{Child, Command};
 
 use crate::target::Target;
@@ -104,19 +104,6 @@ pub fn descendants(root: u32) -> Vec<ProcessId> {
         }
     }
     found
-}
-
-/// 32 random letters and digits, from the kernel's random source: a server key.
-pub fn random_key() -> Result<String, String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom for a server key: {e}"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect())
 }
 
 /// A command for `bin` without the caller's `MSB_*` settings and server key (the run marker
@@ -338,12 +325,5 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!me.is_alive());
-    }
-
-    #[test]
-    fn server_keys_are_random_letters_and_digits() {
-        let (a, b) = (random_key().unwrap(), random_key().unwrap());
-        assert!(a.len() == 32 && a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
     }
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msbw_backend::{SandboxId, SandboxSpec, Template};
+use msbw_config::redact_url;
 use msbw_http::{HttpBackend, HttpBackendConfig};
 
 use crate::control::Control;
@@ -170,7 +171,7 @@ impl Target {
         let Some(url) = &self.url else {
             return "no server (the suite starts its own)".into();
         };
-        let url = redact(url);
+        let url = redact_url(url);
         let key = if self.api_key.is_some() {
             ", with a key"
         } else {
@@ -233,19 +234,6 @@ impl Target {
         spec.memory_mb = 512;
         spec.start_timeout = Duration::from_secs(120);
         spec
-    }
-}
-
-/// A URL without credentials.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-        None => url.to_owned(),
     }
 }
 

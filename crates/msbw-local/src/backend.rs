@@ -133,12 +133,16 @@ impl LocalBackend {
         &self.inner.host().support
     }
 
-    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>, LocalError> {
-        match self.inner.sandboxes().get(id) {
-            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
-            Some(Slot::Starting(_)) => Err(LocalError::NotFound(format!("sandbox {id} is still starting"))),
-            None => Err(LocalError::NotFound(format!("no sandbox {id} is running"))),
-        }
+    /// The running sandbox `id`, for `operation`.
+    fn get(&self, id: &SandboxId, operation: Operation) -> Result<Arc<Sandbox>, BackendError> {
+        let missing = match self.inner.sandboxes().get(id) {
+            Some(Slot::Running(sandbox)) => return Ok(Arc::clone(sandbox)),
+            Some(Slot::Starting(_)) => format!("sandbox {id} is still starting"),
+            None => format!("no sandbox {id} is running"),
+        };
+        // A sandbox that is not running here was sent nothing: the manager may replace it and
+        // send the work to the replacement (it never re-sends what may have reached a sandbox).
+        Err(LocalError::NotFound(missing).into_backend(operation, Some(id)).unsent())
     }
 
     fn templates(&self) -> Vec<Template> {
@@ -257,24 +261,14 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
-        // A sandbox that is not running here was sent nothing: the manager may replace it and
-        // send the work to the replacement (it never re-sends what may have reached a sandbox).
-        let sandbox = self
-            .get(id)
-            .map_err(|e| e.into_backend(Operation::RunCode, Some(id)).unsent())?;
-        sandbox
+        self.get(id, Operation::RunCode)?
             .run_code(request)
             .await
             .map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
     }
 
     async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
-        // A sandbox that is not running here was sent nothing: the manager may replace it and
-        // send the work to the replacement (it never re-sends what may have reached a sandbox).
-        let sandbox = self
-            .get(id)
-            .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)).unsent())?;
-        sandbox
+        self.get(id, Operation::RunCommand)?
             .run_command(request)
             .await
             .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))

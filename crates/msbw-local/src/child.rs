@@ -25,7 +25,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use libc::{c_char, c_int, c_ulong};
 
-use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, OpenHow, Pid, RESOLVE_STRICT};
+use crate::sys::{
+    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MountAttr, OpenHow, Pid, RESOLVE_STRICT, clone_tree, errno,
+    mount_setattr,
+};
 
 /// Length of one [`Record`] on the report pipe.
 pub(crate) const RECORD_LEN: usize = 16;
@@ -175,10 +178,6 @@ struct Fail {
 
 type Step<T = ()> = Result<T, Fail>;
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
 /// mount(2), with `None` for the null pointers; the errno on failure. Allocates nothing, so it
 /// is safe between clone and exec.
 fn mount(
@@ -313,6 +312,18 @@ fn report(fd: RawFd, record: Record) {
     let bytes = record.encode();
     // SAFETY: writing from a valid buffer; 16 bytes are below PIPE_BUF, so the write is atomic.
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Reports `fail` on `fd`; the exit code of a child whose setup failed.
+fn report_failure(fd: RawFd, fail: Fail) -> i32 {
+    report(
+        fd,
+        Record::Failed {
+            stage: fail.stage,
+            errno: fail.errno,
+        },
+    );
+    1
 }
 
 /// Closes every descriptor from 3 up that is not in `keep` (sorted ascending).
@@ -608,16 +619,7 @@ pub(crate) fn holder_main(plan: &HolderPlan) -> i32 {
             wait_for_eof(plan.fds.lifeline.as_raw_fd());
             0
         }
-        Err(fail) => {
-            report(
-                report_fd,
-                Record::Failed {
-                    stage: fail.stage,
-                    errno: fail.errno,
-                },
-            );
-            1
-        }
+        Err(fail) => report_failure(report_fd, fail),
     }
 }
 
@@ -801,25 +803,10 @@ fn mount_volume(at: &Beneath, is_dir: bool, source: &VolumeSource, dirs: &Holder
                 if st.st_dev != *dev || st.st_ino != *ino {
                     return Err(libc::ESTALE);
                 }
-                let empty = c"";
-                // SAFETY: open_tree(2) on a descriptor (AT_EMPTY_PATH) with a valid C string.
-                let tree = unsafe {
-                    libc::syscall(
-                        libc::SYS_open_tree,
-                        host,
-                        empty.as_ptr(),
-                        crate::sys::OPEN_TREE_CLONE
-                            | libc::O_CLOEXEC as libc::c_uint
-                            | libc::AT_RECURSIVE as libc::c_uint
-                            | libc::AT_EMPTY_PATH as libc::c_uint,
-                    )
-                };
-                if tree < 0 {
-                    return Err(errno());
-                }
-                fds[2] = tree as RawFd;
-                set_attrs_fd(tree as RawFd, *attrs)?;
-                tree as RawFd
+                let tree = clone_tree(host)?;
+                fds[2] = tree;
+                set_attrs_fd(tree, *attrs)?;
+                tree
             }
         };
         const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
@@ -853,19 +840,7 @@ fn set_attrs_fd(tree: RawFd, attrs: u64) -> Result<(), i32> {
         propagation: 0,
         userns_fd: 0,
     };
-    let empty = c"";
-    // SAFETY: mount_setattr(2) with a valid C string and a struct of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree,
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 { Err(errno()) } else { Ok(()) }
+    mount_setattr(tree, c"", libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr)
 }
 
 fn mount_step(step: &MountStep, stage: u32, dirs: &HolderDirs) -> Step {
@@ -934,22 +909,9 @@ fn set_attrs(target: &std::ffi::CStr, attrs: u64, recursive: bool) -> Result<(),
         userns_fd: 0,
     };
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: mount_setattr(2) with a valid C string and a struct of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    if errno() != libc::ENOSYS {
-        return Err(errno());
+    match mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
+        Err(libc::ENOSYS) => {}
+        done => return done,
     }
     // Fallback: a bind remount must repeat the flags the kernel locked on the mount.
     // SAFETY: an all-zero statvfs is valid; statvfs fills it.
@@ -1196,16 +1158,7 @@ pub(crate) fn exec_main(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
     null_stdio(plan.devnull_fd, &plan.keep);
     match enter(plan, ptrs) {
         Ok(()) => 0,
-        Err(fail) => {
-            report(
-                plan.report_fd,
-                Record::Failed {
-                    stage: fail.stage,
-                    errno: fail.errno,
-                },
-            );
-            1
-        }
+        Err(fail) => report_failure(plan.report_fd, fail),
     }
 }
 
@@ -1267,16 +1220,7 @@ fn child_in_sandbox(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_wri
     })();
     match result {
         Ok(()) => 0,
-        Err(fail) => {
-            report(
-                plan.report_fd,
-                Record::Failed {
-                    stage: fail.stage,
-                    errno: fail.errno,
-                },
-            );
-            1
-        }
+        Err(fail) => report_failure(plan.report_fd, fail),
     }
 }
 

@@ -68,6 +68,11 @@ impl MountPlan {
         self.steps.push(step);
         self.descriptions.push(description.into());
     }
+
+    /// A step that bind-mounts `source` (recursively) at `target`, then sets `attrs` on it.
+    fn bind(&mut self, source: CString, target: CString, attrs: u64, description: impl Into<String>) {
+        self.push(MountStep::Bind { source, target, attrs }, description);
+    }
 }
 
 /// Builds the holder's mount steps; the volumes (from [`crate::volumes::open_volumes`]) move
@@ -107,12 +112,10 @@ pub(crate) fn mount_plan(
                 MountStep::Dir { path: inside(&host)? },
                 format!("creating {}", host.display()),
             );
-            plan.push(
-                MountStep::Bind {
-                    source: c(&host)?,
-                    target: inside(&host)?,
-                    attrs: system,
-                },
+            plan.bind(
+                c(&host)?,
+                inside(&host)?,
+                system,
                 format!("mounting {} read-only", host.display()),
             );
         }
@@ -133,26 +136,17 @@ pub(crate) fn mount_plan(
                 format!("creating {}", dir.display()),
             );
         }
-        plan.push(
-            MountStep::Bind {
-                source: c(extra)?,
-                target: inside(extra)?,
-                attrs: system,
-            },
+        plan.bind(
+            c(extra)?,
+            inside(extra)?,
+            system,
             format!("mounting {} read-only", extra.display()),
         );
     }
 
     let tmp = Path::new("/tmp");
     plan.push(MountStep::Dir { path: inside(tmp)? }, "creating /tmp");
-    plan.push(
-        MountStep::Bind {
-            source: c(&layout.tmp)?,
-            target: inside(tmp)?,
-            attrs: private,
-        },
-        "mounting the private /tmp",
-    );
+    plan.bind(c(&layout.tmp)?, inside(tmp)?, private, "mounting the private /tmp");
     let work = Path::new(&config.work_dir);
     for dir in ancestors(work).iter().chain(std::iter::once(&work.to_owned())) {
         plan.push(
@@ -160,12 +154,10 @@ pub(crate) fn mount_plan(
             format!("creating {}", dir.display()),
         );
     }
-    plan.push(
-        MountStep::Bind {
-            source: c(&layout.work)?,
-            target: inside(work)?,
-            attrs: private,
-        },
+    plan.bind(
+        c(&layout.work)?,
+        inside(work)?,
+        private,
         format!("mounting the work directory {}", work.display()),
     );
 
@@ -184,12 +176,10 @@ pub(crate) fn mount_plan(
             MountStep::File { path: inside(&host)? },
             format!("creating {}", host.display()),
         );
-        plan.push(
-            MountStep::Bind {
-                source: c(&host)?,
-                target: inside(&host)?,
-                attrs: MOUNT_ATTR_NOSUID,
-            },
+        plan.bind(
+            c(&host)?,
+            inside(&host)?,
+            MOUNT_ATTR_NOSUID,
             format!("mounting {}", host.display()),
         );
     }

@@ -6,7 +6,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -32,6 +32,50 @@ pub(crate) struct MountAttr {
     pub(crate) attr_clr: u64,
     pub(crate) propagation: u64,
     pub(crate) userns_fd: u64,
+}
+
+/// The calling thread's `errno`. Allocates nothing, so it is safe between clone and exec.
+pub(crate) fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// open_tree(2): a detached recursive copy of the mount tree at the descriptor `fd` itself
+/// (`AT_EMPTY_PATH`: no path is looked up), close-on-exec. Allocates nothing, so it is safe
+/// between clone and exec; the errno on failure.
+pub(crate) fn clone_tree(fd: RawFd) -> Result<RawFd, i32> {
+    let empty = c"";
+    // SAFETY: open_tree(2) on a descriptor (AT_EMPTY_PATH) with a valid C string.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd,
+            empty.as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if tree < 0 { Err(errno()) } else { Ok(tree as RawFd) }
+}
+
+/// mount_setattr(2): sets `attr` on the mount at `path` under `dirfd` (`c""` with
+/// `AT_EMPTY_PATH` in `flags`: the descriptor itself). Allocates nothing, so it is safe between
+/// clone and exec; the errno on failure.
+pub(crate) fn mount_setattr(dirfd: RawFd, path: &CStr, flags: libc::c_int, attr: &MountAttr) -> Result<(), i32> {
+    // SAFETY: mount_setattr(2) with a valid C string and a struct of the size passed, both
+    // outliving the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -355,22 +399,9 @@ pub(crate) fn plain_tree(source: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
 }
 
 fn detached_tree(source: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::Result<OwnedFd> {
-    let empty = c"";
-    // SAFETY: `empty` is a valid C string; the flags ask for a detached recursive clone of the
-    // descriptor itself (AT_EMPTY_PATH), so no path is looked up.
-    let fd = cvt_long(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_raw_fd(),
-            empty.as_ptr(),
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | libc::AT_RECURSIVE as libc::c_uint
-                | libc::AT_EMPTY_PATH as libc::c_uint,
-        )
-    })?;
+    let fd = clone_tree(source.as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
     // SAFETY: open_tree just returned this descriptor to us.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
     if attrs == 0 {
         return Ok(tree);
     }
@@ -380,17 +411,8 @@ fn detached_tree(source: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::
         propagation: 0,
         userns_fd: userns.map_or(0, |ns| ns.as_raw_fd() as u64),
     };
-    // SAFETY: `attr` and `empty` outlive the call; the size is that of the struct passed.
-    cvt_long(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })?;
+    mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr)
+        .map_err(io::Error::from_raw_os_error)?;
     Ok(tree)
 }
 

@@ -70,6 +70,14 @@ fn invalid(message: String) -> LocalError {
     LocalError::InvalidInput(message)
 }
 
+/// Whether `path` is absolute and has no `.` or `..` component.
+fn is_plain_absolute(path: &Path) -> bool {
+    path.is_absolute()
+        && !path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+}
+
 /// Opens and checks the volumes; the result is sorted so that a volume comes after any volume
 /// that contains it inside the sandbox.
 pub(crate) fn open_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> Result<Vec<Volume>, LocalError> {
@@ -77,11 +85,7 @@ pub(crate) fn open_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> R
     for v in volumes {
         check_target(v, &out)?;
         let host = Path::new(&v.host_path);
-        if !host.is_absolute()
-            || host
-                .components()
-                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        {
+        if !is_plain_absolute(host) {
             return Err(invalid(format!(
                 "volume {v}: the host path must be absolute, without `.` or `..` components"
             )));
@@ -132,11 +136,7 @@ pub(crate) fn open_volumes(volumes: &[VolumeMapping], config: &LocalConfig) -> R
 /// The container path: not reserved, not taken twice.
 fn check_target(v: &VolumeMapping, earlier: &[Volume]) -> Result<(), LocalError> {
     let target = Path::new(&v.container_path);
-    if !target.is_absolute()
-        || target
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
+    if !is_plain_absolute(target) {
         return Err(invalid(format!(
             "volume {v}: the path inside the sandbox must be absolute, without `.` or `..` components"
         )));

@@ -12,8 +12,8 @@ use msbw_backend::{
 };
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{
-    CodeCall, CommandCall, LimitExceeded, ManagerError, Ownership, Resource, SessionManager, SessionMismatch,
-    SessionOptions, SessionSpec, SessionStatus, naming,
+    CodeCall, CommandCall, ExecutionResult, LimitExceeded, ManagerError, Ownership, Resource, SessionManager,
+    SessionMismatch, SessionOptions, SessionSpec, SessionStatus, naming,
 };
 use tokio::time::{Instant, sleep};
 
@@ -25,6 +25,14 @@ fn config() -> WrapperConfig {
         default_execution_timeout: Duration::from_secs(30),
         sandbox_start_timeout: Duration::from_secs(30),
         ..WrapperConfig::default()
+    }
+}
+
+/// [`config`] with at most `max` sessions at once.
+fn limited(max: u32) -> WrapperConfig {
+    WrapperConfig {
+        max_concurrent_sessions: max,
+        ..config()
     }
 }
 
@@ -49,6 +57,14 @@ fn dead_owner(dir: &std::path::Path) -> String {
     owner
 }
 
+/// Runs `code` in the session `session`, which must succeed.
+async fn code_in(manager: &SessionManager, code: &str, session: &str) -> ExecutionResult {
+    manager
+        .execute_code(CodeCall::new(code).session(session))
+        .await
+        .unwrap()
+}
+
 fn slow(secs: u64, text: &str) -> Reply {
     Reply::After(
         Duration::from_secs(secs),
@@ -68,10 +84,7 @@ mod sessions {
         let manager = started(cfg, &fake).await;
         assert_eq!(fake.stats().start_calls, 0, "nothing starts before the first call");
 
-        let result = manager
-            .execute_code(CodeCall::new("print(1)").session("s1"))
-            .await
-            .unwrap();
+        let result = code_in(&manager, "print(1)", "s1").await;
         assert!(result.session_created);
         assert!(result.success);
         assert_eq!(result.stdout, "print(1)");
@@ -90,14 +103,8 @@ mod sessions {
     async fn an_existing_session_is_reused_and_only_the_first_call_creates_it() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        let first = manager
-            .execute_code(CodeCall::new("a").session("user-1"))
-            .await
-            .unwrap();
-        let second = manager
-            .execute_code(CodeCall::new("b").session("user-1"))
-            .await
-            .unwrap();
+        let first = code_in(&manager, "a", "user-1").await;
+        let second = code_in(&manager, "b", "user-1").await;
         assert!(first.session_created);
         assert!(!second.session_created);
         assert!(!second.sandbox_replaced);
@@ -121,18 +128,9 @@ mod sessions {
     async fn similar_session_ids_get_distinct_sandboxes_marked_as_ours() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        let a = manager
-            .execute_code(CodeCall::new("a").session("user-abc-1"))
-            .await
-            .unwrap();
-        let b = manager
-            .execute_code(CodeCall::new("b").session("user-abc-2"))
-            .await
-            .unwrap();
-        let c = manager
-            .execute_code(CodeCall::new("c").session("user/abc/1"))
-            .await
-            .unwrap();
+        let a = code_in(&manager, "a", "user-abc-1").await;
+        let b = code_in(&manager, "b", "user-abc-2").await;
+        let c = code_in(&manager, "c", "user/abc/1").await;
         assert_ne!(a.sandbox, b.sandbox);
         assert_ne!(a.sandbox, c.sandbox);
         for r in [&a, &b, &c] {
@@ -145,7 +143,7 @@ mod sessions {
     async fn asking_an_existing_session_for_another_template_or_flavor_is_an_error() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        manager.execute_code(CodeCall::new("a").session("s")).await.unwrap();
+        code_in(&manager, "a", "s").await;
         let err = manager
             .execute_code(CodeCall::new("a").session("s").template(Template::Node))
             .await
@@ -303,12 +301,12 @@ mod sessions {
     async fn stop_session_stops_its_sandbox_and_says_whether_it_existed() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let r = code_in(&manager, "x", "s").await;
         assert!(manager.stop_session("s").await.unwrap());
         assert!(!manager.stop_session("s").await.unwrap());
         assert!(fake.spec_of(&r.sandbox).is_none());
         assert!(manager.sessions(None).unwrap().is_empty());
-        let again = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let again = code_in(&manager, "x", "s").await;
         assert!(again.session_created);
     }
 }
@@ -387,14 +385,7 @@ mod open_sessions {
     #[tokio::test(start_paused = true)]
     async fn open_session_counts_against_the_limits() {
         let fake = FakeBackend::new();
-        let manager = started(
-            WrapperConfig {
-                max_concurrent_sessions: 2,
-                ..config()
-            },
-            &fake,
-        )
-        .await;
+        let manager = started(limited(2), &fake).await;
         let opens = (0..5).map(|i| manager.open_session(spec(&format!("s{i}"))));
         let results = futures_join_all(opens).await;
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
@@ -405,19 +396,12 @@ mod open_sessions {
 mod admission {
     use super::*;
 
-    fn limited(max: u32) -> WrapperConfig {
-        WrapperConfig {
-            max_concurrent_sessions: max,
-            ..config()
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_new_session_over_the_limit_is_rejected_with_resource_usage_and_limit() {
         let fake = FakeBackend::new();
         let manager = started(limited(2), &fake).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
-        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        code_in(&manager, "x", "a").await;
+        code_in(&manager, "x", "b").await;
         let err = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap_err();
         match &err {
             ManagerError::ResourceLimit(LimitExceeded {
@@ -448,7 +432,7 @@ mod admission {
         let fake = FakeBackend::new();
         let manager = started(limited(1), &fake).await;
         for _ in 0..5 {
-            manager.execute_code(CodeCall::new("x").session("only")).await.unwrap();
+            code_in(&manager, "x", "only").await;
         }
         assert_eq!(fake.stats().started, 1);
     }
@@ -482,7 +466,7 @@ mod admission {
             ),
             "{err}"
         );
-        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        code_in(&manager, "x", "s").await;
         assert_eq!(manager.resource_stats().total_memory_mb, 3072);
     }
 
@@ -495,7 +479,7 @@ mod admission {
         assert_eq!(err.phase(), msbw_manager::Phase::Starting);
         assert!(manager.sessions(None).unwrap().is_empty());
         assert_eq!(manager.resource_stats().total_memory_mb, 0);
-        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        code_in(&manager, "x", "b").await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -505,7 +489,7 @@ mod admission {
         fake.set_start_delay(Duration::from_secs(35));
         let manager = started(limited(1), &fake).await;
         let t0 = Instant::now();
-        let r = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let r = code_in(&manager, "x", "a").await;
         assert!(r.success);
         assert_eq!(t0.elapsed(), Duration::from_secs(35));
         assert_eq!(fake.spec_of(&r.sandbox).unwrap().start_timeout, Duration::from_secs(30));
@@ -521,7 +505,7 @@ mod admission {
         assert!(matches!(err, ManagerError::StartTimeout { .. }), "{err}");
         assert!(err.to_string().contains("timed out after 30.0 s"), "{err}");
         fake.set_start_delay(Duration::ZERO);
-        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        code_in(&manager, "x", "b").await;
         assert_eq!(fake.running().len(), 1);
     }
 
@@ -561,16 +545,20 @@ mod admission {
         assert_eq!(t0.elapsed(), Duration::from_secs(15), "three rounds of two 5 s starts");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_wait_policy_waits_for_a_slot() {
-        let fake = FakeBackend::new();
-        let cfg = WrapperConfig {
+    /// One session at most; a call over the limit waits up to 20 s for a slot.
+    fn waiting_up_to_20s() -> WrapperConfig {
+        WrapperConfig {
             limit_policy: LimitPolicy::Wait,
             limit_wait_timeout: Duration::from_secs(20),
             ..limited(1)
-        };
-        let manager = started(cfg, &fake).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_policy_waits_for_a_slot() {
+        let fake = FakeBackend::new();
+        let manager = started(waiting_up_to_20s(), &fake).await;
+        code_in(&manager, "x", "a").await;
         let m = manager.clone();
         let waiter = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("b")).await });
         sleep(Duration::from_secs(5)).await;
@@ -586,13 +574,8 @@ mod admission {
     #[tokio::test(start_paused = true)]
     async fn the_wait_policy_gives_up_after_its_bound() {
         let fake = FakeBackend::new();
-        let cfg = WrapperConfig {
-            limit_policy: LimitPolicy::Wait,
-            limit_wait_timeout: Duration::from_secs(20),
-            ..limited(1)
-        };
-        let manager = started(cfg, &fake).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let manager = started(waiting_up_to_20s(), &fake).await;
+        code_in(&manager, "x", "a").await;
         let t0 = Instant::now();
         let err = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap_err();
         assert_eq!(t0.elapsed(), Duration::from_secs(20));
@@ -612,12 +595,12 @@ mod admission {
             ..limited(2)
         };
         let manager = started(cfg, &fake).await;
-        let a = manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        let a = code_in(&manager, "x", "a").await;
         sleep(Duration::from_secs(1)).await;
-        let b = manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        let b = code_in(&manager, "x", "b").await;
         sleep(Duration::from_secs(1)).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap(); // a is now the most recent
-        let c = manager.execute_code(CodeCall::new("x").session("c")).await.unwrap();
+        code_in(&manager, "x", "a").await; // a is now the most recent
+        let c = code_in(&manager, "x", "c").await;
         assert!(c.session_created);
         assert!(fake.spec_of(&b.sandbox).is_none(), "b was the least recently used");
         assert!(fake.spec_of(&a.sandbox).is_some());
@@ -662,7 +645,7 @@ mod cleanup {
     async fn an_idle_session_is_reaped_after_the_session_timeout() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await; // timeout 60 s, cleanup every 10 s
-        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let r = code_in(&manager, "x", "s").await;
         sleep(Duration::from_secs(55)).await;
         assert_eq!(manager.sessions(None).unwrap().len(), 1, "not yet idle for 60 s");
         sleep(Duration::from_secs(10)).await; // the pass at t=60 s sees 60 s of idleness
@@ -680,10 +663,10 @@ mod cleanup {
     async fn use_resets_the_idle_clock() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        code_in(&manager, "x", "s").await;
         for _ in 0..5 {
             sleep(Duration::from_secs(40)).await;
-            manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+            code_in(&manager, "x", "s").await;
         }
         assert_eq!(fake.stats().started, 1);
     }
@@ -727,15 +710,8 @@ mod cleanup {
     #[tokio::test(start_paused = true)]
     async fn a_failed_stop_keeps_the_slot_and_is_retried_on_the_next_pass() {
         let fake = FakeBackend::new();
-        let manager = started(
-            WrapperConfig {
-                max_concurrent_sessions: 1,
-                ..config()
-            },
-            &fake,
-        )
-        .await;
-        let r = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let manager = started(limited(1), &fake).await;
+        let r = code_in(&manager, "x", "s").await;
         fake.fail_next_stops(1);
         let report = manager.cleanup_idle_sessions().await.unwrap();
         assert!(report.reaped.is_empty());
@@ -752,7 +728,7 @@ mod cleanup {
         sleep(Duration::from_secs(10)).await;
         assert!(fake.spec_of(&r.sandbox).is_none(), "stopped on the next pass");
         assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
-        manager.execute_code(CodeCall::new("x").session("t")).await.unwrap();
+        code_in(&manager, "x", "t").await;
     }
 
     /// A backend whose first `n` stops panic; everything else is the fake's.
@@ -813,13 +789,10 @@ mod cleanup {
             fake: fake.clone(),
             panics: std::sync::atomic::AtomicUsize::new(1),
         });
-        let cfg = WrapperConfig {
-            max_concurrent_sessions: 1,
-            ..config()
-        };
+        let cfg = limited(1);
         let manager = SessionManager::new(cfg, backend).unwrap();
         manager.start().await.unwrap();
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        code_in(&manager, "x", "a").await;
         let err = manager.stop_session("a").await.unwrap_err();
         assert_eq!(err.phase(), msbw_manager::Phase::Stopping, "{err}");
         assert!(err.to_string().contains("panicked"), "{err}");
@@ -832,14 +805,14 @@ mod cleanup {
         assert_eq!((report.stopped, report.failed), (1, 0));
         assert_eq!(manager.resource_stats().stopping_sandboxes, 0);
         assert!(fake.running().is_empty());
-        manager.execute_code(CodeCall::new("x").session("b")).await.unwrap();
+        code_in(&manager, "x", "b").await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        code_in(&manager, "x", "s").await;
         manager.pause_background_tasks().unwrap();
         assert!(manager.background_task_status().iter().all(|t| t.paused && t.running));
         sleep(Duration::from_secs(200)).await;
@@ -911,7 +884,7 @@ mod orphans {
             dir.path(),
         )
         .await;
-        let live = manager.execute_code(CodeCall::new("x").session("live")).await.unwrap();
+        let live = code_in(&manager, "x", "live").await;
         let orphan = naming::owned_sandbox_name("msbw", &dead_owner(dir.path()), "left-behind");
         fake.insert_running(spec(&orphan));
         let report = manager.cleanup_orphan_sandboxes().await.unwrap();
@@ -960,10 +933,10 @@ mod ownership {
     async fn two_managers_with_default_settings_never_stop_each_others_live_sandboxes() {
         let fake = FakeBackend::new();
         let a = started(long_lived(), &fake).await;
-        let a1 = a.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let a1 = code_in(&a, "x", "s").await;
         let b = started(long_lived(), &fake).await;
         assert_ne!(a.owner_id(), b.owner_id());
-        let b1 = b.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let b1 = code_in(&b, "x", "s").await;
         assert_eq!(fake.stats().stop_calls, 0, "B's start-up pass stopped nothing");
         let report = a.cleanup_orphan_sandboxes().await.unwrap();
         assert!(report.stopped.is_empty(), "{report:?}");
@@ -971,8 +944,8 @@ mod ownership {
         assert!(b.cleanup_orphan_sandboxes().await.unwrap().stopped.is_empty());
         sleep(Duration::from_secs(60 * 10)).await; // ten periodic passes each
         assert_eq!(fake.stats().stop_calls, 0);
-        let a2 = a.execute_code(CodeCall::new("y").session("s")).await.unwrap();
-        let b2 = b.execute_code(CodeCall::new("y").session("s")).await.unwrap();
+        let a2 = code_in(&a, "y", "s").await;
+        let b2 = code_in(&b, "y", "s").await;
         assert!(!a2.sandbox_replaced && a2.sandbox == a1.sandbox);
         assert!(!b2.sandbox_replaced && b2.sandbox == b1.sandbox);
         a.shutdown().await;
@@ -988,7 +961,7 @@ mod ownership {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeBackend::new();
         let live_peer = started_in(long_lived(), &fake, dir.path()).await;
-        let peer = live_peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let peer = code_in(&live_peer, "x", "p").await;
         let crashed = started_in(long_lived(), &fake, dir.path()).await;
         let mut left: Vec<SandboxId> = Vec::new();
         for s in ["a", "b"] {
@@ -1018,7 +991,7 @@ mod ownership {
         for id in &left {
             assert!(fake.spec_of(id).is_none());
         }
-        let still = live_peer.execute_code(CodeCall::new("y").session("p")).await.unwrap();
+        let still = code_in(&live_peer, "y", "p").await;
         assert_eq!(still.sandbox, peer.sandbox);
     }
 
@@ -1028,7 +1001,7 @@ mod ownership {
     async fn without_a_lease_directory_nothing_of_a_peer_is_touched() {
         let fake = FakeBackend::new();
         let peer = started(long_lived(), &fake).await;
-        let theirs = peer.execute_code(CodeCall::new("x").session("p")).await.unwrap();
+        let theirs = code_in(&peer, "x", "p").await;
         let none = Ownership {
             lease_dir: None,
             reclaim_unknown_owners: false,
@@ -1036,7 +1009,7 @@ mod ownership {
         let lone = SessionManager::with_ownership(long_lived(), Arc::new(fake.clone()), &none).unwrap();
         lone.start().await.unwrap();
         assert!(!lone.has_owner_lease());
-        let mine = lone.execute_code(CodeCall::new("x").session("m")).await.unwrap();
+        let mine = code_in(&lone, "x", "m").await;
         let report = lone.cleanup_orphan_sandboxes().await.unwrap();
         assert_eq!((report.stopped.len(), report.unknown_owners), (0, 1));
         assert!(fake.spec_of(&theirs.sandbox).is_some() && fake.spec_of(&mine.sandbox).is_some());
@@ -1192,7 +1165,7 @@ mod timeouts {
             }
         );
         assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Ready);
-        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        let next = code_in(&manager, "ok", "s").await;
         assert!(!next.sandbox_replaced);
         assert_eq!(next.sandbox, r.sandbox);
     }
@@ -1214,7 +1187,7 @@ mod timeouts {
             }
         ));
         assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
-        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        let next = code_in(&manager, "ok", "s").await;
         assert!(next.sandbox_replaced);
         assert!(!next.session_created);
         assert_ne!(next.sandbox, r.sandbox);
@@ -1239,7 +1212,7 @@ mod timeouts {
                 ..
             }
         ));
-        let next = manager.execute_code(CodeCall::new("ok").session("s")).await.unwrap();
+        let next = code_in(&manager, "ok", "s").await;
         assert!(next.sandbox_replaced);
     }
 
@@ -1247,9 +1220,9 @@ mod timeouts {
     async fn a_sandbox_that_vanished_is_replaced_transparently() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        let r = manager.execute_code(CodeCall::new("a").session("s")).await.unwrap();
+        let r = code_in(&manager, "a", "s").await;
         assert!(fake.kill(&r.sandbox));
-        let next = manager.execute_code(CodeCall::new("b").session("s")).await.unwrap();
+        let next = code_in(&manager, "b", "s").await;
         assert!(next.success);
         assert!(next.sandbox_replaced);
         assert_ne!(next.sandbox, r.sandbox);
@@ -1274,7 +1247,7 @@ mod timeouts {
             }
         });
         let manager = started(config(), &fake).await;
-        let first = manager.execute_code(CodeCall::new("x = 1").session("s")).await.unwrap();
+        let first = code_in(&manager, "x = 1", "s").await;
         let m = manager.clone();
         let call = tokio::spawn(async move { m.execute_code(CodeCall::new("append line").session("s")).await });
         sleep(Duration::from_secs(1)).await;
@@ -1295,10 +1268,7 @@ mod timeouts {
         );
         assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
 
-        let next = manager
-            .execute_code(CodeCall::new("print(1)").session("s"))
-            .await
-            .unwrap();
+        let next = code_in(&manager, "print(1)", "s").await;
         assert!(next.success && next.sandbox_replaced && !next.session_created);
         assert_ne!(next.sandbox, first.sandbox);
         assert_eq!(fake.times_received("append line"), 1);
@@ -1310,7 +1280,7 @@ mod timeouts {
     async fn a_command_that_may_have_run_is_never_sent_twice() {
         let fake = FakeBackend::with_script(|_, text| slow(if text.starts_with("touch") { 10 } else { 0 }, text));
         let manager = started(config(), &fake).await;
-        let first = manager.execute_code(CodeCall::new("x").session("s")).await.unwrap();
+        let first = code_in(&manager, "x", "s").await;
         let m = manager.clone();
         let call = tokio::spawn(async move { m.execute_command(CommandCall::new("touch", ["f"]).session("s")).await });
         sleep(Duration::from_secs(1)).await;
@@ -1378,7 +1348,7 @@ mod shutdown {
     async fn shutdown_reports_what_it_could_not_stop() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        code_in(&manager, "x", "a").await;
         fake.fail_next_stops(2);
         let report = manager.shutdown().await;
         assert_eq!(report.stopped, 0);
@@ -1460,7 +1430,7 @@ mod stats {
     async fn resource_stats_count_sessions_memory_and_cpus() {
         let fake = FakeBackend::new();
         let manager = started(config(), &fake).await;
-        manager.execute_code(CodeCall::new("x").session("a")).await.unwrap();
+        code_in(&manager, "x", "a").await;
         manager
             .execute_code(CodeCall::new("x").session("b").flavor(SandboxFlavor::Large))
             .await

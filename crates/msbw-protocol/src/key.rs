@@ -216,29 +216,26 @@ mod tests {
             verify("server-secret", Some(&tampered)),
             Err(AuthError::InvalidOrExpired)
         );
-        let past = now() - 3600;
-        let expired = mint_claims(
-            "server-secret",
-            &Claims {
-                exp: past,
-                iat: past - 10,
-                namespace: "*".into(),
-            },
-        );
+        // A key for every namespace that expired `ago` seconds ago.
+        let expired_ago = |ago: u64| {
+            let exp = now() - ago;
+            mint_claims(
+                "server-secret",
+                &Claims {
+                    exp,
+                    iat: exp - 10,
+                    namespace: "*".into(),
+                },
+            )
+        };
         assert_eq!(
-            verify("server-secret", Some(&expired)),
+            verify("server-secret", Some(&expired_ago(3600))),
             Err(AuthError::InvalidOrExpired)
         );
-        let recent = now() - 30;
-        let in_leeway = mint_claims(
-            "server-secret",
-            &Claims {
-                exp: recent,
-                iat: recent - 10,
-                namespace: "*".into(),
-            },
+        assert!(
+            verify("server-secret", Some(&expired_ago(30))).is_ok(),
+            "60 s of leeway"
         );
-        assert!(verify("server-secret", Some(&in_leeway)).is_ok(), "60 s of leeway");
         assert_eq!(
             (AuthError::AccessDenied.http_status(), AuthError::AccessDenied.code()),
             (403, 3001)

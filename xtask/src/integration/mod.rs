@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 pub(crate) use run::{REAPER_TASK, reaper_main};
 
 use control::Control;
+use msbw_config::redact_url;
+use msbw_harness::Flags;
 use run::Run;
 use server::{LocalServer, Mode};
 
@@ -79,21 +81,11 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| args.next().cloned())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
+        let mut flags = Flags::new(args);
+        while let Some(flag) = flags.next_flag() {
             match flag {
                 "--suite" | "--suites" => {
-                    let list = value()?;
+                    let list = flags.value()?;
                     for suite in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         if !SUITES.contains(&suite) {
                             return Err(format!("unknown suite {suite:?}; the suites are {}", SUITES.join(", ")));
@@ -102,7 +94,7 @@ impl Options {
                     }
                 }
                 "--mode" | "--modes" => {
-                    let list = value()?;
+                    let list = flags.value()?;
                     for mode in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         let mode = match mode {
                             "dev" => Mode::Dev,
@@ -249,7 +241,7 @@ fn run(options: &Options) -> Result<bool, String> {
         Some(url) => {
             eprintln!(
                 "xtask: MSB_SERVER_URL is set: the suites run against {} (no local build, no local server)",
-                redact(url)
+                redact_url(url)
             );
             None
         }
@@ -574,19 +566,6 @@ fn run_suites(programs: &Programs, run: &Run, suites: &[String], options: &Optio
     }
 }
 
-/// A URL without its credentials, for printing.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-        None => url.to_owned(),
-    }
-}
-
 /// Prints the summary; whether the run passed.
 fn print_summary(
     rows: &[Row],
@@ -743,7 +722,7 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted() {
-        assert_eq!(redact("http://user:pw@host:1/x"), "http://***@host:1/x");
-        assert_eq!(redact("http://host:1"), "http://host:1");
+        assert_eq!(redact_url("http://user:pw@host:1/x"), "http://***@host:1/x");
+        assert_eq!(redact_url("http://host:1"), "http://host:1");
     }
 }

@@ -8,11 +8,12 @@
 //! `msb server keygen` needs, so the harness writes it.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use msbw_harness::random_key;
 
 use super::cache::Binaries;
 use super::minihttp;
@@ -56,19 +57,6 @@ pub(crate) struct LocalServer {
     key: Option<String>,
     child: Option<Child>,
     launches: u32,
-}
-
-/// 32 random letters and digits, from the kernel's random source.
-fn random_key() -> Result<String, String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom for a server key: {e}"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect())
 }
 
 fn mkdir(path: &Path) -> Result<(), String> {
@@ -333,18 +321,4 @@ enum Launch {
     PortTaken(String),
     /// Anything else: give up.
     Failed(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_keys_are_32_letters_and_digits_and_differ() {
-        let a = random_key().unwrap();
-        let b = random_key().unwrap();
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
-    }
 }

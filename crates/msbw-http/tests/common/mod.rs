@@ -56,6 +56,35 @@ pub fn rpc(name: &str) -> MockBuilder {
         .and(body_partial_json(json!({"jsonrpc": "2.0", "method": name})))
 }
 
+/// A mock of the health check, `GET /api/v1/health`.
+pub fn health() -> MockBuilder {
+    Mock::given(method("GET")).and(path("/api/v1/health"))
+}
+
+/// The health check's answer of a healthy server.
+pub fn healthy() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"}))
+}
+
+/// Answers every call of the RPC method `name` with `answer`.
+pub async fn answer(server: &MockServer, name: &str, answer: ResponseTemplate) {
+    rpc(name).respond_with(answer).mount(server).await;
+}
+
+/// Answers the calls of the RPC method `name` in turn: each of `first` for as many calls as it
+/// says, then `then` for every later call.
+pub async fn answer_in_turn(
+    server: &MockServer,
+    name: &str,
+    first: Vec<(ResponseTemplate, u64)>,
+    then: ResponseTemplate,
+) {
+    for (answer, times) in first {
+        rpc(name).respond_with(answer).up_to_n_times(times).mount(server).await;
+    }
+    rpc(name).respond_with(then).mount(server).await;
+}
+
 /// A JSON-RPC success.
 pub fn ok(result: Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({"jsonrpc": "2.0", "result": result, "id": 1}))
@@ -122,6 +151,16 @@ pub async fn params_of(server: &MockServer, name: &str) -> Vec<Value> {
         .filter(|r| r["method"] == name)
         .map(|r| r["params"].clone())
         .collect()
+}
+
+/// Asserts that exactly one `sandbox.stop` reached the server, for `name` in namespace
+/// `default`.
+pub async fn assert_stopped_once(server: &MockServer, name: &str) {
+    assert_eq!(
+        params_of(server, "sandbox.stop").await,
+        [json!({"sandbox": name, "namespace": "default"})],
+        "the server was asked to stop {name} once"
+    );
 }
 
 /// The methods of every RPC request, in order.
@@ -198,11 +237,7 @@ impl FakeServer {
             .respond_with(fake.clone())
             .mount(&server)
             .await;
-        Mock::given(method("GET"))
-            .and(path("/api/v1/health"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"message": "Service is healthy"})))
-            .mount(&server)
-            .await;
+        health().respond_with(healthy()).mount(&server).await;
         (server, fake)
     }
 

@@ -29,16 +29,7 @@ async fn nothing_outlives_a_timeout() {
          time.sleep(300)"
     );
     let out = code_with(&backend, &id, Template::Python, &source, Duration::from_secs(2)).await;
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::StateLost,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert_timed_out(&out, Aftermath::StateLost);
     assert!(
         wait_until_gone(&tag, Duration::from_secs(10)).is_empty(),
         "processes outlived the code's timeout"

@@ -6,14 +6,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use msbw_backend::{
-    Aftermath, CodeRequest, ErrorKind, ExecStatus, SandboxBackend, SandboxSpec, Template, VolumeMapping,
+    Aftermath, CodeRequest, ErrorKind, ExecOutput, ExecStatus, SandboxBackend, SandboxSpec, Template, VolumeMapping,
 };
 
-use crate::common::{backend, code_with, command_with, host_processes_with, marker, node, python, spec, start};
+use crate::common::{
+    assert_timed_out, backend, code_with, command_with, host_processes_with, marker, node, python, spec, start,
+};
 
 /// A host directory every uid may write, mapped read-write at `/sandbox/rw`.
 fn with_volume(prefix: &str, template: Template) -> (SandboxSpec, tempfile::TempDir) {
@@ -27,6 +29,32 @@ fn with_volume(prefix: &str, template: Template) -> (SandboxSpec, tempfile::Temp
 
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Checks a timed-out execution's result: every one of `files` was written before the timeout
+/// (everything ran), and no process marked `mark` is left the moment the result is back (no
+/// waiting, no polling). Returns the files' sizes.
+#[track_caller]
+fn all_ran_and_none_is_left<const N: usize>(out: &ExecOutput, files: &[PathBuf; N], mark: &str) -> [u64; N] {
+    for file in files {
+        assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
+    }
+    assert_eq!(
+        host_processes_with(mark),
+        vec![],
+        "processes of the timed-out execution remain"
+    );
+    files.each_ref().map(|f| size(f))
+}
+
+/// Checks that none of `files` has grown from `sizes`: nothing wrote after the timeout.
+#[track_caller]
+fn nothing_wrote_since<const N: usize>(files: &[PathBuf; N], sizes: [u64; N]) {
+    assert_eq!(
+        files.each_ref().map(|f| size(f)),
+        sizes,
+        "a leftover wrote after the timeout"
+    );
 }
 
 /// Long enough for the attack to be running on a busy machine (the code says when it is).
@@ -63,37 +91,14 @@ time.sleep(3600)
 "#
     );
     let out = code_with(&backend, &id, Template::Python, &source, TIMEOUT).await;
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::StateLost,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
-    // Everything ran before the timeout...
+    assert_timed_out(&out, Aftermath::StateLost);
     assert!(out.stdout.contains("all running"), "{out:?}");
     let files = ["thread", "child", "daemon"].map(|f| dir.path().join(f));
-    for file in &files {
-        assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
-    }
-    // ...and nothing of it is left the moment the result is back: no waiting, no polling.
-    assert_eq!(
-        host_processes_with(&mark),
-        vec![],
-        "processes of the timed-out execution remain"
-    );
-    let sizes = files.each_ref().map(|f| size(f));
+    let sizes = all_ran_and_none_is_left(&out, &files, &mark);
     // The next call sees nothing of it, and while it runs nothing writes to the host files.
     let out = python(&backend, &id, "import time\ntime.sleep(0.5)\nprint('next')").await;
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("next\n", ""), "{out:?}");
-    assert_eq!(
-        files.each_ref().map(|f| size(f)),
-        sizes,
-        "a leftover wrote after the timeout"
-    );
+    nothing_wrote_since(&files, sizes);
     backend.stop(&id).await.unwrap();
 }
 
@@ -122,27 +127,10 @@ await new Promise(() => {{}});
 "#
     );
     let out = code_with(&backend, &id, Template::Node, &source, TIMEOUT).await;
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::StateLost,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert_timed_out(&out, Aftermath::StateLost);
     assert!(out.stderr.contains("all running"), "{out:?}");
     let files = ["timer", "worker", "child"].map(|f| dir.path().join(f));
-    for file in &files {
-        assert!(size(file) > 0, "{} was never written: {out:?}", file.display());
-    }
-    assert_eq!(
-        host_processes_with(&mark),
-        vec![],
-        "processes of the timed-out execution remain"
-    );
-    let sizes = files.each_ref().map(|f| size(f));
+    let sizes = all_ran_and_none_is_left(&out, &files, &mark);
     let out = node(
         &backend,
         &id,
@@ -154,11 +142,7 @@ await new Promise(() => {{}});
         ("undefined\n", ""),
         "{out:?}"
     );
-    assert_eq!(
-        files.each_ref().map(|f| size(f)),
-        sizes,
-        "a leftover wrote after the timeout"
-    );
+    nothing_wrote_since(&files, sizes);
     backend.stop(&id).await.unwrap();
 }
 
@@ -172,16 +156,7 @@ async fn background_processes_of_a_timed_out_command_are_gone_when_it_returns() 
         "while :; do echo b >> /sandbox/rw/bg; done & : {mark}; until [ -s /sandbox/rw/bg ]; do :; done; echo running; sleep 3600"
     );
     let out = command_with(&backend, &id, "sh", &["-c", &script], TIMEOUT).await;
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::Intact,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert_timed_out(&out, Aftermath::Intact);
     assert_eq!(
         host_processes_with(&mark),
         vec![],

@@ -5,8 +5,20 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use msbw_backend::{CodeRequest, CommandRequest, ExecOutput, SandboxBackend, SandboxId, SandboxSpec, Template};
+use msbw_backend::{
+    Aftermath, CodeRequest, CommandRequest, ExecOutput, ExecStatus, SandboxBackend, SandboxId, SandboxSpec, Template,
+};
 use msbw_local::{LocalBackend, LocalConfig};
+
+/// Asserts that `out` is a timeout that left the sandbox `aftermath`, showing all of `out`
+/// otherwise.
+#[track_caller]
+pub fn assert_timed_out(out: &ExecOutput, aftermath: Aftermath) {
+    assert!(
+        matches!(out.status, ExecStatus::TimedOut { aftermath: a, .. } if a == aftermath),
+        "not a timeout with {aftermath:?}: {out:?}"
+    );
+}
 
 /// A generous timeout for calls that should finish quickly (the machine may be busy).
 pub const QUICK: Duration = Duration::from_secs(30);
