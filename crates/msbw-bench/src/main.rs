@@ -17,21 +17,27 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-const USAGE: &str = "usage: msbw-bench [--quick] [--only TEXT] [--out PATH]
+const USAGE: &str = "usage: msbw-bench [--quick] [--only TEXT] [--out PATH] [--baseline PATH]
 
-  --quick       every row with tiny sizes (checks the harness; ratios are not meaningful)
-  --only TEXT   only the rows whose id contains TEXT
-  --out PATH    where the JSON report goes (default target/bench/report.json)";
+  --quick          every row with tiny sizes (checks the harness; ratios are not meaningful)
+  --only TEXT      only the rows whose id contains TEXT
+  --out PATH       where the JSON report goes (default target/bench/report.json)
+  --baseline PATH  an earlier report.json: each row's change of our side against it";
 
 fn main() -> ExitCode {
     let mut quick = false;
     let mut only = None;
     let mut out = PathBuf::from("target/bench/report.json");
+    let mut baseline = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--only" => only = args.next(),
+            "--baseline" => match args.next() {
+                Some(path) => baseline = Some(PathBuf::from(path)),
+                None => return usage(),
+            },
             "--out" => match args.next() {
                 Some(path) => out = PathBuf::from(path),
                 None => return usage(),
@@ -75,6 +81,12 @@ fn main() -> ExitCode {
         entries: results,
     };
     print!("{}", report.table());
+    if let Some(path) = baseline {
+        match report::Baseline::read(&path) {
+            Ok(base) => print!("\n{}", report.compare(&base)),
+            Err(e) => eprintln!("msbw-bench: cannot read the baseline {}: {e}", path.display()),
+        }
+    }
     if let Err(e) = report.write(&out) {
         eprintln!("msbw-bench: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;

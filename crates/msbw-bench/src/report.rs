@@ -229,6 +229,63 @@ impl Report {
     }
 }
 
+/// An earlier run's report, read back: our side's median per row id.
+pub(crate) struct Baseline(std::collections::HashMap<String, (f64, String)>);
+
+impl Baseline {
+    pub(crate) fn read(path: &Path) -> std::io::Result<Baseline> {
+        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?).map_err(std::io::Error::other)?;
+        let mut rows = std::collections::HashMap::new();
+        for entry in value["entries"].as_array().into_iter().flatten() {
+            let (Some(id), Some(median), Some(unit)) = (
+                entry["id"].as_str(),
+                entry["ours"]["median"].as_f64(),
+                entry["ours"]["unit"].as_str(),
+            ) else {
+                continue;
+            };
+            rows.insert(id.to_owned(), (median, unit.to_owned()));
+        }
+        Ok(Baseline(rows))
+    }
+}
+
+impl Report {
+    /// Each measured row's change of our side against `base` (issue 13's "no benchmark gets
+    /// slower by more than 5%"): slower by more than 5% is flagged.
+    pub(crate) fn compare(&self, base: &Baseline) -> String {
+        let mut out = String::from("| Row | Baseline | Now | Change | |\n|---|---|---|---|---|\n");
+        for entry in &self.entries {
+            let Outcome::Measured(row) = &entry.outcome else {
+                continue;
+            };
+            let Some((before, unit)) = base.0.get(entry.id) else {
+                continue;
+            };
+            if unit != row.ours.unit || *before == 0.0 {
+                continue;
+            }
+            // Throughputs are better higher; everything else (times, CPU) lower.
+            let higher_is_better = unit == "ops/s";
+            let slower = if higher_is_better {
+                before / row.ours.median.max(f64::MIN_POSITIVE) - 1.0
+            } else {
+                row.ours.median / before - 1.0
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} {unit} | {} {unit} | {:+.1}% slower | {} |",
+                entry.id,
+                fmt_num(*before),
+                fmt_num(row.ours.median),
+                slower * 100.0,
+                if slower > 0.05 { "REGRESSION" } else { "ok" }
+            );
+        }
+        out
+    }
+}
+
 /// A number with about three significant digits.
 pub(crate) fn fmt_num(x: f64) -> String {
     let a = x.abs();
