@@ -204,7 +204,10 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
     match limits.policy {
         LimitPolicy::Reject => Decision::Reject(limit_error),
         LimitPolicy::Wait if progress.out_of_time => Decision::Reject(limit_error),
-        LimitPolicy::Wait => Decision::Wait,
+        LimitPolicy::Wait => {
+            reg.note_waiter(u64::from(ask.flavor.memory_mb()));
+            Decision::Wait
+        }
         LimitPolicy::Evict => {
             let victim = reg
                 .sessions()
@@ -218,6 +221,37 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
                 _ => Decision::Reject(limit_error),
             }
         }
+    }
+}
+
+/// Whom to wake after a reservation was given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// This many waiters (one by one, in the order they came): each can take a slot now.
+    Some(usize),
+    /// Every waiter: the freed room may fit some and not others.
+    All,
+}
+
+/// Whom a freed reservation should wake, so that the cost of a release stays flat in the number
+/// of waiters. Without a memory limit a freed slot fits any waiter: one. With one, when every
+/// waiting caller asks for the same memory, as many as now fit (a large sandbox's memory may fit
+/// several small ones), at least one; otherwise all, since the room may fit a later waiter and
+/// not the first. A waiter that loses its slot to a newcomer finds no room and waits again, so no
+/// wake-up is lost.
+pub(crate) fn wakeups(reg: &Registry, limits: &Limits) -> Wake {
+    let Some(max_memory) = limits.max_memory_mb else {
+        return Wake::Some(1);
+    };
+    match reg.waiting_need() {
+        Some((least, most)) if least == most && least > 0 => {
+            let ledger = reg.ledger();
+            let free_sessions = u64::from(limits.max_sessions).saturating_sub(ledger.sessions);
+            let fit = free_sessions.min(max_memory.saturating_sub(ledger.memory_mb) / least);
+            let fit = usize::try_from(fit).unwrap_or(usize::MAX);
+            Wake::Some(fit.clamp(1, reg.waiting.max(1)))
+        }
+        _ => Wake::All,
     }
 }
 
@@ -492,5 +526,78 @@ mod tests {
                 prop_assert_eq!(reg.retiring_count(), retiring.len());
             }
         }
+    }
+
+    /// Puts `n` callers asking for `flavor` in the waiting line, as the manager does.
+    fn wait_in_line(reg: &mut Registry, l: &Limits, flavor: SandboxFlavor, n: usize) {
+        for i in 0..n {
+            let id = format!("w{i}-{flavor}");
+            assert!(matches!(
+                decide(reg, &ask(&id, flavor), &Progress::default(), l),
+                Decision::Wait
+            ));
+            reg.waiting += 1;
+        }
+    }
+
+    #[test]
+    fn a_freed_slot_wakes_one_waiter_without_a_memory_limit() {
+        let mut reg = Registry::default();
+        let l = limits(1, None, LimitPolicy::Wait);
+        assert!(matches!(
+            decide(&mut reg, &ask("a", SandboxFlavor::Small), &Progress::default(), &l),
+            Decision::Create
+        ));
+        wait_in_line(&mut reg, &l, SandboxFlavor::Small, 1000);
+        reg.ledger_mut().release(SandboxFlavor::Small);
+        assert_eq!(wakeups(&reg, &l), Wake::Some(1));
+    }
+
+    #[test]
+    fn with_a_memory_limit_alike_waiters_are_woken_as_many_as_fit() {
+        let small = u64::from(SandboxFlavor::Small.memory_mb());
+        let large = u64::from(SandboxFlavor::Large.memory_mb());
+        let mut reg = Registry::default();
+        let l = limits(100, Some(large), LimitPolicy::Wait);
+        assert!(matches!(
+            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
+            Decision::Create
+        ));
+        wait_in_line(&mut reg, &l, SandboxFlavor::Small, 1000);
+        // Nothing freed yet: one waiter is woken at most (it finds no room and waits again).
+        assert_eq!(wakeups(&reg, &l), Wake::Some(1));
+        // The large sandbox's memory fits this many small ones: that many are woken, not 1,000.
+        reg.ledger_mut().release(SandboxFlavor::Large);
+        assert_eq!(wakeups(&reg, &l), Wake::Some((large / small) as usize));
+    }
+
+    #[test]
+    fn with_a_memory_limit_waiters_of_different_sizes_are_all_woken() {
+        let large = u64::from(SandboxFlavor::Large.memory_mb());
+        let mut reg = Registry::default();
+        let l = limits(100, Some(large), LimitPolicy::Wait);
+        assert!(matches!(
+            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
+            Decision::Create
+        ));
+        wait_in_line(&mut reg, &l, SandboxFlavor::Large, 2);
+        wait_in_line(&mut reg, &l, SandboxFlavor::Small, 2);
+        reg.ledger_mut().release(SandboxFlavor::Large);
+        assert_eq!(wakeups(&reg, &l), Wake::All);
+    }
+
+    #[test]
+    fn the_range_of_waiting_sizes_restarts_when_the_line_empties() {
+        let large = u64::from(SandboxFlavor::Large.memory_mb());
+        let mut reg = Registry::default();
+        let l = limits(100, Some(large), LimitPolicy::Wait);
+        assert!(matches!(
+            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
+            Decision::Create
+        ));
+        wait_in_line(&mut reg, &l, SandboxFlavor::Large, 1);
+        reg.waiting = 0;
+        wait_in_line(&mut reg, &l, SandboxFlavor::Small, 3);
+        assert_eq!(wakeups(&reg, &l), Wake::Some(1));
     }
 }

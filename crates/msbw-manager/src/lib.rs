@@ -149,11 +149,11 @@ impl SessionManager {
     pub fn sessions(&self, session_id: Option<&str>) -> Result<Vec<SessionInfo>, ManagerError> {
         self.inner.ensure_running()?;
         let reg = self.inner.lock();
-        let mut list: Vec<SessionInfo> = reg
-            .sessions()
-            .filter(|e| session_id.is_none_or(|id| e.id == id))
-            .map(session::Entry::info)
-            .collect();
+        if let Some(id) = session_id {
+            // One lookup, not a scan: fronts (msbw serve) ask for one session on every call.
+            return Ok(reg.session(id).map(session::Entry::info).into_iter().collect());
+        }
+        let mut list: Vec<SessionInfo> = reg.sessions().map(session::Entry::info).collect();
         list.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)

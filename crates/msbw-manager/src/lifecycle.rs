@@ -9,6 +9,7 @@ use msbw_config::WrapperConfig;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::admission;
 use crate::error::until;
 use crate::ownership::{Lease, Ownership};
 use crate::pool::PoolRunner;
@@ -111,18 +112,20 @@ impl Inner {
         &self.slot_freed
     }
 
-    /// Wakes callers waiting for a slot: call after giving one reservation back.
-    ///
-    /// Without a memory limit every freed slot fits any waiter, so one slot wakes one waiter
-    /// (not all of them: the cost of a release stays flat in the number of waiters). A woken
-    /// waiter that gives up before it runs passes the wake-up on (tokio's `Notified` does), and
-    /// one that loses the slot to a newcomer finds no free slot left, so no wake-up is lost.
-    /// With a memory limit a freed slot may fit some waiters and not others, so all are woken.
+    /// Wakes callers waiting for a slot: call after giving one reservation back. Whom to wake
+    /// is [`admission::wakeups`]: one waiter per freed slot (as many as fit when a memory limit
+    /// and alike waiters allow), so the cost of a release stays flat in the number of waiters.
+    /// A woken waiter that gives up before it runs passes the wake-up on (tokio's `Notified`
+    /// does).
     pub(crate) fn freed(&self) {
-        if self.config.max_total_memory_mb.is_none() {
-            self.slot_freed.notify_one();
-        } else {
-            self.slot_freed.notify_waiters();
+        let wake = admission::wakeups(&self.lock(), &admission::Limits::of(&self.config));
+        match wake {
+            admission::Wake::Some(n) => {
+                for _ in 0..n {
+                    self.slot_freed.notify_one();
+                }
+            }
+            admission::Wake::All => self.slot_freed.notify_waiters(),
         }
         // The pool may refill into the slot (it holds back while callers wait or yield).
         self.pool.wake();

@@ -182,6 +182,9 @@ pub(crate) struct Registry {
     ledger: Ledger,
     /// Callers waiting for a slot.
     pub(crate) waiting: usize,
+    /// The least and most memory (MB) a caller asked for since the waiting line was last empty
+    /// (see [`crate::admission::wakeups`]).
+    waiting_need: Option<(u64, u64)>,
     next_token: u64,
     /// The warm pool's sandboxes (each holds a reservation in the ledger).
     pool: PoolTable,
@@ -206,6 +209,20 @@ impl Registry {
     /// The warm pool's sandboxes, to change them.
     pub(crate) fn pool_mut(&mut self) -> &mut PoolTable {
         &mut self.pool
+    }
+
+    /// Notes that a caller asking for `need_mb` is about to wait. The range restarts whenever
+    /// the line is empty, so it covers at least every caller waiting now.
+    pub(crate) fn note_waiter(&mut self, need_mb: u64) {
+        self.waiting_need = match self.waiting_need {
+            Some((least, most)) if self.waiting > 0 => Some((least.min(need_mb), most.max(need_mb))),
+            _ => Some((need_mb, need_mb)),
+        };
+    }
+
+    /// The least and most memory the waiting callers may ask for, if any waited.
+    pub(crate) fn waiting_need(&self) -> Option<(u64, u64)> {
+        self.waiting_need
     }
 
     /// A token for a new session incarnation.

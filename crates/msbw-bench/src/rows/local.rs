@@ -1,0 +1,221 @@
+//! The local backend (through the facade) next to spawning the same interpreter on the host:
+//! cold first calls, warm calls, and a trivial command.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use microsandbox_wrapper::{
+    CodeCall, CommandCall, LocalBackend, LocalConfig, MicrosandboxWrapper, Template, WrapperConfig,
+};
+
+use super::Def;
+use crate::measure::{Ctx, Op, Rep, interleave, parallel, sequential};
+use crate::report::{Goal, Outcome, Row};
+
+pub(crate) const ROWS: &[Def] = &[
+    Def {
+        id: "local.cold_python",
+        group: "local",
+        title: "Local backend: cold first call (start + `pass`) vs host `python3 -c pass`",
+        run: cold_python,
+    },
+    Def {
+        id: "local.cold_node",
+        group: "local",
+        title: "Local backend: node cold first call vs host `node -e 0`",
+        run: cold_node,
+    },
+    Def {
+        id: "local.warm_python",
+        group: "local",
+        title: "Warm local python call vs host spawn (`python3 -c pass`), times faster",
+        run: warm_python,
+    },
+    Def {
+        id: "local.warm_node",
+        group: "local",
+        title: "Warm local node call vs host spawn (`node -e 0`), times faster",
+        run: warm_node,
+    },
+    Def {
+        id: "local.command_true",
+        group: "local",
+        title: "Warm local command `true` vs host spawn of `true`",
+        run: command_true,
+    },
+];
+
+const PYTHON: &str = "/usr/bin/python3";
+const NODE: &str = "/usr/bin/node";
+
+/// A started facade over a local backend allowing `sessions` sessions, or `None` when the local
+/// backend cannot run here.
+pub(crate) fn local_wrapper(ctx: &Ctx, sessions: usize) -> Result<Option<MicrosandboxWrapper>, String> {
+    let backend = LocalBackend::new(LocalConfig::default());
+    if !backend.host_support().usable() {
+        return Ok(None);
+    }
+    let config = WrapperConfig {
+        max_concurrent_sessions: (sessions as u32).max(10),
+        ..WrapperConfig::default()
+    };
+    ctx.run(async move {
+        let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(backend)).map_err(|e| e.to_string())?;
+        wrapper.start().await.map_err(|e| e.to_string())?;
+        Ok(Some(wrapper))
+    })
+}
+
+fn unusable() -> Outcome {
+    Outcome::Skipped {
+        reason: "the local backend cannot run on this host".into(),
+    }
+}
+
+/// Spawns a host program and waits for it; fails unless it exits 0.
+fn host_spawn(program: &str, args: &[&str]) -> Result<(), String> {
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {args:?} failed: {status}"))
+    }
+}
+
+fn cold_python(ctx: &Ctx) -> Result<Outcome, String> {
+    cold(ctx, Template::Python, "pass", PYTHON, &["-c", "pass"])
+}
+
+fn cold_node(ctx: &Ctx) -> Result<Outcome, String> {
+    cold(ctx, Template::Node, "0", NODE, &["-e", "0"])
+}
+
+/// A first call in a new session (admission, start, the call) vs a host spawn; each session is
+/// stopped after its call, outside the timing.
+fn cold(ctx: &Ctx, template: Template, code: &str, program: &str, args: &[&str]) -> Result<Outcome, String> {
+    if !std::path::Path::new(program).exists() {
+        return Ok(Outcome::Skipped {
+            reason: format!("{program} is not installed"),
+        });
+    }
+    let Some(wrapper) = local_wrapper(ctx, 4)? else {
+        return Ok(unusable());
+    };
+    let next = AtomicUsize::new(0);
+    let per_rep = ctx.size(5, 1);
+    let first_call = || -> Result<Rep, String> {
+        let mut rep = Rep::default();
+        for _ in 0..per_rep {
+            let session = format!("cold{}", next.fetch_add(1, Ordering::Relaxed));
+            let call = CodeCall::new(code).template(template).session(session.clone());
+            let w = wrapper.clone();
+            let took = ctx.run(async move {
+                let t = std::time::Instant::now();
+                w.execute_code(call).await.map_err(|e| e.to_string())?;
+                let took = t.elapsed();
+                w.stop_session(&session).await.map_err(|e| e.to_string())?;
+                Ok(took)
+            })?;
+            rep.latencies.push(took);
+            rep.wall += took;
+        }
+        Ok(rep)
+    };
+    let host = || sequential(per_rep, || host_spawn(program, args));
+    let (ours, theirs) = interleave(ctx.reps(), first_call, host)?;
+    stop(ctx, wrapper)?;
+    Ok(Outcome::Measured(Row::ours_over_theirs(
+        ours.latency_side("first call"),
+        theirs.latency_side("host spawn"),
+        "ours/theirs time",
+        Goal::AtMost(1.5),
+    )))
+}
+
+fn warm_python(ctx: &Ctx) -> Result<Outcome, String> {
+    warm(ctx, Template::Python, "pass", PYTHON, &["-c", "pass"])
+}
+
+fn warm_node(ctx: &Ctx) -> Result<Outcome, String> {
+    warm(ctx, Template::Node, "0", NODE, &["-e", "0"])
+}
+
+/// Warm calls in one session vs host spawns of the same interpreter.
+fn warm(ctx: &Ctx, template: Template, code: &str, program: &str, args: &[&str]) -> Result<Outcome, String> {
+    if !std::path::Path::new(program).exists() {
+        return Ok(Outcome::Skipped {
+            reason: format!("{program} is not installed"),
+        });
+    }
+    let Some(wrapper) = local_wrapper(ctx, 4)? else {
+        return Ok(unusable());
+    };
+    let call = CodeCall::new(code).template(template).session("warm");
+    let op: Op = {
+        let wrapper = wrapper.clone();
+        Arc::new(move |_| {
+            let (wrapper, call) = (wrapper.clone(), call.clone());
+            Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
+        })
+    };
+    parallel(ctx, 1, 5, &op)?;
+    let (ours, theirs) = interleave(
+        ctx.reps(),
+        || parallel(ctx, 1, ctx.size(200, 5), &op),
+        || sequential(ctx.size(5, 1), || host_spawn(program, args)),
+    )?;
+    stop(ctx, wrapper)?;
+    Ok(Outcome::Measured(Row::theirs_over_ours(
+        ours.latency_side("warm call"),
+        theirs.latency_side("host spawn"),
+        "theirs/ours time",
+        Goal::AtLeast(20.0),
+    )))
+}
+
+/// A command `true` in a warm session (a process spawned in the sandbox) vs `true` spawned on
+/// the host: the row that shows a slower spawn path in the local backend.
+fn command_true(ctx: &Ctx) -> Result<Outcome, String> {
+    let Some(wrapper) = local_wrapper(ctx, 4)? else {
+        return Ok(unusable());
+    };
+    let call = CommandCall::new("true", Vec::<String>::new()).session("cmd");
+    let op: Op = {
+        let wrapper = wrapper.clone();
+        Arc::new(move |_| {
+            let (wrapper, call) = (wrapper.clone(), call.clone());
+            Box::pin(async move { wrapper.execute_command(call).await.map(drop).map_err(|e| e.to_string()) })
+        })
+    };
+    parallel(ctx, 1, 3, &op)?;
+    let n = ctx.size(40, 3);
+    let (ours, theirs) = interleave(
+        ctx.reps(),
+        || parallel(ctx, 1, n, &op),
+        || sequential(n, || host_spawn("/bin/true", &[])),
+    )?;
+    stop(ctx, wrapper)?;
+    Ok(Outcome::Measured(Row::ours_over_theirs(
+        ours.latency_side("command"),
+        theirs.latency_side("host spawn"),
+        "ours/theirs time",
+        Goal::AtMost(COMMAND_TRUE_GOAL),
+    )))
+}
+
+/// The `true` command may cost this many host spawns (see docs/benchmarks.md).
+const COMMAND_TRUE_GOAL: f64 = 10.0;
+
+fn stop(ctx: &Ctx, wrapper: MicrosandboxWrapper) -> Result<(), String> {
+    ctx.run(async move {
+        wrapper.stop().await;
+        Ok(())
+    })
+}

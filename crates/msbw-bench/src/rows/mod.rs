@@ -1,0 +1,30 @@
+//! The registry of rows: each file holds one group's rows, each row one function, listed in the
+//! file's `ROWS`. To add a row, write its function in the group's file (or a new file) and list
+//! it there; to add a group, add its file here and to [`all`].
+
+mod http;
+mod local;
+mod manager;
+mod serve;
+
+use crate::measure::Ctx;
+use crate::report::Outcome;
+
+/// A row: what it is called and the function that measures it.
+pub(crate) struct Def {
+    /// A stable id (`group.name`), for `--only` and the JSON report.
+    pub(crate) id: &'static str,
+    /// The group (the file it lives in).
+    pub(crate) group: &'static str,
+    /// The row's title in the table.
+    pub(crate) title: &'static str,
+    /// Measures the row.
+    pub(crate) run: fn(&Ctx) -> Result<Outcome, String>,
+}
+
+/// Every row, in table order.
+pub(crate) fn all() -> impl Iterator<Item = &'static Def> {
+    [http::ROWS, serve::ROWS, manager::ROWS, local::ROWS]
+        .into_iter()
+        .flatten()
+}
