@@ -49,12 +49,14 @@ pub struct HttpBackendConfig {
     pub stop_wait: Duration,
     /// The largest answer accepted, in bytes (outputs are kept in memory).
     pub max_response_bytes: usize,
-    /// A pause appended to Python code (`__import__('time').sleep(..)` as a statement of its
-    /// own), so that the agent 0.2.6 forwards stderr before it sees the end of the execution.
-    /// Without it the agent drops stderr lines, tracebacks included, in about a third of the
-    /// calls (measured on the real agent: 60-65 of 100 `1/0` came back with their traceback
-    /// without it, 100 of 100 with 20 ms). It returns `None`, so the REPL prints nothing and
-    /// `_` is kept. Zero sends the code unchanged.
+    /// The most a Python cell's end-of-output statement waits for the agent to read the cell's
+    /// stderr (see the crate's `end_marker` module): every cell gets a statement that flushes
+    /// both streams, writes a random marker on each and, between the two, waits until the
+    /// agent has read the stderr pipe empty, so that the agent 0.2.6 (which drops stderr lines
+    /// it has not read when its stdout end marker arrives: 35-40 of 100 tracebacks without
+    /// help) has every stderr line before the execution ends. The wait returns as soon as the
+    /// pipe is empty (microseconds); the bound only matters if the agent stops reading. Zero
+    /// sends the code unchanged.
     pub python_stderr_settle: Duration,
 }
 
@@ -78,7 +80,7 @@ impl HttpBackendConfig {
             max_poll_interval: Duration::from_secs(1),
             stop_wait: Duration::from_secs(10),
             max_response_bytes: 64 * 1024 * 1024,
-            python_stderr_settle: Duration::from_millis(20),
+            python_stderr_settle: Duration::from_millis(500),
         }
     }
 

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::HttpBackend;
 use crate::client::{RawResult, Retry};
+use crate::end_marker::EndMarker;
 use crate::errors::{CallError, Context};
 use crate::listing::{SandboxState, decode};
 use crate::output::{ReplOutcome, command_output, repl_outcome};
@@ -69,7 +70,7 @@ impl HttpBackend {
         let cx = self.cx(Operation::RunCode, Some(id), method::REPL_RUN);
         id.validate(Operation::RunCode).map_err(|e| self.tag(e, Some(id)))?;
         let seconds = whole_seconds(request.timeout, &cx)?;
-        let code = self.code_to_send(request);
+        let (code, marker) = self.code_to_send(request);
         let params = ReplParams {
             sandbox: id.name.clone(),
             namespace: id.namespace.clone(),
@@ -81,7 +82,13 @@ impl HttpBackend {
             Forwarded::Answer(value) => value,
             Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
         };
-        let result: ReplResult = decode(&value, method::REPL_RUN).map_err(|e| e.into_backend(&cx))?;
+        let mut result: ReplResult = decode(&value, method::REPL_RUN).map_err(|e| e.into_backend(&cx))?;
+        if let Some(marker) = &marker {
+            let complete = marker.cut(&mut result.output);
+            if !complete.stderr {
+                tracing::debug!(sandbox = %id, "the REPL's answer lacks the stderr end marker: its stderr may be incomplete");
+            }
+        }
         match repl_outcome(request.language, result.output, request.timeout) {
             ReplOutcome::Output(output) => Ok(output),
             ReplOutcome::AgentFailure(report) => Err(cx.error(
@@ -95,19 +102,19 @@ impl HttpBackend {
         }
     }
 
-    /// The code as sent: Python code gets the stderr settle pause as a statement of its own
-    /// (see [`HttpBackendConfig::python_stderr_settle`](crate::HttpBackendConfig)). The blank
-    /// line first ends any block the code left open, as the REPL needs anyway.
-    fn code_to_send<'a>(&self, request: &'a CodeRequest) -> std::borrow::Cow<'a, str> {
+    /// The code as sent, and the end marker to cut from its output: Python code gets the
+    /// end-of-output statement of [`crate::end_marker`] (unless
+    /// [`HttpBackendConfig::python_stderr_settle`](crate::HttpBackendConfig) is zero).
+    fn code_to_send<'a>(&self, request: &'a CodeRequest) -> (std::borrow::Cow<'a, str>, Option<EndMarker>) {
         let settle = self.config.python_stderr_settle;
         if request.language != Template::Python || settle.is_zero() {
-            return std::borrow::Cow::Borrowed(&request.code);
+            return (std::borrow::Cow::Borrowed(&request.code), None);
         }
-        std::borrow::Cow::Owned(format!(
-            "{}\n\n__import__('time').sleep({:.3})",
-            request.code.trim_end_matches(['\n', '\r']),
-            settle.as_secs_f64()
-        ))
+        let marker = EndMarker::new();
+        (
+            std::borrow::Cow::Owned(marker.append_to(&request.code, settle)),
+            Some(marker),
+        )
     }
 
     /// `run_command`: `sandbox.command.run`; a non-zero exit code is a result.

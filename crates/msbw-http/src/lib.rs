@@ -81,6 +81,7 @@
 
 mod client;
 mod config;
+mod end_marker;
 mod errors;
 mod exec;
 #[cfg(feature = "fuzzing")]

@@ -223,11 +223,18 @@ async fn run_code_sends_language_code_and_whole_seconds() {
         timeout: Duration::from_secs(7),
     };
     backend.run_code(&id("sb1"), &node).await.unwrap();
+    let mut params = params_of(&server, "sandbox.repl.run").await;
+    // Python code gets the end-of-output statement after a blank line (a fresh marker each call).
+    let code = params[0]["code"].take();
+    let statement = code.as_str().unwrap().strip_prefix("print(x + 1)\n\nexec(\"").unwrap();
+    assert!(
+        statement.ends_with("\", {})") && statement.matches("msbw-end-").count() == 1,
+        "{statement}"
+    );
     assert_eq!(
-        params_of(&server, "sandbox.repl.run").await,
+        params,
         [
-            json!({"sandbox": "sb1", "namespace": "default", "language": "python",
-                   "code": "print(x + 1)\n\n__import__('time').sleep(0.020)", "timeout": 3}),
+            json!({"sandbox": "sb1", "namespace": "default", "language": "python", "code": null, "timeout": 3}),
             json!({"sandbox": "sb1", "namespace": "default", "language": "nodejs", "code": "console.log(42)", "timeout": 7}),
         ]
     );

@@ -5,43 +5,143 @@
 # descriptors (SCM_RIGHTS) that become descriptors 1 and 2 while the code runs, so output of
 # child processes is captured too and nothing written later lands in another execution.
 # After the code has finished and its output is flushed, the driver answers with a result frame.
+#
+# Every interpreter start pays for what the driver imports, so it imports only built-in modules
+# and what `site` has loaded anyway (os, sys): the C halves of socket and json instead of their
+# Python modules (which pull in re and enum), asyncio only for code that awaits at top level,
+# traceback only to report an error, and linecache (which pulls in tokenize and re) only once
+# something imports it, when the cells' sources are filled in (see LinecacheFiller).
 
 
 def _msbw_driver():
-    import array
-    import ast
-    import asyncio
+    import _ast
+    import _socket
     import builtins
-    import inspect
-    import json
-    import linecache
     import os
-    import platform
-    import socket
-    import struct
     import sys
-    import traceback
-    import types
 
-    control = socket.socket(fileno=3)
-    control.set_inheritable(False)
+    try:
+        from _json import encode_basestring_ascii as quote, make_scanner
+    except ImportError:  # another implementation than CPython: its json module
+        quote = make_scanner = None
+
+    control = _socket.socket(fileno=3)
+    os.set_inheritable(3, False)
     base_out = os.dup(1)
     base_err = os.dup(2)
-    cloexec = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
-    fd_space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
-    top_level_await = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    cloexec = getattr(_socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+    fd_space = _socket.CMSG_SPACE(8 * 4)
+    top_level_await = getattr(_ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    co_coroutine = 0x80  # inspect.CO_COROUTINE
 
     # The user's code runs in a fresh __main__, not in this driver's globals.
-    main = types.ModuleType("__main__")
+    main = type(sys)("__main__")
     main.__builtins__ = builtins
     sys.modules["__main__"] = main
     namespace = main.__dict__
     sys.argv = [""]
     state = {"loop": None}
+    # The cells' linecache entries, kept until linecache is imported.
+    cells = {}
+
+    class LinecacheFiller:
+        """A meta path finder that fills linecache with the cells when linecache is imported."""
+
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "linecache" or "linecache" in sys.modules:
+                return None
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is LinecacheFiller or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None and spec.loader is not None:
+                    spec.loader = FillingLoader(spec.loader)
+                    return spec
+            return None
+
+    class FillingLoader:
+        """Loads linecache with its own loader, then adds the cells to its cache."""
+
+        def __init__(self, loader):
+            self.loader = loader
+
+        def create_module(self, spec):
+            return self.loader.create_module(spec)
+
+        def exec_module(self, module):
+            self.loader.exec_module(module)
+            module.cache.update(cells)
+            cells.clear()
+
+        def __getattr__(self, name):
+            return getattr(self.loader, name)
+
+    sys.meta_path.insert(0, LinecacheFiller)
+
+    def remember(filename, code):
+        entry = (len(code), None, code.splitlines(True), filename)
+        linecache = sys.modules.get("linecache")
+        cache = getattr(linecache, "cache", None)
+        if isinstance(cache, dict):
+            cache[filename] = entry
+        else:
+            cells[filename] = entry
+
+    class Decoding:
+        """The settings of json.loads, for the C scanner."""
+
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+
+        @staticmethod
+        def parse_constant(name):
+            raise ValueError("not JSON: " + name)
+
+    scan = make_scanner(Decoding) if make_scanner is not None else None
+
+    def decode(text):
+        if scan is None:
+            import json
+
+            return json.loads(text)
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("not JSON") from None
+        if end != len(text):
+            raise ValueError("not JSON")
+        return value
+
+    def encode(message):
+        # The driver's own messages: flat objects of strings, integers and null, as json.dumps
+        # writes them (without its spaces); anything else goes to json.dumps.
+        parts = []
+        for key, value in message.items():
+            if quote is None or type(key) is not str:
+                parts = None
+            elif value is None:
+                text = "null"
+            elif type(value) is int:
+                text = int.__repr__(value)
+            elif type(value) is str:
+                text = quote(value)
+            else:
+                parts = None
+            if parts is None:
+                import json
+
+                return json.dumps(message)
+            parts.append(quote(key) + ":" + text)
+        return "{" + ",".join(parts) + "}"
 
     def send(message):
-        body = json.dumps(message).encode("utf-8")
-        control.sendall(struct.pack(">I", len(body)) + body)
+        body = encode(message).encode("utf-8")
+        control.sendall(len(body).to_bytes(4, "big") + body)
 
     def receive_exact(size, descriptors):
         data = bytearray()
@@ -49,10 +149,9 @@ def _msbw_driver():
             if descriptors is not None and not data:
                 chunk, ancillary, _flags, _addr = control.recvmsg(size, fd_space, cloexec)
                 for level, kind, payload in ancillary:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        fds = array.array("i")
-                        fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-                        descriptors.extend(fds)
+                    if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                        for at in range(0, len(payload) - 3, 4):
+                            descriptors.append(int.from_bytes(payload[at : at + 4], sys.byteorder, signed=True))
             else:
                 chunk = control.recv(size - len(data))
             if not chunk:
@@ -65,11 +164,11 @@ def _msbw_driver():
         header = receive_exact(4, descriptors)
         if header is None:
             return None, descriptors
-        (length,) = struct.unpack(">I", header)
+        length = int.from_bytes(header, "big")
         body = receive_exact(length, None)
         if body is None:
             return None, descriptors
-        return json.loads(body.decode("utf-8")), descriptors
+        return decode(body.decode("utf-8")), descriptors
 
     def flush():
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
@@ -89,6 +188,8 @@ def _msbw_driver():
             data = data[written:]
 
     def report(error):
+        import traceback
+
         tb = error.__traceback__
         # Leave out the driver's own frames.
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
@@ -97,6 +198,8 @@ def _msbw_driver():
 
     def event_loop():
         loop = state["loop"]
+        import asyncio
+
         if loop is None or loop.is_closed():
             loop = asyncio.new_event_loop()
             state["loop"] = loop
@@ -105,23 +208,23 @@ def _msbw_driver():
 
     def execute(code, cell):
         filename = "<cell-%d>" % cell
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        remember(filename, code)
         try:
-            tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | top_level_await, dont_inherit=True)
+            tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST | top_level_await, dont_inherit=True)
         except (SyntaxError, ValueError, OverflowError, MemoryError) as error:
             report(error)
             return "raised"
         # Like an interactive interpreter, show the value of a final expression.
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Interactive(body=[tree.body.pop()])
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Interactive(body=[tree.body.pop()])
         try:
             for node, mode in ((tree, "exec"), (last, "single")):
                 if node is None:
                     continue
                 compiled = compile(node, filename, mode, top_level_await, dont_inherit=True)
                 result = eval(compiled, namespace)
-                if compiled.co_flags & inspect.CO_COROUTINE:
+                if compiled.co_flags & co_coroutine:
                     event_loop().run_until_complete(result)
         except SystemExit as error:
             if error.code is None or error.code == 0:
@@ -149,7 +252,7 @@ def _msbw_driver():
             os.dup2(base_out, 1)
             os.dup2(base_err, 2)
 
-    send({"type": "ready", "language": "python", "version": platform.python_version()})
+    send({"type": "ready", "language": "python", "version": sys.version.split()[0]})
     cell = 0
     while True:
         try:

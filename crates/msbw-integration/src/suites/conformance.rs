@@ -45,9 +45,10 @@ pub(crate) const COMMAND_OUTPUT: &str = "portal 0.2.6 answers sandbox.command.ru
 /// The checks that may be retried, and why. Measured on the real agent with the stand-in,
 /// sending raw requests: the first REPL call in a fresh sandbox kept its stderr in 2 to 8 of
 /// 10-15 tries, later calls in 60-75 %; a short command kept both its lines in 23 of 40.
-/// `HttpBackend` pads Python code with a 20 ms pause (`python_stderr_settle`), which made the
-/// two REPL checks pass at the first attempt in every run so far; the retries stay as a safety
-/// net for a loaded machine. It has no such help for commands, whose check needs retries in
+/// `HttpBackend` ends every Python cell with its end-of-output statement (markers on both
+/// streams, waiting for the agent to read stderr; see the defences suite's
+/// `python_stderr_is_complete_at_the_end_of_every_cell`, which allows no retry); the retries
+/// here stay as a safety net. It has no such help for commands, whose check needs retries in
 /// about half of the runs. At the worst rates measured (15 % and 55 % success) 30 and 12
 /// attempts all fail with a probability of 0.8 % and 0.007 %.
 pub const KNOWN_DEFECTS: [KnownDefect; 4] = [

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use msbw_backend::{
-    CodeRequest, CommandRequest, ErrorKind, ExecOutput, ListFilter, SandboxBackend, SandboxBackendExt, SandboxId,
-    Template,
+    CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt,
+    SandboxId, Template,
 };
 use msbw_http::HttpBackend;
 
@@ -65,6 +65,13 @@ pub async fn run(target: &Target) -> SuiteReport {
             "a_running_sandbox_is_not_started_twice_and_keeps_working",
             CHECK_LIMIT,
             double_start(target, b),
+        )
+        .await;
+    report
+        .check(
+            "python_stderr_is_complete_at_the_end_of_every_cell",
+            CHECK_LIMIT,
+            stderr_complete(target, b),
         )
         .await;
     report
@@ -218,6 +225,69 @@ async fn double_start(target: &Target, backend: &HttpBackend) -> Result<(), Stri
         ensure(out == "yes", || {
             format!("through another backend the sandbox printed {out:?}")
         })
+    }
+    .await;
+    stopping(backend, &[id], result).await
+}
+
+/// How many `1/0` cells the stderr check runs (without its end-of-output statement the agent
+/// lost the traceback of 35-40 of 100, and of most first calls in a fresh sandbox).
+const STDERR_CELLS: usize = 25;
+
+/// Defence 10: every Python cell's stderr arrives complete, at the first attempt, from the first
+/// call of a fresh sandbox on: tracebacks, many lines, text without a final newline (which
+/// stays in its own call), marker-like text, and a cell that closes its stderr (which ends in
+/// bounded time, whatever it returns).
+async fn stderr_complete(target: &Target, backend: &HttpBackend) -> Result<(), String> {
+    let id = target.id("df", "stderr")?;
+    let spec = target.spec(id.clone(), Template::Python);
+    backend.start(&spec).await.map_err(|e| format!("start failed: {e}"))?;
+    let id_ref = &id;
+    let run = |source: &'static str| async move {
+        backend
+            .run_code(id_ref, &code(source))
+            .await
+            .map_err(|e| format!("`{source}` failed: {e}"))
+    };
+    let result = async {
+        for cell in 1..=STDERR_CELLS {
+            let out = run("1/0").await?;
+            ensure(
+                out.status == ExecStatus::Raised && out.stderr.contains("ZeroDivisionError: division by zero\n"),
+                || format!("cell {cell} of {STDERR_CELLS}: `1/0` came back without its traceback: {out:?}"),
+            )?;
+            ensure(out.stdout.is_empty(), || {
+                format!("cell {cell}: unexpected stdout {out:?}")
+            })?;
+        }
+        let out = run("import sys\nprint('out')\nfor i in range(200):\n    print('line', i, file=sys.stderr)").await?;
+        let lines = out.stderr.lines().count();
+        ensure(out.stdout == "out\n" && lines == 200, || {
+            format!("200 stderr lines came back as {lines}: {out:?}")
+        })?;
+        let out = run("import sys\nsys.stdout.write('no newline out')\nsys.stderr.write('no newline err')").await?;
+        ensure(
+            out.stdout == "no newline out\n" && out.stderr == "no newline err\n",
+            || format!("text without a final newline: {out:?}"),
+        )?;
+        let out = run("print('after')").await?;
+        ensure(out.stdout == "after\n" && out.stderr.is_empty(), || {
+            format!("the next cell got someone else's output: {out:?}")
+        })?;
+        let out = run("print('msbw-end-' + '0' * 32)\nprint('msbw-end-' + '1' * 32, end='')").await?;
+        let lookalike = format!("msbw-end-{}\nmsbw-end-{}\n", "0".repeat(32), "1".repeat(32));
+        ensure(out.stdout == lookalike, || {
+            format!("marker-like text was not kept: {out:?}")
+        })?;
+        // Last: the agent's REPL may not survive it. Any answer or error is fine, if it comes.
+        let closing = CodeRequest {
+            timeout: Duration::from_secs(5),
+            ..code("import os\nos.close(2)\nprint('closed')")
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), backend.run_code(id_ref, &closing))
+            .await
+            .map_err(|_| "a cell that closed its stderr did not end within 30 s".to_owned())?;
+        Ok(())
     }
     .await;
     stopping(backend, &[id], result).await
