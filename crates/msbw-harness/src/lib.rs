@@ -77,13 +77,9 @@ pub fn random_key() -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
     #[test]
     fn values_come_inline_or_next() {
-        let args = args(&["--a=1", "--b", "2", "-x", "--c=", "--d=e=f"]);
+        let args = ["--a=1", "--b", "2", "-x", "--c=", "--d=e=f"].map(String::from);
         let mut flags = Flags::new(&args);
         assert_eq!(flags.next_flag(), Some("--a"));
         assert_eq!(flags.value(), Ok("1".to_owned()));
@@ -99,7 +95,7 @@ mod tests {
 
     #[test]
     fn a_missing_value_names_the_flag() {
-        let args = args(&["--mode"]);
+        let args = ["--mode"].map(String::from);
         let mut flags = Flags::new(&args);
         assert_eq!(flags.next_flag(), Some("--mode"));
         assert_eq!(flags.value(), Err("--mode needs a value".to_owned()));
@@ -107,7 +103,7 @@ mod tests {
 
     #[test]
     fn an_unused_inline_value_does_not_leak_into_the_next_flag() {
-        let args = args(&["--keep=yes", "--mode"]);
+        let args = ["--keep=yes", "--mode"].map(String::from);
         let mut flags = Flags::new(&args);
         assert_eq!(flags.next_flag(), Some("--keep"));
         assert_eq!(flags.next_flag(), Some("--mode"));
