@@ -151,25 +151,24 @@ mod tests {
     fn cutting_keeps_everything_the_cell_wrote() {
         let m = marker();
         let mk = &m.0;
-        let mut out = Output::new(format!("1\n{mk}\n"), format!("Traceback\nE: x\n{mk}\n"));
-        assert_eq!(
-            m.cut(&mut out),
-            Complete {
-                stdout: true,
-                stderr: true
-            }
-        );
-        assert_eq!(out, Output::new("1\n", "Traceback\nE: x\n"));
-        // Written without a newline: the text stays, as its own line.
-        let mut out = Output::new(format!("no newline{mk}\n"), format!("{mk}\n"));
-        assert_eq!(
-            m.cut(&mut out),
-            Complete {
-                stdout: true,
-                stderr: true
-            }
-        );
-        assert_eq!(out, Output::new("no newline\n", ""));
+        let both = Complete {
+            stdout: true,
+            stderr: true,
+        };
+        let cases = [
+            // Whole marker lines go.
+            (
+                (format!("1\n{mk}\n"), format!("Traceback\nE: x\n{mk}\n")),
+                ("1\n", "Traceback\nE: x\n"),
+            ),
+            // Written without a newline: the text stays, as its own line.
+            ((format!("no newline{mk}\n"), format!("{mk}\n")), ("no newline\n", "")),
+        ];
+        for ((stdout, stderr), (want_out, want_err)) in cases {
+            let mut out = Output::new(stdout, stderr);
+            assert_eq!(m.cut(&mut out), both);
+            assert_eq!(out, Output::new(want_out, want_err));
+        }
     }
 
     #[test]

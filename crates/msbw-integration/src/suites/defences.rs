@@ -265,7 +265,8 @@ async fn stderr_complete(target: &Target, backend: &HttpBackend) -> Result<(), S
         ensure(out.stdout == "out\n" && lines == 200, || {
             format!("200 stderr lines came back as {lines}: {out:?}")
         })?;
-        let out = run("import sys\nsys.stdout.write('no newline out')\nsys.stderr.write('no newline err')").await?;
+        let out =
+            run("import sys\n_ = sys.stdout.write('no newline out')\n_ = sys.stderr.write('no newline err')").await?;
         ensure(
             out.stdout == "no newline out\n" && out.stderr == "no newline err\n",
             || format!("text without a final newline: {out:?}"),
