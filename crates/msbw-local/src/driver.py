@@ -38,6 +38,11 @@ def _msbw_driver():
     namespace = main.__dict__
     sys.argv = [""]
     state = {"loop": None}
+    # Printed lines reach the backend (and a streaming caller) as they end, not when a block fills.
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except Exception:
+        pass
 
     def send(message):
         body = json.dumps(message).encode("utf-8")
