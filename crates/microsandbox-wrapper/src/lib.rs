@@ -35,6 +35,7 @@
 
 mod error;
 mod selection;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub use selection::AUTO_PROBE_TIMEOUT;
 pub use selection::{
     BackendSelection, available_backends, backend_problems, build_backend, choose_backend, validate_config,
 };
+pub use stream::{Bytes, EventStream};
 
 /// The attribute a [`SandboxBackend`] implementation needs (`#[async_trait]`), so a custom
 /// backend depends on this crate alone.
@@ -70,8 +72,9 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 #[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded, OrphanReport,
-    PoolStats, Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions,
+    self as manager, CallEvent, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded,
+    OrphanReport, PoolStats, Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch,
+    SessionOptions,
     SessionSpec, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
 };
 
@@ -140,9 +143,12 @@ impl MicrosandboxWrapper {
     }
 
     fn err(&self, e: msbw_manager::ManagerError, command: Option<&str>) -> WrapperError {
-        let url = (self.selection.kind == Some(BackendKind::Microsandbox))
-            .then_some(self.manager.config().server_url.as_str());
-        WrapperError::from_manager(e, command, url)
+        WrapperError::from_manager(e, command, self.error_url())
+    }
+
+    /// The server's address, for errors of the microsandbox backend.
+    fn error_url(&self) -> Option<&str> {
+        (self.selection.kind == Some(BackendKind::Microsandbox)).then_some(self.manager.config().server_url.as_str())
     }
 
     /// Which backend is in use, and why.
@@ -239,6 +245,36 @@ impl MicrosandboxWrapper {
     pub async fn execute_code(&self, call: impl Into<CodeCallArg>) -> Result<ExecutionResult, WrapperError> {
         let call = call.into().0;
         self.manager.execute_code(call).await.map_err(|e| self.err(e, None))
+    }
+
+    /// Runs code in a session with its output streamed: stdout and stderr chunks as the code
+    /// writes them, then the result [`execute_code`](Self::execute_code) returns. Bad arguments
+    /// fail here; limits, the start and the execution report through the stream. Dropping the
+    /// stream cancels the execution (see [`EventStream`]).
+    pub fn execute_code_stream(
+        &self,
+        call: impl Into<CodeCallArg>,
+    ) -> Result<EventStream<ExecutionResult>, WrapperError> {
+        let stream = self
+            .manager
+            .execute_code_stream(call.into().0)
+            .map_err(|e| self.err(e, None))?;
+        Ok(EventStream::new(stream, None, self.error_url().map(str::to_owned)))
+    }
+
+    /// Runs a command in a session with its output streamed (see
+    /// [`execute_code_stream`](Self::execute_code_stream)).
+    pub fn execute_command_stream(&self, call: CommandCall) -> Result<EventStream<CommandResult>, WrapperError> {
+        let command = call.command.clone();
+        let stream = self
+            .manager
+            .execute_command_stream(call)
+            .map_err(|e| self.err(e, Some(&command)))?;
+        Ok(EventStream::new(
+            stream,
+            Some(command),
+            self.error_url().map(str::to_owned),
+        ))
     }
 
     /// Runs a command in a session. A non-zero exit code is a result, not an error.

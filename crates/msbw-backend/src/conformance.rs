@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{
-    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, ListFilter, SandboxBackend,
-    SandboxBackendExt, SandboxId, SandboxSpec, Template,
+    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecOutput, ExecStatus, ExecStream, ListFilter,
+    SandboxBackend, SandboxBackendExt, SandboxId, SandboxSpec, Template,
 };
 
 /// How the suite runs.
@@ -166,6 +166,8 @@ pub async fn run_all(backend: &dyn SandboxBackend, options: &ConformanceOptions)
         starting_a_running_sandbox_is_refused,
         invalid_spec_is_refused_before_anything_starts,
         concurrent_sandboxes_are_independent,
+        streamed_output_matches_buffered,
+        streamed_events_arrive_in_order,
     );
     report
 }
@@ -652,4 +654,204 @@ pub async fn concurrent_sandboxes_are_independent(
     stop_quietly(backend, options, &a.id).await;
     stop_quietly(backend, options, &b.id).await;
     result
+}
+
+/// What a stream delivered: the chunks of each stream concatenated, the final result, and
+/// whether the event order was right (chunks, then exactly one `Finished`, then the end).
+struct Streamed {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// The events in order: `o`/`e` for a chunk's stream, `F` for `Finished`.
+    order: String,
+    finished: Option<ExecOutput>,
+}
+
+async fn drain(
+    options: &ConformanceOptions,
+    limit: Duration,
+    what: &str,
+    stream: ExecStream,
+) -> Result<Streamed, Failure> {
+    use futures_util::StreamExt;
+    let mut streamed = Streamed {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        order: String::new(),
+        finished: None,
+    };
+    let mut stream = stream;
+    let all = async {
+        while let Some(event) = stream.next().await {
+            match event? {
+                ExecEvent::Stdout(b) => {
+                    streamed.order.push('o');
+                    streamed.stdout.extend_from_slice(&b);
+                }
+                ExecEvent::Stderr(b) => {
+                    streamed.order.push('e');
+                    streamed.stderr.extend_from_slice(&b);
+                }
+                ExecEvent::Finished(out) => {
+                    streamed.order.push('F');
+                    streamed.finished.get_or_insert(out);
+                }
+            }
+        }
+        Ok::<(), BackendError>(())
+    };
+    bounded(options, limit, what, all).await??;
+    Ok(streamed)
+}
+
+fn check_streamed(streamed: &Streamed, buffered: &ExecOutput, what: &str) -> CheckResult {
+    expect(
+        streamed.order.ends_with('F') && streamed.order.matches('F').count() == 1,
+        || {
+            format!(
+                "{what}: the stream must end with exactly one Finished after every chunk, got events {:?}",
+                streamed.order
+            )
+        },
+    )?;
+    let Some(finished) = &streamed.finished else {
+        return Err(Failure(format!("{what}: no Finished event")));
+    };
+    expect(String::from_utf8_lossy(&streamed.stdout) == finished.stdout, || {
+        format!(
+            "{what}: the stdout chunks {:?} are not Finished's stdout {:?}",
+            String::from_utf8_lossy(&streamed.stdout),
+            finished.stdout
+        )
+    })?;
+    expect(String::from_utf8_lossy(&streamed.stderr) == finished.stderr, || {
+        format!(
+            "{what}: the stderr chunks {:?} are not Finished's stderr {:?}",
+            String::from_utf8_lossy(&streamed.stderr),
+            finished.stderr
+        )
+    })?;
+    expect(
+        finished.stdout == buffered.stdout
+            && finished.stderr == buffered.stderr
+            && finished.status == buffered.status
+            && finished.exit_code == buffered.exit_code,
+        || format!("{what}: the streamed result {finished:?} differs from the buffered one {buffered:?}"),
+    )
+}
+
+/// The streamed calls deliver what the buffered ones return: the chunks of each stream,
+/// concatenated, are the final result's text, and that result equals the buffered call's, for
+/// code and for commands, with output on both streams and a non-zero exit.
+pub async fn streamed_output_matches_buffered(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let source = "import sys\nprint('a')\nprint('  b')\nprint('e', file=sys.stderr)\nprint('c')";
+        let request = CodeRequest {
+            language: Template::Python,
+            code: source.to_owned(),
+            timeout: options.quick_timeout,
+        };
+        let buffered = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        let stream = bounded(
+            options,
+            request.timeout,
+            "run_code_stream",
+            backend.run_code_stream(&id, &request),
+        )
+        .await??;
+        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        check_streamed(&streamed, &buffered, "code")?;
+        let request = CommandRequest {
+            command: "sh".into(),
+            args: vec!["-c".into(), "echo out; echo err >&2; exit 3".into()],
+            timeout: options.quick_timeout,
+        };
+        let args: Vec<&str> = request.args.iter().map(String::as_str).collect();
+        let buffered = command(backend, options, &id, "sh", &args, options.quick_timeout).await?;
+        expect(buffered.exit_code == Some(3), || {
+            format!("`exit 3` should exit 3: {buffered:?}")
+        })?;
+        let stream = bounded(
+            options,
+            request.timeout,
+            "run_command_stream",
+            backend.run_command_stream(&id, &request),
+        )
+        .await??;
+        let streamed = drain(options, request.timeout, "run_command_stream's events", stream).await?;
+        check_streamed(&streamed, &buffered, "command")
+    })
+    .await
+}
+
+/// Events come in the order the program wrote them (per stream), a raised exception and a
+/// timeout are `Finished` results (not errors), and the sandbox keeps working after a streamed
+/// timeout.
+pub async fn streamed_events_arrive_in_order(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let request = CodeRequest {
+            language: Template::Python,
+            code: "for i in range(5):\n    print(i, flush=True)\nraise ValueError('x')".into(),
+            timeout: options.quick_timeout,
+        };
+        let stream = bounded(
+            options,
+            request.timeout,
+            "run_code_stream",
+            backend.run_code_stream(&id, &request),
+        )
+        .await??;
+        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        expect(String::from_utf8_lossy(&streamed.stdout) == "0\n1\n2\n3\n4\n", || {
+            format!(
+                "stdout chunks should be 0..4 in order: {:?}",
+                String::from_utf8_lossy(&streamed.stdout)
+            )
+        })?;
+        let finished = streamed.finished.ok_or_else(|| Failure("no Finished event".into()))?;
+        expect(finished.status == ExecStatus::Raised, || {
+            format!("the exception should be Raised: {finished:?}")
+        })?;
+        let request = CodeRequest {
+            language: Template::Python,
+            code: "import time\nprint('before', flush=True)\ntime.sleep(60)".into(),
+            timeout: options.exec_timeout,
+        };
+        let stream = bounded(
+            options,
+            request.timeout,
+            "run_code_stream",
+            backend.run_code_stream(&id, &request),
+        )
+        .await??;
+        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        let finished = streamed
+            .finished
+            .ok_or_else(|| Failure("no Finished event after a timeout".into()))?;
+        let ExecStatus::TimedOut { aftermath, .. } = finished.status else {
+            return Err(Failure(format!("a streamed timeout should be reported: {finished:?}")));
+        };
+        // A native streamer has sent what was written before the timeout.
+        if backend.capabilities().await.streaming {
+            expect(String::from_utf8_lossy(&streamed.stdout).contains("before"), || {
+                format!(
+                    "output before a timeout should be streamed: {:?}",
+                    String::from_utf8_lossy(&streamed.stdout)
+                )
+            })?;
+        }
+        if aftermath != crate::Aftermath::Unusable {
+            let after = command(backend, options, &id, "echo", &["alive"], options.quick_timeout).await?;
+            expect(after.stdout.contains("alive"), || {
+                format!("the sandbox should work after a timeout: {after:?}")
+            })?;
+        }
+        Ok(())
+    })
+    .await
 }

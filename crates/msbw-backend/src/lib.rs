@@ -11,6 +11,7 @@
 //! - `conformance`: [`conformance`], the checks every backend must pass.
 
 mod error;
+pub mod stream;
 mod types;
 
 #[cfg(feature = "conformance")]
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 
 pub use error::{BackendError, ErrorKind, Operation};
 pub use msbw_config::VolumeMapping;
+pub use stream::{ExecEvent, ExecStream};
 pub use types::{
     Aftermath, Capabilities, CodeRequest, CommandRequest, ExecOutput, ExecStatus, Health, ListFilter, MAX_NAME_LEN,
     SandboxId, SandboxInfo, SandboxSpec, Template, UnknownTemplate, is_valid_name,
@@ -45,6 +47,10 @@ pub use types::{
 /// - Calls on a stopped or unknown sandbox fail with [`ErrorKind::NotFound`].
 /// - `stop` is idempotent: stopping a stopped sandbox succeeds.
 /// - `list` returns the running sandboxes that pass the filter.
+/// - `run_code_stream` / `run_command_stream` yield the output as it is written, then the same
+///   result the buffered call returns (see [`stream`]); dropping the stream cancels the
+///   execution. Their default implementations run the buffered call and send its output as one
+///   chunk per stream, so a backend that does not stream needs nothing more.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait SandboxBackend: Send + Sync + Debug + 'static {
@@ -71,6 +77,26 @@ pub trait SandboxBackend: Send + Sync + Debug + 'static {
 
     /// The running sandboxes that pass the filter, with their resource use.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError>;
+
+    // --- Streaming (output as it happens). Both methods have buffered defaults; a backend that
+    // --- streams natively overrides them and says so in `Capabilities::streaming`.
+
+    /// Runs code like [`run_code`](Self::run_code), yielding its output as it is written, then
+    /// [`ExecEvent::Finished`]. Errors that [`run_code`](Self::run_code) would return before
+    /// running anything may come from this call or as the stream's first item. The default runs
+    /// `run_code` and sends its output as one chunk per stream ([`stream::buffered`]).
+    async fn run_code_stream(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
+        Ok(stream::buffered(self.run_code(id, request).await?))
+    }
+
+    /// Runs a command like [`run_command`](Self::run_command), yielding its output as it is
+    /// written, then [`ExecEvent::Finished`]. The default runs `run_command` and sends its output
+    /// as one chunk per stream.
+    async fn run_command_stream(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
+        Ok(stream::buffered(self.run_command(id, request).await?))
+    }
+
+    // --- End of streaming.
 }
 
 /// Conveniences built on [`SandboxBackend`], available on every backend.

@@ -93,19 +93,16 @@ impl Row {
     /// A row whose ratio is `ours / theirs` of the sides' medians.
     pub(crate) fn ours_over_theirs(ours: Side, theirs: Side, ratio_of: &'static str, goal: Goal) -> Row {
         let ratio = ours.median / theirs.median.max(f64::MIN_POSITIVE);
-        Row {
-            ours,
-            theirs,
-            ratio_of,
-            ratio,
-            goal,
-            note: String::new(),
-        }
+        Row::with_ratio(ours, theirs, ratio_of, ratio, goal)
     }
 
     /// A row whose ratio is `theirs / ours` of the sides' medians (how many times faster).
     pub(crate) fn theirs_over_ours(ours: Side, theirs: Side, ratio_of: &'static str, goal: Goal) -> Row {
         let ratio = theirs.median / ours.median.max(f64::MIN_POSITIVE);
+        Row::with_ratio(ours, theirs, ratio_of, ratio, goal)
+    }
+
+    fn with_ratio(ours: Side, theirs: Side, ratio_of: &'static str, ratio: f64, goal: Goal) -> Row {
         Row {
             ours,
             theirs,

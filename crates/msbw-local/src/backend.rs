@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use msbw_backend::{
-    BackendError, Capabilities, CodeRequest, CommandRequest, ExecOutput, Health, ListFilter, Operation, SandboxBackend,
-    SandboxId, SandboxInfo, SandboxSpec, Template,
+    BackendError, Capabilities, CodeRequest, CommandRequest, ExecOutput, ExecStream, Health, ListFilter, Operation,
+    SandboxBackend, SandboxId, SandboxInfo, SandboxSpec, Template, stream,
 };
 use msbw_config::WrapperConfig;
 
@@ -133,16 +133,19 @@ impl LocalBackend {
         &self.inner.host().support
     }
 
-    /// The running sandbox `id`, for `operation`.
-    fn get(&self, id: &SandboxId, operation: Operation) -> Result<Arc<Sandbox>, BackendError> {
-        let missing = match self.inner.sandboxes().get(id) {
-            Some(Slot::Running(sandbox)) => return Ok(Arc::clone(sandbox)),
-            Some(Slot::Starting(_)) => format!("sandbox {id} is still starting"),
-            None => format!("no sandbox {id} is running"),
-        };
-        // A sandbox that is not running here was sent nothing: the manager may replace it and
-        // send the work to the replacement (it never re-sends what may have reached a sandbox).
-        Err(LocalError::NotFound(missing).into_backend(operation, Some(id)).unsent())
+    /// The running sandbox an execution goes to. One that is not running here was sent nothing:
+    /// the manager may replace it and send the work to the replacement (it never re-sends what
+    /// may have reached a sandbox).
+    fn running(&self, id: &SandboxId, operation: Operation) -> Result<Arc<Sandbox>, BackendError> {
+        self.get(id).map_err(|e| e.into_backend(operation, Some(id)).unsent())
+    }
+
+    fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>, LocalError> {
+        match self.inner.sandboxes().get(id) {
+            Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
+            Some(Slot::Starting(_)) => Err(LocalError::NotFound(format!("sandbox {id} is still starting"))),
+            None => Err(LocalError::NotFound(format!("no sandbox {id} is running"))),
+        }
     }
 
     fn templates(&self) -> Vec<Template> {
@@ -216,7 +219,7 @@ impl SandboxBackend for LocalBackend {
         Capabilities::basic()
             .with_templates(self.templates())
             .with_read_only_volumes(true)
-            .with_streaming(false)
+            .with_streaming(true)
             .with_concurrent_commands(true)
             .with_metrics(true)
             .with_network_isolated(!self.inner.config.network)
@@ -261,17 +264,44 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
-        self.get(id, Operation::RunCode)?
-            .run_code(request)
+        let sandbox = self.running(id, Operation::RunCode)?;
+        sandbox
+            .run_code(request, None)
             .await
             .map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
     }
 
     async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
-        self.get(id, Operation::RunCommand)?
-            .run_command(request)
+        let sandbox = self.running(id, Operation::RunCommand)?;
+        sandbox
+            .run_command(request, None)
             .await
             .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))
+    }
+
+    // Native streaming: the pipes are read as the program writes, and each read is a chunk.
+    // Dropping the stream drops the execution: the interpreter (or the command) is killed with
+    // everything it started, and the sandbox stays usable.
+    async fn run_code_stream(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
+        let sandbox = self.running(id, Operation::RunCode)?;
+        let (id, request) = (id.clone(), request.clone());
+        Ok(stream::driven(move |sink| async move {
+            sandbox
+                .run_code(&request, Some(sink))
+                .await
+                .map_err(|e| e.into_backend(Operation::RunCode, Some(&id)))
+        }))
+    }
+
+    async fn run_command_stream(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
+        let sandbox = self.running(id, Operation::RunCommand)?;
+        let (id, request) = (id.clone(), request.clone());
+        Ok(stream::driven(move |sink| async move {
+            sandbox
+                .run_command(&request, Some(sink))
+                .await
+                .map_err(|e| e.into_backend(Operation::RunCommand, Some(&id)))
+        }))
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {

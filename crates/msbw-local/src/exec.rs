@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use msbw_backend::stream::ChunkSink;
 use tokio::net::unix::pipe::Receiver;
 use tokio::time::Instant;
 
@@ -202,7 +203,9 @@ pub(crate) enum Stream {
     Err,
 }
 
-/// The output of one execution, each stream bounded by a limit.
+/// The output of one execution, each stream bounded by a limit. With a sink, what is kept is
+/// also sent to a streaming caller as it arrives (and so are the notes of [`Capture::finish`]), so
+/// that the chunks sent add up to the final text.
 #[derive(Debug)]
 pub(crate) struct Capture {
     out: Vec<u8>,
@@ -210,6 +213,7 @@ pub(crate) struct Capture {
     limit: usize,
     dropped: [u64; 2],
     notes: Vec<String>,
+    sink: Option<ChunkSink>,
 }
 
 impl Capture {
@@ -221,19 +225,46 @@ impl Capture {
             limit,
             dropped: [0; 2],
             notes: Vec::new(),
+            sink: None,
         }
     }
 
-    /// Adds output.
+    /// Also sends what is kept to `sink` as it arrives.
+    pub(crate) fn with_sink(mut self, sink: Option<ChunkSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Adds output. Once a stream is cut at the limit (never in the middle of a character that
+    /// did not fit whole), the rest of it is dropped and counted.
     pub(crate) fn push(&mut self, stream: Stream, data: &[u8]) {
         let (buf, dropped) = match stream {
             Stream::Out => (&mut self.out, &mut self.dropped[0]),
             Stream::Err => (&mut self.err, &mut self.dropped[1]),
         };
-        let room = self.limit.saturating_sub(buf.len());
+        let start = buf.len();
+        let room = if *dropped > 0 {
+            0
+        } else {
+            self.limit.saturating_sub(start)
+        };
         let take = room.min(data.len());
         buf.extend_from_slice(&data[..take]);
-        *dropped += (data.len() - take) as u64;
+        if take < data.len() {
+            if *dropped == 0 {
+                let cut = incomplete_tail(buf);
+                buf.truncate(buf.len() - cut);
+                *dropped += cut as u64;
+            }
+            *dropped += (data.len() - take) as u64;
+        }
+        if let Some(sink) = &self.sink {
+            let kept = &buf[start.min(buf.len())..];
+            match stream {
+                Stream::Out => sink.stdout(kept),
+                Stream::Err => sink.stderr(kept),
+            }
+        }
     }
 
     /// Adds a message of the backend's to stderr (after the program's own output).
@@ -241,39 +272,44 @@ impl Capture {
         self.notes.push(message.into());
     }
 
-    /// The streams as text (invalid UTF-8 replaced), with truncation and backend notes. A
-    /// stream cut at the limit is cut before a character that did not fit whole.
-    pub(crate) fn finish(mut self) -> (String, String) {
-        let [out_dropped, err_dropped] = &mut self.dropped;
-        for (buf, dropped) in [(&mut self.out, out_dropped), (&mut self.err, err_dropped)] {
-            if *dropped > 0 {
-                let cut = incomplete_tail(buf);
-                buf.truncate(buf.len() - cut);
-                *dropped += cut as u64;
-            }
-        }
+    /// The streams as text (invalid UTF-8 replaced), with truncation and backend notes (sent to
+    /// the sink too).
+    pub(crate) fn finish(self) -> (String, String) {
         let mut out = String::from_utf8_lossy(&self.out).into_owned();
         let mut err = String::from_utf8_lossy(&self.err).into_owned();
+        let mut out_tail = String::new();
+        let mut err_tail = String::new();
         if self.dropped[0] > 0 {
-            out.push_str(&format!(
+            out_tail = format!(
                 "\n[msbw-local: {} more bytes of stdout were dropped]\n",
                 self.dropped[0]
-            ));
+            );
         }
         if self.dropped[1] > 0 {
-            err.push_str(&format!(
+            err_tail = format!(
                 "\n[msbw-local: {} more bytes of stderr were dropped]\n",
                 self.dropped[1]
-            ));
+            );
         }
         for note in self.notes {
-            if !err.is_empty() && !err.ends_with('\n') {
-                err.push('\n');
+            let ends_line = if err_tail.is_empty() {
+                err.is_empty() || err.ends_with('\n')
+            } else {
+                err_tail.ends_with('\n')
+            };
+            if !ends_line {
+                err_tail.push('\n');
             }
-            err.push_str("msbw-local: ");
-            err.push_str(&note);
-            err.push('\n');
+            err_tail.push_str("msbw-local: ");
+            err_tail.push_str(&note);
+            err_tail.push('\n');
         }
+        if let Some(sink) = &self.sink {
+            sink.stdout(out_tail.as_bytes());
+            sink.stderr(err_tail.as_bytes());
+        }
+        out.push_str(&out_tail);
+        err.push_str(&err_tail);
         (out, err)
     }
 }

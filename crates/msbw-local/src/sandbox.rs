@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use msbw_backend::stream::ChunkSink;
 use msbw_backend::{Aftermath, CodeRequest, CommandRequest, ExecOutput, ExecStatus, SandboxId, SandboxSpec, Template};
 use tokio::net::unix::pipe::Receiver;
 use tokio::time::Instant;
@@ -97,6 +98,27 @@ pub(crate) struct Sandbox {
     cpu_sample: Mutex<Option<(std::time::Instant, u64)>>,
     start_timeout: Duration,
     max_output: usize,
+    /// Set when a caller gave up on an execution (dropped its stream or future): its interpreter
+    /// was killed, and the next execution says that the REPL's state was lost.
+    abandoned: AtomicBool,
+}
+
+/// The interpreter slot held by one execution. If the execution is dropped before it
+/// finished (its caller dropped the stream), the busy interpreter is killed at once, with
+/// everything the code started, as a timeout would kill it; a fresh one starts on next use.
+struct Held<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<Interpreter>>,
+    abandoned: &'a AtomicBool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(busy) = self.slot.take_if(|i| i.busy()) {
+            // Dropping the chain kills it and reaps it in the background.
+            drop(busy);
+            self.abandoned.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -312,6 +334,7 @@ impl Sandbox {
             cpu_sample: Mutex::new(None),
             start_timeout: spec.start_timeout,
             max_output: config.max_output_bytes,
+            abandoned: AtomicBool::new(false),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         match Interpreter::start(&sandbox.core, sandbox.registry.clone(), remaining).await {
@@ -375,8 +398,13 @@ impl Sandbox {
         }
     }
 
-    /// Runs code in the sandbox's interpreter.
-    pub(crate) async fn run_code(&self, request: &CodeRequest) -> Result<ExecOutput, LocalError> {
+    /// Runs code in the sandbox's interpreter; with a sink, its output is also sent there as it
+    /// arrives.
+    pub(crate) async fn run_code(
+        &self,
+        request: &CodeRequest,
+        sink: Option<ChunkSink>,
+    ) -> Result<ExecOutput, LocalError> {
         if request.language != self.core.template {
             return Err(LocalError::InvalidInput(format!(
                 "sandbox {} runs {}, not {}",
@@ -390,11 +418,19 @@ impl Sandbox {
                 crate::protocol::MAX_FRAME - 4096
             )));
         }
-        let mut slot = self.interpreter.lock().await;
+        let mut held = Held {
+            slot: self.interpreter.lock().await,
+            abandoned: &self.abandoned,
+        };
+        let slot: &mut Option<Interpreter> = &mut held.slot;
         self.ensure_running()?;
-        let mut capture = Capture::new(self.max_output);
+        let mut capture = Capture::new(self.max_output).with_sink(sink);
+        let mut abandoned = self.abandoned.swap(false, Ordering::SeqCst);
         if let Some(old) = slot.take_if(|i| i.busy()) {
             old.kill().await;
+            abandoned = true;
+        }
+        if abandoned {
             capture.note(
                 "the previous execution was abandoned before it finished, so the interpreter was restarted \
                  and its state was lost",
@@ -475,8 +511,13 @@ impl Sandbox {
         Interpreter::start(&self.core, self.registry.clone(), self.start_timeout).await
     }
 
-    /// Runs a command (no shell) in the sandbox.
-    pub(crate) async fn run_command(&self, request: &CommandRequest) -> Result<ExecOutput, LocalError> {
+    /// Runs a command (no shell) in the sandbox; with a sink, its output is also sent there as
+    /// it arrives. Dropping the future kills the command and everything it started.
+    pub(crate) async fn run_command(
+        &self,
+        request: &CommandRequest,
+        sink: Option<ChunkSink>,
+    ) -> Result<ExecOutput, LocalError> {
         self.ensure_running()?;
         let deadline = Instant::now() + request.timeout;
         let (out_read, out_write) = sys::pipe().context(|| "creating a pipe".into())?;
@@ -496,7 +537,7 @@ impl Sandbox {
         let mut chain = Chain::spawn(plan, report_read, self.registry.clone(), keep_alive).await?;
         let out = Receiver::from_owned_fd(out_read).context(|| "watching stdout".into())?;
         let err = Receiver::from_owned_fd(err_read).context(|| "watching stderr".into())?;
-        let mut capture = Capture::new(self.max_output);
+        let mut capture = Capture::new(self.max_output).with_sink(sink);
         let ending = follow(&mut chain, &out, &err, &mut capture, deadline)
             .await
             .context(|| "reading the command's output".into())?;

@@ -36,7 +36,7 @@ async fn the_host_support_and_capabilities_describe_this_host() {
     );
     let caps = backend.capabilities().await;
     assert!(caps.read_only_volumes && caps.metrics && caps.concurrent_commands && caps.network_isolated);
-    assert!(!caps.streaming);
+    assert!(caps.streaming);
     assert_eq!(support.python.is_some(), caps.templates.contains(&Template::Python));
     assert_eq!(support.node.is_some(), caps.templates.contains(&Template::Node));
     assert!(backend.health().await.unwrap().message.starts_with("local backend"));

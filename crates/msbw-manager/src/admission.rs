@@ -540,6 +540,18 @@ mod tests {
         }
     }
 
+    /// A memory limit of one large sandbox's memory, held by one large sandbox.
+    fn full_of_one_large_sandbox() -> (Registry, Limits) {
+        let large = u64::from(SandboxFlavor::Large.memory_mb());
+        let mut reg = Registry::default();
+        let l = limits(100, Some(large), LimitPolicy::Wait);
+        assert!(matches!(
+            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
+            Decision::Create
+        ));
+        (reg, l)
+    }
+
     #[test]
     fn a_freed_slot_wakes_one_waiter_without_a_memory_limit() {
         let mut reg = Registry::default();
@@ -557,12 +569,7 @@ mod tests {
     fn with_a_memory_limit_alike_waiters_are_woken_as_many_as_fit() {
         let small = u64::from(SandboxFlavor::Small.memory_mb());
         let large = u64::from(SandboxFlavor::Large.memory_mb());
-        let mut reg = Registry::default();
-        let l = limits(100, Some(large), LimitPolicy::Wait);
-        assert!(matches!(
-            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
-            Decision::Create
-        ));
+        let (mut reg, l) = full_of_one_large_sandbox();
         wait_in_line(&mut reg, &l, SandboxFlavor::Small, 1000);
         // Nothing freed yet: one waiter is woken at most (it finds no room and waits again).
         assert_eq!(wakeups(&reg, &l), Wake::Some(1));
@@ -573,13 +580,7 @@ mod tests {
 
     #[test]
     fn with_a_memory_limit_waiters_of_different_sizes_are_all_woken() {
-        let large = u64::from(SandboxFlavor::Large.memory_mb());
-        let mut reg = Registry::default();
-        let l = limits(100, Some(large), LimitPolicy::Wait);
-        assert!(matches!(
-            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
-            Decision::Create
-        ));
+        let (mut reg, l) = full_of_one_large_sandbox();
         wait_in_line(&mut reg, &l, SandboxFlavor::Large, 2);
         wait_in_line(&mut reg, &l, SandboxFlavor::Small, 2);
         reg.ledger_mut().release(SandboxFlavor::Large);
@@ -588,13 +589,7 @@ mod tests {
 
     #[test]
     fn the_range_of_waiting_sizes_restarts_when_the_line_empties() {
-        let large = u64::from(SandboxFlavor::Large.memory_mb());
-        let mut reg = Registry::default();
-        let l = limits(100, Some(large), LimitPolicy::Wait);
-        assert!(matches!(
-            decide(&mut reg, &ask("big", SandboxFlavor::Large), &Progress::default(), &l),
-            Decision::Create
-        ));
+        let (mut reg, l) = full_of_one_large_sandbox();
         wait_in_line(&mut reg, &l, SandboxFlavor::Large, 1);
         reg.waiting = 0;
         wait_in_line(&mut reg, &l, SandboxFlavor::Small, 3);

@@ -131,64 +131,60 @@ pub struct SessionSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// The result of running code.
-///
-/// `success` is true when the code ran to the end without an uncaught exception; output on
-/// stderr alone (a warning) does not make it fail. After a timeout, `status` says what became of
-/// the session: `StateLost` (usable, REPL state reset), `Intact`, or `Unusable` (the session's
-/// sandbox is replaced on its next use).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ExecutionResult {
-    /// The session it ran in.
-    pub session_id: String,
-    /// What it printed on stdout (trailing white space trimmed).
-    pub stdout: String,
-    /// What it printed on stderr (trailing white space trimmed).
-    pub stderr: String,
-    /// Whether it completed without an uncaught exception.
-    pub success: bool,
-    /// How it ended.
-    #[serde(flatten)]
-    pub status: ExecStatus,
-    /// How long it took, in milliseconds, from the call to the result (a start included).
-    pub execution_time_ms: u64,
-    /// Whether this call created the session.
-    pub session_created: bool,
-    /// Whether this call had to start a new sandbox for an existing session (its earlier state
-    /// is gone).
-    pub sandbox_replaced: bool,
-    /// The session's template.
-    pub template: Template,
-    /// The session's sandbox.
-    pub sandbox: SandboxId,
+/// Declares a call's result: the fields code and command results share (session, output,
+/// success, status, timing, session and sandbox changes), then the result's own.
+macro_rules! call_result {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        pub struct $name {
+            /// The session it ran in.
+            pub session_id: String,
+            /// What it printed on stdout (trailing white space trimmed).
+            pub stdout: String,
+            /// What it printed on stderr (trailing white space trimmed).
+            pub stderr: String,
+            /// Whether it succeeded (see the type's description).
+            pub success: bool,
+            /// How it ended.
+            #[serde(flatten)]
+            pub status: ExecStatus,
+            /// How long it took, in milliseconds, from the call to the result (a start included).
+            pub execution_time_ms: u64,
+            /// Whether this call created the session.
+            pub session_created: bool,
+            /// Whether this call had to start a new sandbox for an existing session (its earlier
+            /// state is gone).
+            pub sandbox_replaced: bool,
+            /// The session's sandbox.
+            pub sandbox: SandboxId,
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+    };
 }
 
-/// The result of running a command. A non-zero exit code is a result, not an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommandResult {
-    /// The session it ran in.
-    pub session_id: String,
-    /// What it printed on stdout (trailing white space trimmed).
-    pub stdout: String,
-    /// What it printed on stderr (trailing white space trimmed).
-    pub stderr: String,
-    /// Its exit code (`None` when it was killed, e.g. on a timeout).
-    pub exit_code: Option<i32>,
-    /// Whether it completed with exit code 0.
-    pub success: bool,
-    /// How it ended.
-    #[serde(flatten)]
-    pub status: ExecStatus,
-    /// How long it took, in milliseconds, from the call to the result.
-    pub execution_time_ms: u64,
-    /// Whether this call created the session.
-    pub session_created: bool,
-    /// Whether this call had to start a new sandbox for an existing session.
-    pub sandbox_replaced: bool,
-    /// The program.
-    pub command: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-    /// The session's sandbox.
-    pub sandbox: SandboxId,
+call_result! {
+    /// The result of running code.
+    ///
+    /// `success` is true when the code ran to the end without an uncaught exception; output on
+    /// stderr alone (a warning) does not make it fail. After a timeout, `status` says what became of
+    /// the session: `StateLost` (usable, REPL state reset), `Intact`, or `Unusable` (the session's
+    /// sandbox is replaced on its next use).
+    ExecutionResult {
+        /// The session's template.
+        template: Template,
+    }
+}
+
+call_result! {
+    /// The result of running a command. A non-zero exit code is a result, not an error;
+    /// `success` is true when it completed with exit code 0.
+    CommandResult {
+        /// Its exit code (`None` when it was killed, e.g. on a timeout).
+        exit_code: Option<i32>,
+        /// The program.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+    }
 }

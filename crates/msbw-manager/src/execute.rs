@@ -12,13 +12,17 @@
 //! fails the call with [`SandboxLost`], and the session's next call gets a fresh sandbox.
 //!
 //! [`Inner::run`] composes them for one call, in a task of its own (a caller that gives up cannot
-//! leave a session half-started).
+//! leave a session half-started). Every call runs the backend's event stream; a streamed call
+//! passes a sink for the chunks (see [`crate::stream`]), a buffered one does not, so both take
+//! the same path.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use msbw_backend::{
-    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, SandboxId, Template,
+    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecOutput, ExecStatus, ExecStream,
+    Operation, SandboxId, Template,
 };
 use msbw_config::SandboxFlavor;
 use tokio::sync::OwnedMutexGuard;
@@ -30,6 +34,7 @@ use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
 use crate::error::{SandboxLost, until, within};
 use crate::lifecycle::Inner;
 use crate::session::{Entry, Extras, SessionStatus};
+use crate::stream::{CallStream, Chunk, Sink};
 use crate::{
     CodeCall, CommandCall, CommandResult, ExecutionResult, ManagerError, Phase, SessionInfo, SessionSpec, naming,
 };
@@ -148,8 +153,50 @@ pub(crate) enum Executed {
     Vanished(BackendError),
 }
 
+/// What the backend's event stream came to.
+enum Consumed {
+    /// Its result.
+    Done(ExecOutput),
+    /// The caller dropped its stream first; the backend's stream was dropped, which cancels
+    /// the execution.
+    Cancelled,
+}
+
+/// Runs the backend's stream to its end, passing chunks to `sink` (if any).
+async fn consume(mut stream: ExecStream, sink: Option<&Sink>, operation: Operation) -> Result<Consumed, BackendError> {
+    loop {
+        let chunk = match stream.next().await {
+            Some(Ok(ExecEvent::Finished(out))) => return Ok(Consumed::Done(out)),
+            Some(Ok(ExecEvent::Stdout(b))) => Chunk::Out(b),
+            Some(Ok(ExecEvent::Stderr(b))) => Chunk::Err(b),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(BackendError::new(
+                    ErrorKind::Protocol,
+                    operation,
+                    "the backend's event stream ended without a result",
+                ));
+            }
+        };
+        if let Some(sink) = sink
+            && sink.send(chunk).await.is_err()
+        {
+            return Ok(Consumed::Cancelled);
+        }
+    }
+}
+
+/// Resolves once the sink's reader is gone (never without a sink).
+async fn reader_gone(sink: Option<&Sink>) {
+    match sink {
+        Some(sink) => sink.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a successful run produced.
-struct Ran {
+pub(crate) struct Ran {
     out: ExecOutput,
     session_id: String,
     sandbox: SandboxId,
@@ -372,23 +419,62 @@ impl Inner {
 
     /// Runs `work` in the acquired (and started) session and records the outcome: a timeout
     /// that left the sandbox unusable, or a sandbox that is gone, puts the session in error so
-    /// that its next use starts a replacement.
-    pub(crate) async fn execute(&self, acquired: &mut Acquired, work: &Work) -> Result<Executed, ManagerError> {
+    /// that its next use starts a replacement. Chunks of output go to `sink` as they arrive.
+    ///
+    /// A sink whose reader is gone cancels the execution (the backend's stream is dropped) as a
+    /// timeout would: the session says `last_execution_cancelled`, and is ready again if the
+    /// backend streams natively (it stops what a dropped stream ran), or in error otherwise (the
+    /// sandbox may still be busy, so its next use starts a replacement).
+    pub(crate) async fn execute(
+        &self,
+        acquired: &mut Acquired,
+        work: &Work,
+        sink: Option<&Sink>,
+    ) -> Result<Executed, ManagerError> {
         let session_id = acquired.session_id().to_owned();
         let token = acquired.token();
+        if sink.is_some_and(Sink::is_closed) {
+            // Nobody waits for it any more, and nothing was sent: not run at all.
+            return Err(cancelled(&session_id));
+        }
         self.set_status(&session_id, token, SessionStatus::Running, None);
         let limit = work.timeout();
         acquired.guard.in_backend = true;
+        let run = async {
+            let (stream, operation) = match work {
+                Work::Code(r) => (
+                    self.backend().run_code_stream(&acquired.sandbox, r).await,
+                    Operation::RunCode,
+                ),
+                Work::Command(r) => (
+                    self.backend().run_command_stream(&acquired.sandbox, r).await,
+                    Operation::RunCommand,
+                ),
+            };
+            consume(stream?, sink, operation).await
+        };
+        // The caller may go away while the backend opens the stream (a buffered backend runs
+        // the whole execution then) or while it runs: both cancel.
         let call = async {
-            match work {
-                Work::Code(r) => self.backend().run_code(&acquired.sandbox, r).await,
-                Work::Command(r) => self.backend().run_command(&acquired.sandbox, r).await,
+            tokio::select! {
+                consumed = run => consumed,
+                () = reader_gone(sink) => Ok(Consumed::Cancelled),
             }
         };
         let outcome = within(Phase::Executing, limit + EXEC_GRACE, call).await;
         acquired.guard.in_backend = false;
         match outcome {
-            Ok(Ok(out)) => {
+            Ok(Ok(Consumed::Cancelled)) => {
+                let status = if self.backend().capabilities().await.streaming {
+                    SessionStatus::Ready
+                } else {
+                    SessionStatus::Error
+                };
+                tracing::info!(sandbox = %acquired.sandbox, "the caller dropped the stream; the execution was cancelled");
+                self.finish_execution(&session_id, token, status, true);
+                Err(cancelled(&session_id))
+            }
+            Ok(Ok(Consumed::Done(out))) => {
                 let status = match out.status {
                     ExecStatus::TimedOut {
                         aftermath: Aftermath::Unusable,
@@ -396,19 +482,19 @@ impl Inner {
                     } => SessionStatus::Error,
                     _ => SessionStatus::Ready,
                 };
-                self.finish_execution(&session_id, token, status);
+                self.finish_execution(&session_id, token, status, false);
                 Ok(Executed::Done(out))
             }
             // Gone before anything was sent: the caller may send the work to a replacement.
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound && e.is_unsent() => {
-                self.finish_execution(&session_id, token, SessionStatus::Error);
+                self.finish_execution(&session_id, token, SessionStatus::Error, false);
                 Ok(Executed::Vanished(e))
             }
             // Gone while the work may have reached it: never sent again (it could run twice).
             // The session is in error, so its next call starts a fresh sandbox.
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
                 tracing::warn!(sandbox = %acquired.sandbox, "the session's sandbox vanished during the call; not repeating it");
-                self.finish_execution(&session_id, token, SessionStatus::Error);
+                self.finish_execution(&session_id, token, SessionStatus::Error, false);
                 Err(ManagerError::SandboxLost(SandboxLost {
                     session_id,
                     sandbox: acquired.sandbox.clone(),
@@ -416,12 +502,12 @@ impl Inner {
                 }))
             }
             Ok(Err(e)) => {
-                self.finish_execution(&session_id, token, SessionStatus::Ready);
+                self.finish_execution(&session_id, token, SessionStatus::Ready, false);
                 Err(ManagerError::backend(Phase::Executing, &session_id, e))
             }
             Err(_) => {
                 tracing::warn!(sandbox = %acquired.sandbox, "the backend did not return in time; the sandbox will be replaced");
-                self.finish_execution(&session_id, token, SessionStatus::Error);
+                self.finish_execution(&session_id, token, SessionStatus::Error, false);
                 Ok(Executed::Done(ExecOutput {
                     stdout: String::new(),
                     stderr: String::new(),
@@ -435,10 +521,11 @@ impl Inner {
         }
     }
 
-    fn finish_execution(&self, session_id: &str, token: u64, status: SessionStatus) {
+    fn finish_execution(&self, session_id: &str, token: u64, status: SessionStatus, cancelled: bool) {
         if let Some(entry) = self.lock().incarnation(session_id, token) {
             entry.status = status;
             entry.executions += 1;
+            entry.last_cancelled = cancelled;
             entry.touch();
         }
     }
@@ -446,7 +533,7 @@ impl Inner {
     /// One call: acquire, start if needed, execute. A sandbox found gone before the work was
     /// sent (the backend says so: [`BackendError::is_unsent`]) is replaced once, transparently;
     /// work that may have reached a sandbox is never sent twice.
-    async fn run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
+    async fn run(self: &Arc<Self>, plan: Plan, work: Work, sink: Option<Sink>) -> Result<Ran, ManagerError> {
         let call_started = Instant::now();
         let (mut created, mut replaced) = (false, false);
         let mut plan = plan;
@@ -458,7 +545,7 @@ impl Inner {
             if self.ensure_started(&mut acquired).await? {
                 replaced |= !acquired.created;
             }
-            match self.execute(&mut acquired, &work).await? {
+            match self.execute(&mut acquired, &work, sink.as_ref()).await? {
                 Executed::Done(out) => {
                     return Ok(Ran {
                         out,
@@ -485,9 +572,23 @@ impl Inner {
     /// recorded, whatever the caller does.
     async fn spawn_run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
         let inner = self.clone();
-        let task = tokio::spawn(async move { inner.run(plan, work).await }.in_current_span());
+        let task = tokio::spawn(async move { inner.run(plan, work, None).await }.in_current_span());
         task.await
             .map_err(|e| ManagerError::Internal(format!("execution task failed: {e}")))?
+    }
+
+    /// Like [`spawn_run`](Self::spawn_run), with the output streamed: the task's chunks go to
+    /// the returned stream, and `finish` turns the run into its result.
+    fn spawn_stream<T: Send + 'static>(
+        self: &Arc<Self>,
+        plan: Plan,
+        work: Work,
+        finish: impl FnOnce(Ran) -> T + Send + 'static,
+    ) -> CallStream<T> {
+        let inner = self.clone();
+        CallStream::spawn(move |sink| {
+            async move { inner.run(plan, work, Some(sink)).await.map(finish) }.in_current_span()
+        })
     }
 
     fn timeout_of(&self, options: &SessionOptions) -> Result<Duration, ManagerError> {
@@ -521,8 +622,8 @@ impl Inner {
         Ok((timeout, plan))
     }
 
-    /// Runs code in a session.
-    pub(crate) async fn execute_code(self: &Arc<Self>, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
+    /// Checks a code call and turns it into its plan and work.
+    fn code_work(&self, call: &CodeCall) -> Result<(Plan, Work), ManagerError> {
         self.ensure_running()?;
         if call.code.len() > MAX_INPUT_BYTES {
             return Err(ManagerError::invalid(
@@ -533,27 +634,37 @@ impl Inner {
         let (timeout, plan) = self.resolve(&call.options, call.template)?;
         let work = Work::Code(CodeRequest {
             language: call.template,
-            code: call.code,
+            code: call.code.clone(),
             timeout,
         });
-        let span = tracing::info_span!("execute_code", session_id = %plan.session_id, flavor = %plan.flavor, template = %call.template, backend = self.backend().name(), sandbox = tracing::field::Empty);
-        let ran = self.spawn_run(plan, work).instrument(span).await?;
-        Ok(ExecutionResult {
-            success: ran.out.status == ExecStatus::Completed,
-            stdout: ran.out.stdout.trim_end().to_owned(),
-            stderr: ran.out.stderr.trim_end().to_owned(),
-            status: ran.out.status,
-            execution_time_ms: ms(ran.elapsed),
-            session_created: ran.created,
-            sandbox_replaced: ran.replaced,
-            template: call.template,
-            session_id: ran.session_id,
-            sandbox: ran.sandbox,
-        })
+        Ok((plan, work))
     }
 
-    /// Runs a command in a session.
-    pub(crate) async fn execute_command(self: &Arc<Self>, call: CommandCall) -> Result<CommandResult, ManagerError> {
+    fn code_span(&self, plan: &Plan, template: Template) -> tracing::Span {
+        tracing::info_span!("execute_code", session_id = %plan.session_id, flavor = %plan.flavor, template = %template, backend = self.backend().name(), sandbox = tracing::field::Empty)
+    }
+
+    /// Runs code in a session.
+    pub(crate) async fn execute_code(self: &Arc<Self>, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
+        let (plan, work) = self.code_work(&call)?;
+        let span = self.code_span(&plan, call.template);
+        let ran = self.spawn_run(plan, work).instrument(span).await?;
+        Ok(code_result(call.template, ran))
+    }
+
+    /// Runs code in a session, its output streamed.
+    pub(crate) fn execute_code_stream(
+        self: &Arc<Self>,
+        call: CodeCall,
+    ) -> Result<CallStream<ExecutionResult>, ManagerError> {
+        let (plan, work) = self.code_work(&call)?;
+        let _span = self.code_span(&plan, call.template).entered();
+        let template = call.template;
+        Ok(self.spawn_stream(plan, work, move |ran| code_result(template, ran)))
+    }
+
+    /// Checks a command call and turns it into its plan and work.
+    fn command_work(&self, call: &CommandCall) -> Result<(Plan, Work), ManagerError> {
         self.ensure_running()?;
         if call.command.trim().is_empty() {
             return Err(ManagerError::invalid("command", "is empty"));
@@ -574,22 +685,29 @@ impl Inner {
             args: call.args.clone(),
             timeout,
         });
-        let span = tracing::info_span!("execute_command", session_id = %plan.session_id, flavor = %plan.flavor, command = %call.command, backend = self.backend().name(), sandbox = tracing::field::Empty);
+        Ok((plan, work))
+    }
+
+    fn command_span(&self, plan: &Plan, command: &str) -> tracing::Span {
+        tracing::info_span!("execute_command", session_id = %plan.session_id, flavor = %plan.flavor, command = %command, backend = self.backend().name(), sandbox = tracing::field::Empty)
+    }
+
+    /// Runs a command in a session.
+    pub(crate) async fn execute_command(self: &Arc<Self>, call: CommandCall) -> Result<CommandResult, ManagerError> {
+        let (plan, work) = self.command_work(&call)?;
+        let span = self.command_span(&plan, &call.command);
         let ran = self.spawn_run(plan, work).instrument(span).await?;
-        Ok(CommandResult {
-            success: ran.out.success(),
-            stdout: ran.out.stdout.trim_end().to_owned(),
-            stderr: ran.out.stderr.trim_end().to_owned(),
-            exit_code: ran.out.exit_code,
-            status: ran.out.status,
-            execution_time_ms: ms(ran.elapsed),
-            session_created: ran.created,
-            sandbox_replaced: ran.replaced,
-            command: call.command,
-            args: call.args,
-            session_id: ran.session_id,
-            sandbox: ran.sandbox,
-        })
+        Ok(command_result(call, ran))
+    }
+
+    /// Runs a command in a session, its output streamed.
+    pub(crate) fn execute_command_stream(
+        self: &Arc<Self>,
+        call: CommandCall,
+    ) -> Result<CallStream<CommandResult>, ManagerError> {
+        let (plan, work) = self.command_work(&call)?;
+        let _span = self.command_span(&plan, &call.command).entered();
+        Ok(self.spawn_stream(plan, work, move |ran| command_result(call, ran)))
     }
 
     /// Opens a session now (its sandbox starts before this returns). An existing session with
@@ -633,6 +751,43 @@ impl Inner {
         task.await
             .map_err(|e| ManagerError::Internal(format!("open task failed: {e}")))?
     }
+}
+
+fn code_result(template: Template, ran: Ran) -> ExecutionResult {
+    ExecutionResult {
+        success: ran.out.status == ExecStatus::Completed,
+        stdout: ran.out.stdout.trim_end().to_owned(),
+        stderr: ran.out.stderr.trim_end().to_owned(),
+        status: ran.out.status,
+        execution_time_ms: ms(ran.elapsed),
+        session_created: ran.created,
+        sandbox_replaced: ran.replaced,
+        template,
+        session_id: ran.session_id,
+        sandbox: ran.sandbox,
+    }
+}
+
+fn command_result(call: CommandCall, ran: Ran) -> CommandResult {
+    CommandResult {
+        success: ran.out.success(),
+        stdout: ran.out.stdout.trim_end().to_owned(),
+        stderr: ran.out.stderr.trim_end().to_owned(),
+        exit_code: ran.out.exit_code,
+        status: ran.out.status,
+        execution_time_ms: ms(ran.elapsed),
+        session_created: ran.created,
+        sandbox_replaced: ran.replaced,
+        command: call.command,
+        args: call.args,
+        session_id: ran.session_id,
+        sandbox: ran.sandbox,
+    }
+}
+
+/// The error of an execution whose caller dropped its stream (nobody receives it).
+fn cancelled(session_id: &str) -> ManagerError {
+    ManagerError::Internal(format!("the caller cancelled the execution in session {session_id}"))
 }
 
 /// A call's session id: the one given (checked), or a generated one.

@@ -30,6 +30,7 @@ mod retire;
 pub mod session;
 mod start;
 mod stats;
+pub mod stream;
 mod tasks;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub use ownership::Ownership;
 pub use pool::PoolStats;
 pub use session::{SessionInfo, SessionStatus};
 pub use stats::ResourceStats;
+pub use stream::{CallEvent, CallStream};
 pub use tasks::{TaskKind, TaskStatus};
 
 use lifecycle::{Inner, Lifecycle};
@@ -136,6 +138,20 @@ impl SessionManager {
     /// Runs a command in a session (see [`CommandCall`]).
     pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, ManagerError> {
         self.inner.execute_command(call).await
+    }
+
+    /// Runs code in a session with its output streamed: chunks as the code writes them, then the
+    /// result [`execute_code`](Self::execute_code) returns. Invalid calls fail here; everything
+    /// later (limits, the start, the execution) comes through the stream. The session is held
+    /// for the stream's life; dropping the stream cancels the execution (see [`stream`]).
+    pub fn execute_code_stream(&self, call: CodeCall) -> Result<CallStream<ExecutionResult>, ManagerError> {
+        self.inner.execute_code_stream(call)
+    }
+
+    /// Runs a command in a session with its output streamed (see
+    /// [`execute_code_stream`](Self::execute_code_stream)).
+    pub fn execute_command_stream(&self, call: CommandCall) -> Result<CallStream<CommandResult>, ManagerError> {
+        self.inner.execute_command_stream(call)
     }
 
     /// Opens a session now: its sandbox starts before this returns, under the same limits as

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use msbw_backend::{BackendError, ErrorKind, Operation, SandboxBackend, SandboxId};
-use tokio::sync::Semaphore;
 
 use crate::lifecycle::Inner;
 
@@ -18,32 +17,34 @@ use crate::lifecycle::Inner;
 pub(crate) const STOP_PARALLELISM: usize = 4;
 
 /// Stops `sandboxes`, [`STOP_PARALLELISM`] at a time. Every sandbox gets its outcome; a sandbox
-/// that is already gone counts as stopped (`Ok`).
+/// that is already gone counts as stopped (`Ok`). At most [`STOP_PARALLELISM`] stop tasks exist
+/// at once, so a batch of any size costs O(1) memory beyond its list and O(N) time.
 pub(crate) async fn stop_many(
     backend: &Arc<dyn SandboxBackend>,
     sandboxes: Vec<SandboxId>,
 ) -> Vec<(SandboxId, Result<(), BackendError>)> {
     let mut outcomes = Vec::with_capacity(sandboxes.len());
-    if sandboxes.is_empty() {
-        return outcomes;
-    }
-    let limit = Arc::new(Semaphore::new(STOP_PARALLELISM));
     let mut set = tokio::task::JoinSet::new();
-    let mut by_task = HashMap::with_capacity(sandboxes.len());
-    for sandbox in sandboxes {
-        let backend = backend.clone();
-        let limit = limit.clone();
-        let id = sandbox.clone();
-        let handle = set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            match backend.stop(&id).await {
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                other => other,
-            }
-        });
-        by_task.insert(handle.id(), sandbox);
-    }
-    while let Some(joined) = set.join_next_with_id().await {
+    let mut by_task = HashMap::with_capacity(STOP_PARALLELISM);
+    let mut pending = sandboxes.into_iter();
+    loop {
+        while set.len() < STOP_PARALLELISM {
+            let Some(sandbox) = pending.next() else {
+                break;
+            };
+            let backend = backend.clone();
+            let id = sandbox.clone();
+            let handle = set.spawn(async move {
+                match backend.stop(&id).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            });
+            by_task.insert(handle.id(), sandbox);
+        }
+        let Some(joined) = set.join_next_with_id().await else {
+            break;
+        };
         match joined {
             Ok((task, result)) => {
                 if let Some(sandbox) = by_task.remove(&task) {

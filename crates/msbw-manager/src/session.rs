@@ -62,6 +62,9 @@ pub struct SessionInfo {
     pub sandbox_name: String,
     /// How many executions it has run.
     pub executions: u64,
+    /// Whether its last execution was cancelled by its caller (a dropped stream) before it
+    /// finished, as a timeout would have ended it.
+    pub last_execution_cancelled: bool,
 }
 
 /// One live session.
@@ -80,6 +83,8 @@ pub(crate) struct Entry {
     /// Calls that hold or wait for this session; a session with calls is never reaped or evicted.
     pub(crate) active_calls: usize,
     pub(crate) executions: u64,
+    /// Whether the last execution was cancelled by its caller.
+    pub(crate) last_cancelled: bool,
     /// Serialises executions (and the start) within the session.
     exec_lock: Arc<tokio::sync::Mutex<()>>,
     /// What this session's sandboxes get besides the configuration.
@@ -116,6 +121,7 @@ impl Entry {
             last_accessed_wall: now,
             active_calls: 1,
             executions: 0,
+            last_cancelled: false,
             exec_lock: Arc::new(tokio::sync::Mutex::new(())),
             extras,
         }
@@ -132,6 +138,7 @@ impl Entry {
             namespace: self.sandbox.namespace.clone(),
             sandbox_name: self.sandbox.name.clone(),
             executions: self.executions,
+            last_execution_cancelled: self.last_cancelled,
         }
     }
 

@@ -1395,12 +1395,13 @@ mod with_mocks {
             })
             .times(1)
             .returning(|_| Ok(()));
-        mock.expect_run_code()
+        // Every call runs the backend's event stream (buffered calls are streams collected).
+        mock.expect_run_code_stream()
             .withf(|_, req| {
                 req.language == Template::Node && req.code == "1+1" && req.timeout == Duration::from_secs(12)
             })
             .times(1)
-            .returning(|_, _| Ok(ExecOutput::completed("2\n\n", "", None)));
+            .returning(|_, _| Ok(msbw_backend::stream::buffered(ExecOutput::completed("2\n\n", "", None))));
         mock.expect_stop().times(1).returning(|_| Ok(()));
         let cfg = WrapperConfig {
             owner_mark: "team7".into(),

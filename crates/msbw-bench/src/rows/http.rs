@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use microsandbox_wrapper::{CodeCall, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, WrapperConfig};
-use msbw_protocol::params::{ReplParams, Seconds};
 use msbw_protocol::results::ReplResult;
-use msbw_protocol::{RPC_PATH, envelope::decode_result, method};
+use msbw_protocol::{RPC_PATH, envelope::decode_result};
 
 use super::Def;
 use crate::bare;
@@ -42,17 +41,16 @@ pub(crate) const ROWS: &[Def] = &[
 ];
 
 fn wrapper_vs_bare_c1(ctx: &Ctx) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, 1, ctx.size(3000, 50))?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
-        wrapper.rate_side("wrapper"),
-        bare.rate_side("bare"),
-        "ours/theirs ops/s",
-        Goal::AtLeast(0.90),
-    )))
+    wrapper_vs_bare(ctx, 1, ctx.size(3000, 50))
 }
 
 fn wrapper_vs_bare_c64(ctx: &Ctx) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, 64, ctx.size(100, 4))?;
+    wrapper_vs_bare(ctx, 64, ctx.size(100, 4))
+}
+
+/// Throughput of both sides at `callers` callers.
+fn wrapper_vs_bare(ctx: &Ctx, callers: usize, per_caller: usize) -> Result<Outcome, String> {
+    let (wrapper, bare) = sides(ctx, callers, per_caller)?;
     Ok(Outcome::Measured(Row::ours_over_theirs(
         wrapper.rate_side("wrapper"),
         bare.rate_side("bare"),
@@ -133,14 +131,7 @@ fn bare_op(url: &str) -> Result<Op, String> {
         let client = client.clone();
         let rpc_url = rpc_url.clone();
         Box::pin(async move {
-            let params = ReplParams {
-                sandbox: format!("s{caller}"),
-                namespace: "default".into(),
-                language: "python".into(),
-                code: "pass".into(),
-                timeout: Some(Seconds::whole(30)),
-            };
-            let raw = bare::rpc(&client, &rpc_url, method::REPL_RUN, &params, caller as u64).await?;
+            let raw = bare::repl_pass(&client, &rpc_url, &format!("s{caller}"), caller as u64).await?;
             decode_result::<ReplResult>(&raw).map(drop).map_err(|e| e.to_string())
         })
     }))

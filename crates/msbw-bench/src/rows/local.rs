@@ -89,24 +89,37 @@ fn host_spawn(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A started facade over a local backend, or why the row is skipped (no `program` on the host,
+/// or no local backend).
+fn ready(ctx: &Ctx, program: &str) -> Result<Result<MicrosandboxWrapper, Outcome>, String> {
+    if !std::path::Path::new(program).exists() {
+        return Ok(Err(Outcome::Skipped {
+            reason: format!("{program} is not installed"),
+        }));
+    }
+    Ok(local_wrapper(ctx, 4)?.ok_or_else(unusable))
+}
+
+/// What an interpreter row runs: the template, trivial code, and the same on the host.
+type Interpreter = (Template, &'static str, &'static str, &'static [&'static str]);
+
+const PYTHON_PASS: Interpreter = (Template::Python, "pass", PYTHON, &["-c", "pass"]);
+const NODE_ZERO: Interpreter = (Template::Node, "0", NODE, &["-e", "0"]);
+
 fn cold_python(ctx: &Ctx) -> Result<Outcome, String> {
-    cold(ctx, Template::Python, "pass", PYTHON, &["-c", "pass"])
+    cold(ctx, PYTHON_PASS)
 }
 
 fn cold_node(ctx: &Ctx) -> Result<Outcome, String> {
-    cold(ctx, Template::Node, "0", NODE, &["-e", "0"])
+    cold(ctx, NODE_ZERO)
 }
 
 /// A first call in a new session (admission, start, the call) vs a host spawn; each session is
 /// stopped after its call, outside the timing.
-fn cold(ctx: &Ctx, template: Template, code: &str, program: &str, args: &[&str]) -> Result<Outcome, String> {
-    if !std::path::Path::new(program).exists() {
-        return Ok(Outcome::Skipped {
-            reason: format!("{program} is not installed"),
-        });
-    }
-    let Some(wrapper) = local_wrapper(ctx, 4)? else {
-        return Ok(unusable());
+fn cold(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outcome, String> {
+    let wrapper = match ready(ctx, program)? {
+        Ok(wrapper) => wrapper,
+        Err(skipped) => return Ok(skipped),
     };
     let next = AtomicUsize::new(0);
     let per_rep = ctx.size(5, 1);
@@ -140,22 +153,18 @@ fn cold(ctx: &Ctx, template: Template, code: &str, program: &str, args: &[&str])
 }
 
 fn warm_python(ctx: &Ctx) -> Result<Outcome, String> {
-    warm(ctx, Template::Python, "pass", PYTHON, &["-c", "pass"])
+    warm(ctx, PYTHON_PASS)
 }
 
 fn warm_node(ctx: &Ctx) -> Result<Outcome, String> {
-    warm(ctx, Template::Node, "0", NODE, &["-e", "0"])
+    warm(ctx, NODE_ZERO)
 }
 
 /// Warm calls in one session vs host spawns of the same interpreter.
-fn warm(ctx: &Ctx, template: Template, code: &str, program: &str, args: &[&str]) -> Result<Outcome, String> {
-    if !std::path::Path::new(program).exists() {
-        return Ok(Outcome::Skipped {
-            reason: format!("{program} is not installed"),
-        });
-    }
-    let Some(wrapper) = local_wrapper(ctx, 4)? else {
-        return Ok(unusable());
+fn warm(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outcome, String> {
+    let wrapper = match ready(ctx, program)? {
+        Ok(wrapper) => wrapper,
+        Err(skipped) => return Ok(skipped),
     };
     let call = CodeCall::new(code).template(template).session("warm");
     let op: Op = {

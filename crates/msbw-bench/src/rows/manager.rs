@@ -188,6 +188,22 @@ fn call_op(wrapper: &MicrosandboxWrapper, prefix: &str, sessions: usize) -> Op {
     })
 }
 
+/// A session's whole life: a call in new session `{prefix}{caller}`, then its stop.
+fn session_life_op(wrapper: &MicrosandboxWrapper, prefix: &'static str, sessions: usize) -> Op {
+    let calls = call_op(wrapper, prefix, sessions);
+    let wrapper = wrapper.clone();
+    Arc::new(move |caller| {
+        let (calls, w) = (calls.clone(), wrapper.clone());
+        Box::pin(async move {
+            calls(caller).await?;
+            w.stop_session(&format!("{prefix}{caller}"))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// Plants `n` sandboxes of this manager that belong to no session, then times one
 /// orphan-cleanup pass (which lists and stops them all).
 fn stop_n(ctx: &Ctx, n: usize) -> Result<Rep, String> {
@@ -254,19 +270,7 @@ fn waiters(ctx: &Ctx, callers: usize, memory_limited: bool) -> Result<Rep, Strin
         config.max_total_memory_mb = Some(4 * u64::from(config.default_flavor.memory_mb()));
     }
     let w = wrapper(ctx, config, Arc::new(Instant0::default()))?;
-    let calls = call_op(&w, "w", callers);
-    let stopper = w.clone();
-    let op: Op = Arc::new(move |caller| {
-        let (calls, w) = (calls.clone(), stopper.clone());
-        Box::pin(async move {
-            calls(caller).await?;
-            w.stop_session(&format!("w{caller}"))
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    });
-    let rep = parallel(ctx, callers, 1, &op)?;
+    let rep = parallel(ctx, callers, 1, &session_life_op(&w, "w", callers))?;
     ctx.run(async move {
         w.stop().await;
         Ok(())
@@ -409,19 +413,7 @@ fn burst(ctx: &Ctx) -> Result<Outcome, String> {
         },
         backend.clone(),
     )?;
-    let calls = call_op(&w, "b", callers);
-    let stopper = w.clone();
-    let op: Op = Arc::new(move |caller| {
-        let (calls, w) = (calls.clone(), stopper.clone());
-        Box::pin(async move {
-            calls(caller).await?;
-            w.stop_session(&format!("b{caller}"))
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    });
-    let rep = parallel(ctx, callers, 1, &op)?;
+    let rep = parallel(ctx, callers, 1, &session_life_op(&w, "b", callers))?;
     let most = backend.max_running.load(Ordering::Relaxed) as f64;
     let per_caller = Reps(vec![rep]);
     Ok(Outcome::Measured(

@@ -6,6 +6,7 @@ mod http;
 mod local;
 mod manager;
 mod serve;
+mod stream;
 
 use crate::measure::Ctx;
 use crate::report::Outcome;
@@ -24,7 +25,7 @@ pub(crate) struct Def {
 
 /// Every row, in table order.
 pub(crate) fn all() -> impl Iterator<Item = &'static Def> {
-    [http::ROWS, serve::ROWS, manager::ROWS, local::ROWS]
+    [http::ROWS, serve::ROWS, manager::ROWS, local::ROWS, stream::ROWS]
         .into_iter()
         .flatten()
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use microsandbox_wrapper::{CodeCall, MicrosandboxWrapper};
-use msbw_protocol::params::{ReplParams, Seconds};
 use msbw_protocol::{RPC_PATH, method};
 use msbw_serve::{ServeOptions, Server};
 use serde_json::json;
@@ -115,14 +114,7 @@ fn serve_op(ctx: &Ctx, url: &str, sandboxes: usize) -> Result<Op, String> {
         let client = client.clone();
         let rpc_url = rpc_url.clone();
         Box::pin(async move {
-            let params = ReplParams {
-                sandbox: format!("b{caller}"),
-                namespace: "default".into(),
-                language: "python".into(),
-                code: "pass".into(),
-                timeout: Some(Seconds::whole(30)),
-            };
-            bare::rpc(&client, &rpc_url, method::REPL_RUN, &params, caller as u64)
+            bare::repl_pass(&client, &rpc_url, &format!("b{caller}"), caller as u64)
                 .await
                 .map(drop)
         })
