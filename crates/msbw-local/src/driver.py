@@ -138,6 +138,7 @@ def _msbw_driver():
                 return json.dumps(message)
             parts.append(quote(key) + ":" + text)
         return "{" + ",".join(parts) + "}"
+
     # Printed lines reach the backend (and a streaming caller) as they end, not when a block fills.
     try:
         sys.stdout.reconfigure(line_buffering=True)
