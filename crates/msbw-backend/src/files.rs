@@ -56,6 +56,34 @@ impl FileErrorKind {
     }
 }
 
+impl FileErrorKind {
+    /// The name on the wire (`not_found`, `permission_denied`, ...), as serde writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FileErrorKind::NotFound => "not_found",
+            FileErrorKind::PermissionDenied => "permission_denied",
+            FileErrorKind::TooLarge => "too_large",
+            FileErrorKind::NotAFile => "not_a_file",
+            FileErrorKind::NotADirectory => "not_a_directory",
+            FileErrorKind::InvalidPath => "invalid_path",
+        }
+    }
+
+    /// The kind named `name` on the wire; unknown names are `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            FileErrorKind::NotFound,
+            FileErrorKind::PermissionDenied,
+            FileErrorKind::TooLarge,
+            FileErrorKind::NotAFile,
+            FileErrorKind::NotADirectory,
+            FileErrorKind::InvalidPath,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
 impl fmt::Display for FileErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.describe())
@@ -75,6 +103,28 @@ pub enum FileKind {
     Symlink,
     /// Anything else: a FIFO, a socket, a device.
     Other,
+}
+
+impl FileKind {
+    /// The name on the wire (`file`, `dir`, `symlink`, `other`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "other",
+        }
+    }
+
+    /// The kind named `name`; unknown names are [`FileKind::Other`].
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "file" => FileKind::File,
+            "dir" => FileKind::Dir,
+            "symlink" => FileKind::Symlink,
+            _ => FileKind::Other,
+        }
+    }
 }
 
 /// One entry of a folder listing.
@@ -172,13 +222,25 @@ pub mod commands {
     // 6 not a folder, 7 too many entries, 9 a tool is missing.
     const PRELUDE: &str = "command -v base64 >/dev/null 2>&1 || exit 9; ";
 
-    const WRITE: &str = r#"f=$1; mode=$2; shift 2
+    /// The checks before a write of `$1` (a regular file or nothing there; its folder made).
+    pub const WRITE_CHECKS: &str = r#"f=$1
 if [ -L "$f" ] || [ -e "$f" ]; then [ -f "$f" ] || exit 4; fi
 case $f in */*) d=${f%/*}; [ -n "$d" ] || d=/;; *) d=.;; esac
 if [ ! -d "$d" ]; then
   if [ -e "$d" ] || [ -L "$d" ]; then exit 6; fi
   mkdir -p -- "$d" 2>/dev/null || exit 5
 fi
+"#;
+
+    /// The checks before a read of `$1` at most `$2` bytes long.
+    pub const READ_CHECKS: &str = r#"f=$1
+[ -e "$f" ] || exit 3
+[ -f "$f" ] || exit 4
+s=$(wc -c < "$f" 2>/dev/null) || exit 5
+[ "$s" -le "$2" ] || exit 7
+"#;
+
+    const WRITE: &str = r#"mode=$2; shift 2
 if [ "$mode" = new ]; then { : > "$f"; } 2>/dev/null || exit 5; fi
 for c; do printf %s "$c" | base64 -d 2>/dev/null >> "$f" || exit 5; done"#;
 
@@ -219,7 +281,7 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
     ) -> Result<ExecOutput, BackendError> {
         let mut argv = vec![
             "-c".to_owned(),
-            format!("{PRELUDE}{script}"),
+            format!("{PRELUDE}{}{script}", if script == WRITE { WRITE_CHECKS } else { "" }),
             "sh".to_owned(),
             path.to_owned(),
         ];
@@ -233,6 +295,20 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
             .run_command(id, &request)
             .await
             .map_err(|e| retag(e, operation))?;
+        check_outcome(backend.name(), id, operation, path, &out)?;
+        Ok(out)
+    }
+
+    /// The outcome of one of the file scripts as a typed error (exit codes: 3 not found, 4 not
+    /// a regular file, 5 permission denied, 6 not a folder, 7 too large, 9 no `base64`), for
+    /// backends that run such scripts their own way.
+    pub fn check_outcome(
+        backend: &'static str,
+        id: &SandboxId,
+        operation: Operation,
+        path: &str,
+        out: &ExecOutput,
+    ) -> Result<(), BackendError> {
         if let ExecStatus::TimedOut { after, .. } = out.status {
             return Err(BackendError::new(
                 ErrorKind::Timeout,
@@ -243,11 +319,11 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
                     after.as_secs()
                 ),
             )
-            .with_backend(backend.name())
+            .with_backend(backend)
             .with_sandbox(id));
         }
         let kind = match out.exit_code {
-            Some(0) => return Ok(out),
+            Some(0) => return Ok(()),
             Some(3) => FileErrorKind::NotFound,
             Some(4) => FileErrorKind::NotAFile,
             Some(5) => FileErrorKind::PermissionDenied,
@@ -259,7 +335,7 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
                     operation,
                     "the sandbox has no `base64` program, which file transfers over commands need",
                 )
-                .with_backend(backend.name())
+                .with_backend(backend)
                 .with_sandbox(id));
             }
             code => {
@@ -273,16 +349,18 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
                         stderr.trim()
                     ),
                 )
-                .with_backend(backend.name())
+                .with_backend(backend)
                 .with_sandbox(id));
             }
         };
         let detail = match kind {
-            FileErrorKind::TooLarge => format!("the folder has more than {MAX_LIST_ENTRIES} entries"),
+            FileErrorKind::TooLarge if operation == Operation::ListFiles => {
+                format!("the folder has more than {MAX_LIST_ENTRIES} entries")
+            }
             _ => kind.describe().to_owned(),
         };
         Err(file_error(kind, operation, path, detail)
-            .with_backend(backend.name())
+            .with_backend(backend)
             .with_sandbox(id))
     }
 

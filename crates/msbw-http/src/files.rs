@@ -11,6 +11,9 @@ use msbw_protocol::method;
 use serde::Serialize;
 
 use crate::HttpBackend;
+
+/// The longest a call that moves a whole file inside the server may take.
+const FILE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 use crate::client::Retry;
 use crate::listing::decode;
 
@@ -29,9 +32,17 @@ impl HttpBackend {
         path: &str,
         params: &P,
         retry: Retry,
+        whole_file: bool,
     ) -> Result<FsResult, BackendError> {
         let cx = self.cx(operation, Some(id), rpc);
-        let raw = match self.client.rpc(rpc, params, self.config.request_timeout, retry).await {
+        // A call that moves the whole file inside the server (the last chunk of a write, the
+        // first of a read) may take as long as the manager allows a file call.
+        let timeout = if whole_file {
+            self.config.request_timeout.max(FILE_CALL_TIMEOUT)
+        } else {
+            self.config.request_timeout
+        };
+        let raw = match self.client.rpc(rpc, params, timeout, retry).await {
             Ok(raw) => raw,
             Err(e) => {
                 let error = e.into_backend(&cx);
@@ -77,7 +88,8 @@ impl HttpBackend {
                 data: STANDARD.encode(&data[offset..end]),
                 last: end == data.len(),
             };
-            self.fs_call(id, op, method::FS_WRITE, path, &params, Retry::UnsentOnly)
+            let last = params.last;
+            self.fs_call(id, op, method::FS_WRITE, path, &params, Retry::UnsentOnly, last)
                 .await?;
             if end == data.len() {
                 return Ok(());
@@ -109,7 +121,15 @@ impl HttpBackend {
             };
             let cx = self.cx(op, Some(id), method::FS_READ);
             let result = self
-                .fs_call(id, op, method::FS_READ, path, &params, Retry::Idempotent)
+                .fs_call(
+                    id,
+                    op,
+                    method::FS_READ,
+                    path,
+                    &params,
+                    Retry::Idempotent,
+                    data.is_empty(),
+                )
                 .await?;
             let size = result.size.unwrap_or(0);
             if size > max_bytes {
@@ -139,7 +159,7 @@ impl HttpBackend {
         files::check_path(path, op, true).map_err(|e| self.tag(e, Some(id)))?;
         let params = path_params(id, path);
         let result = self
-            .fs_call(id, op, method::FS_LIST, path, &params, Retry::Idempotent)
+            .fs_call(id, op, method::FS_LIST, path, &params, Retry::Idempotent, true)
             .await?;
         Ok(result
             .entries
@@ -163,7 +183,7 @@ impl HttpBackend {
         let op = Operation::RemoveFile;
         files::check_path(path, op, false).map_err(|e| self.tag(e, Some(id)))?;
         let params = path_params(id, path);
-        self.fs_call(id, op, method::FS_REMOVE, path, &params, Retry::UnsentOnly)
+        self.fs_call(id, op, method::FS_REMOVE, path, &params, Retry::UnsentOnly, true)
             .await?;
         Ok(())
     }
