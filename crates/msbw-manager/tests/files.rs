@@ -33,7 +33,10 @@ async fn a_write_creates_the_session_and_reads_need_one() {
     }
     assert_eq!(fake.stats().start_calls, 0, "nothing but a write starts a sandbox");
 
-    let r = manager.file_call(FileCall::write("s", "/tmp/a", b"\0bytes\xff".to_vec())).await.unwrap();
+    let r = manager
+        .file_call(FileCall::write("s", "/tmp/a", b"\0bytes\xff".to_vec()))
+        .await
+        .unwrap();
     assert!(r.session_created);
     let r = manager.file_call(FileCall::read("s", "/tmp/a")).await.unwrap();
     assert_eq!(r.outcome, FileOutcome::Read(b"\0bytes\xff".to_vec()));
@@ -43,7 +46,10 @@ async fn a_write_creates_the_session_and_reads_need_one() {
     };
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].size, 7);
-    let err = manager.file_call(FileCall::read("s", "/tmp/a").max_bytes(6)).await.unwrap_err();
+    let err = manager
+        .file_call(FileCall::read("s", "/tmp/a").max_bytes(6))
+        .await
+        .unwrap_err();
     assert_eq!(file_kind(&err), Some(FileErrorKind::TooLarge), "{err}");
     manager.file_call(FileCall::remove("s", "/tmp/a")).await.unwrap();
     let err = manager.file_call(FileCall::read("s", "/tmp/a")).await.unwrap_err();
@@ -60,7 +66,10 @@ async fn invalid_paths_are_refused_before_any_sandbox_starts() {
     let fake = FakeBackend::new();
     let manager = manager_over(&fake).await;
     for path in ["", "../etc/passwd", "/tmp/../../x", "a\0b"] {
-        let err = manager.file_call(FileCall::write("s", path, b"x".to_vec())).await.unwrap_err();
+        let err = manager
+            .file_call(FileCall::write("s", path, b"x".to_vec()))
+            .await
+            .unwrap_err();
         assert_eq!(file_kind(&err), Some(FileErrorKind::InvalidPath), "{path:?}: {err}");
     }
     assert_eq!(fake.stats().start_calls, 0);
@@ -71,7 +80,10 @@ async fn invalid_paths_are_refused_before_any_sandbox_starts() {
 async fn a_file_call_waits_for_running_code_and_works_in_a_node_session() {
     let fake = FakeBackend::with_script(|_, code| {
         if code == "slow" {
-            Reply::After(Duration::from_secs(5), Box::new(Reply::Output(ExecOutput::completed("done", "", None))))
+            Reply::After(
+                Duration::from_secs(5),
+                Box::new(Reply::Output(ExecOutput::completed("done", "", None))),
+            )
         } else {
             Reply::Output(ExecOutput::completed(code, "", None))
         }
@@ -92,9 +104,15 @@ async fn a_file_call_waits_for_running_code_and_works_in_a_node_session() {
     tokio::task::yield_now().await;
     let started = tokio::time::Instant::now();
     // The session is a node session: the write reuses it rather than mismatching.
-    let r = manager.file_call(FileCall::write("n", "/tmp/f", b"x".to_vec())).await.unwrap();
+    let r = manager
+        .file_call(FileCall::write("n", "/tmp/f", b"x".to_vec()))
+        .await
+        .unwrap();
     assert!(!r.session_created);
-    assert!(started.elapsed() >= Duration::from_secs(4), "the write waited for the running code");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "the write waited for the running code"
+    );
     assert!(runner.await.unwrap().is_ok());
     manager.shutdown().await;
 }
@@ -103,13 +121,20 @@ async fn a_file_call_waits_for_running_code_and_works_in_a_node_session() {
 async fn a_gone_sandbox_puts_the_session_in_error_and_the_next_call_replaces_it() {
     let fake = FakeBackend::new();
     let manager = manager_over(&fake).await;
-    manager.file_call(FileCall::write("s", "/tmp/a", b"x".to_vec())).await.unwrap();
+    manager
+        .file_call(FileCall::write("s", "/tmp/a", b"x".to_vec()))
+        .await
+        .unwrap();
     let info = manager.sessions(Some("s")).unwrap()[0].clone();
     let sandbox = msbw_backend::SandboxId::new(info.namespace, info.sandbox_name).unwrap();
     use msbw_backend::SandboxBackend as _;
     fake.stop(&sandbox).await.unwrap();
     let err = manager.file_call(FileCall::read("s", "/tmp/a")).await.unwrap_err();
-    assert_eq!(err.backend_error().map(|e| e.kind()), Some(ErrorKind::NotFound), "{err}");
+    assert_eq!(
+        err.backend_error().map(|e| e.kind()),
+        Some(ErrorKind::NotFound),
+        "{err}"
+    );
     assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
     // The next call gets a fresh sandbox (its files are gone).
     let err = manager.file_call(FileCall::read("s", "/tmp/a")).await.unwrap_err();
