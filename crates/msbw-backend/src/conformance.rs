@@ -657,8 +657,11 @@ pub async fn concurrent_sandboxes_are_independent(
     result
 }
 
-/// A folder every backend's sandboxes may write to.
-const FILES_DIR: &str = "/tmp/conformance-files";
+/// A folder every backend's sandboxes may write to, one per sandbox (a backend whose
+/// sandboxes share a `/tmp` must not see another run's files).
+fn files_dir(id: &SandboxId) -> String {
+    format!("/tmp/conformance-files-{}", id.name)
+}
 
 /// Bounds a file call (the command fallback may take many commands).
 async fn file_call<T>(
@@ -673,6 +676,7 @@ async fn file_call<T>(
 /// and a text file are written, read back byte for byte, listed with their sizes, and removed.
 pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
     with_sandbox(backend, options, Template::Python, |id| async move {
+        let dir = files_dir(&id);
         let binary: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect();
         let files: [(&str, &[u8]); 3] = [
             ("bin.dat", &binary),
@@ -680,7 +684,7 @@ pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, option
             ("text with spaces.txt", b"line 1\n\n  line 3 \n"),
         ];
         for (name, data) in files {
-            let path = format!("{FILES_DIR}/{name}");
+            let path = format!("{dir}/{name}");
             file_call(options, "write_file", backend.write_file(&id, &path, data)).await??;
             let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
             expect(back == data, || {
@@ -692,30 +696,34 @@ pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, option
             })?;
         }
         // Writing again replaces the file.
-        let path = format!("{FILES_DIR}/empty");
+        let path = format!("{dir}/empty");
         file_call(options, "write_file", backend.write_file(&id, &path, b"now full")).await??;
         let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
         expect(back == b"now full", || {
             format!("a second write was not a replacement: {back:?}")
         })?;
 
-        let entries = file_call(options, "list_files", backend.list_files(&id, FILES_DIR)).await??;
+        let entries = file_call(options, "list_files", backend.list_files(&id, &dir)).await??;
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         expect(names == ["bin.dat", "empty", "text with spaces.txt"], || {
             format!("the listing is {names:?}")
         })?;
         let bin = &entries[0];
         expect(
-            bin.kind == FileKind::File && bin.size == binary.len() as u64 && bin.path == format!("{FILES_DIR}/bin.dat"),
+            bin.kind == FileKind::File && bin.size == binary.len() as u64 && bin.path == format!("{dir}/bin.dat"),
             || format!("bin.dat is listed as {bin:?}"),
         )?;
 
-        file_call(options, "remove_file", backend.remove_file(&id, &path)).await??;
+        for entry in &entries {
+            file_call(options, "remove_file", backend.remove_file(&id, &entry.path)).await??;
+        }
         let gone = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await?;
         expect(
             matches!(&gone, Err(e) if e.kind() == ErrorKind::File(FileErrorKind::NotFound)),
             || format!("reading a removed file gave {gone:?}"),
-        )
+        )?;
+        let left = file_call(options, "list_files", backend.list_files(&id, &dir)).await??;
+        expect(left.is_empty(), || format!("left after removing everything: {left:?}"))
     })
     .await
 }
@@ -731,7 +739,8 @@ pub async fn file_errors_are_typed(backend: &dyn SandboxBackend, options: &Confo
     }
     let file = |k| ErrorKind::File(k);
     with_sandbox(backend, options, Template::Python, |id| async move {
-        let missing = format!("{FILES_DIR}/missing");
+        let dir = files_dir(&id);
+        let missing = format!("{dir}/missing");
         let r = file_call(options, "read_file", backend.read_file(&id, &missing, 100)).await?;
         kind_of("reading a missing file", r, file(FileErrorKind::NotFound))?;
         let r = file_call(options, "remove_file", backend.remove_file(&id, &missing)).await?;
@@ -739,7 +748,7 @@ pub async fn file_errors_are_typed(backend: &dyn SandboxBackend, options: &Confo
         let r = file_call(options, "list_files", backend.list_files(&id, &missing)).await?;
         kind_of("listing a missing folder", r, file(FileErrorKind::NotFound))?;
 
-        let big = format!("{FILES_DIR}/big");
+        let big = format!("{dir}/big");
         file_call(options, "write_file", backend.write_file(&id, &big, &[7u8; 1000])).await??;
         let r = file_call(options, "read_file", backend.read_file(&id, &big, 999)).await?;
         kind_of("reading over the limit", r, file(FileErrorKind::TooLarge))?;
@@ -747,6 +756,7 @@ pub async fn file_errors_are_typed(backend: &dyn SandboxBackend, options: &Confo
         kind_of("reading a folder", r, file(FileErrorKind::NotAFile))?;
         let r = file_call(options, "list_files", backend.list_files(&id, &big)).await?;
         kind_of("listing a file", r, file(FileErrorKind::NotADirectory))?;
+        file_call(options, "remove_file", backend.remove_file(&id, &big)).await??;
         for bad in ["../../etc/passwd", "/tmp/../etc/passwd", ""] {
             let r = file_call(options, "read_file", backend.read_file(&id, bad, 100)).await?;
             kind_of(&format!("reading {bad:?}"), r, file(FileErrorKind::InvalidPath))?;
