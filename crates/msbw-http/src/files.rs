@@ -27,13 +27,18 @@ impl HttpBackend {
     async fn fs_call<P: Serialize + Sync>(
         &self,
         id: &SandboxId,
-        operation: Operation,
         rpc: &str,
         path: &str,
         params: &P,
         retry: Retry,
         whole_file: bool,
     ) -> Result<FsResult, BackendError> {
+        let operation = match rpc {
+            method::FS_WRITE => Operation::WriteFile,
+            method::FS_READ => Operation::ReadFile,
+            method::FS_LIST => Operation::ListFiles,
+            _ => Operation::RemoveFile,
+        };
         let cx = self.cx(operation, Some(id), rpc);
         // A call that moves the whole file inside the server (the last chunk of a write, the
         // first of a read) may take as long as the manager allows a file call.
@@ -67,7 +72,6 @@ impl HttpBackend {
         if !self.native_files().await {
             return commands::write(self, id, path, data).await;
         }
-        let op = Operation::WriteFile;
         files::check_write(path, data.len()).map_err(|e| self.tag(e, Some(id)))?;
         let mut offset = 0usize;
         loop {
@@ -81,7 +85,7 @@ impl HttpBackend {
                 last: end == data.len(),
             };
             let last = params.last;
-            self.fs_call(id, op, method::FS_WRITE, path, &params, Retry::UnsentOnly, last)
+            self.fs_call(id, method::FS_WRITE, path, &params, Retry::UnsentOnly, last)
                 .await?;
             if end == data.len() {
                 return Ok(());
@@ -113,15 +117,7 @@ impl HttpBackend {
             };
             let cx = self.cx(op, Some(id), method::FS_READ);
             let result = self
-                .fs_call(
-                    id,
-                    op,
-                    method::FS_READ,
-                    path,
-                    &params,
-                    Retry::Idempotent,
-                    data.is_empty(),
-                )
+                .fs_call(id, method::FS_READ, path, &params, Retry::Idempotent, data.is_empty())
                 .await?;
             let size = result.size.unwrap_or(0);
             if size > max_bytes {
@@ -151,7 +147,7 @@ impl HttpBackend {
         files::check_path(path, op, true).map_err(|e| self.tag(e, Some(id)))?;
         let params = path_params(id, path);
         let result = self
-            .fs_call(id, op, method::FS_LIST, path, &params, Retry::Idempotent, true)
+            .fs_call(id, method::FS_LIST, path, &params, Retry::Idempotent, true)
             .await?;
         Ok(result
             .entries
@@ -175,7 +171,7 @@ impl HttpBackend {
         let op = Operation::RemoveFile;
         files::check_path(path, op, false).map_err(|e| self.tag(e, Some(id)))?;
         let params = path_params(id, path);
-        self.fs_call(id, op, method::FS_REMOVE, path, &params, Retry::UnsentOnly, true)
+        self.fs_call(id, method::FS_REMOVE, path, &params, Retry::UnsentOnly, true)
             .await?;
         Ok(())
     }
