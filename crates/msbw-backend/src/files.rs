@@ -227,8 +227,11 @@ pub mod commands {
     /// The most argument bytes one command carries (well under `ARG_MAX` and the manager's and
     /// the microsandbox server's request limits).
     pub const MAX_ARGS_BYTES: usize = WRITE_ARGS_PER_COMMAND * WRITE_ARG_BYTES * 4 / 3 + 8192;
-    /// Raw bytes one read command returns (about 1.4 MB of base64 output).
-    pub const READ_BYTES_PER_COMMAND: u64 = 1024 * 1024;
+    /// Raw bytes one read command returns (about 350 KB of base64 output: the microsandbox
+    /// server loses the end of larger outputs now and then).
+    pub const READ_BYTES_PER_COMMAND: u64 = 256 * 1024;
+    /// How often a read chunk that came back short is asked for.
+    pub const READ_ATTEMPTS: usize = 3;
     /// How long one command of a transfer may run.
     pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -450,22 +453,43 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         let blocks = READ_BYTES_PER_COMMAND / READ_BLOCK;
         let mut skip = 0u64;
         while (data.len() as u64) < size {
+            let expected = usize::try_from(READ_BYTES_PER_COMMAND.min(size - data.len() as u64)).unwrap_or(0);
             let args = vec![READ_BLOCK.to_string(), skip.to_string(), blocks.to_string()];
-            let out = sh(backend, id, op, path, READ, args).await?;
-            let text: String = out.stdout.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let chunk = STANDARD.decode(text.as_bytes()).map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Protocol,
-                    op,
-                    format!("the sandbox sent invalid base64 for {}", super::shown(path)),
-                )
-                .with_source(e)
-            })?;
+            // Some transports lose the end of a command's output (the microsandbox server
+            // 0.2.6 does, now and then): a short chunk is asked for again (reads are harmless
+            // to repeat), and a chunk still short after that is an error, never a silent cut.
+            let mut chunk = Vec::new();
+            for _ in 0..READ_ATTEMPTS {
+                let out = sh(backend, id, op, path, READ, args.clone()).await?;
+                let text: String = out.stdout.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                chunk = STANDARD.decode(text.as_bytes()).map_err(|e| {
+                    BackendError::new(
+                        ErrorKind::Protocol,
+                        op,
+                        format!("the sandbox sent invalid base64 for {}", super::shown(path)),
+                    )
+                    .with_source(e)
+                })?;
+                if chunk.len() >= expected {
+                    break;
+                }
+            }
             if chunk.is_empty() {
                 break; // the file shrank while it was read
             }
-            let room = usize::try_from(size).unwrap_or(usize::MAX) - data.len();
-            data.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.len() < expected {
+                return Err(BackendError::new(
+                    ErrorKind::Protocol,
+                    op,
+                    format!(
+                        "reading {} at byte {}: {} bytes came back, {expected} expected (the output was cut short)",
+                        super::shown(path),
+                        data.len(),
+                        chunk.len()
+                    ),
+                ));
+            }
+            data.extend_from_slice(&chunk[..expected]);
             skip += blocks;
         }
         Ok(data)
