@@ -34,6 +34,7 @@
 //! attribute its implementation takes.
 
 mod error;
+mod files;
 mod selection;
 mod stream;
 
@@ -60,8 +61,8 @@ pub use async_trait::async_trait;
 pub use msbw_backend::conformance;
 
 pub use msbw_backend::{
-    self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, ListFilter,
-    SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
+    self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, FileEntry,
+    FileErrorKind, FileKind, ListFilter, SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
 };
 pub use msbw_config::{
     self as config, ApiKey, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem, LimitPolicy, LogLevel,
@@ -72,10 +73,10 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 #[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CallEvent, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded,
-    OrphanReport, PoolStats, Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch,
-    SessionOptions,
-    SessionSpec, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+    self as manager, CallEvent, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, FileCall,
+    FileOutcome, FileResult, FileWork, LimitExceeded, OrphanReport, PoolStats, Resource, ResourceStats, SandboxLost,
+    SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionSpec, SessionStatus, ShutdownReport, TaskKind,
+    TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].

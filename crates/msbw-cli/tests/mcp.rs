@@ -14,6 +14,7 @@ use support::{msbw, processes_with_argv, wait_within};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
 const ISOLATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/isolation.py");
+const FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/files.py");
 
 /// The venv's python with `mcp` importable; created (once per test process) when missing.
 fn python() -> PathBuf {
@@ -112,21 +113,29 @@ fn entries(dir: &Path) -> Vec<String> {
     left
 }
 
-#[test]
-fn stdio_session_lifecycle_with_the_python_sdk() {
+/// Runs a client script (which starts `msbw mcp` over stdio) with `args`; returns its temporary
+/// folder (sandboxes' dirs in `sandboxes/`), its JSON line and its stderr.
+fn stdio_client(args: &[&str]) -> (tempfile::TempDir, serde_json::Value, String) {
     let py = python();
     let tmp = tempfile::tempdir().expect("tempdir");
     let sandboxes = tmp.path().join("sandboxes");
     std::fs::create_dir(&sandboxes).expect("mkdir");
-    let marker = marker();
     let mut cmd = Command::new(&py);
-    cmd.args([CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
+    cmd.args(args);
     env_for(&mut cmd, &sandboxes);
     let out = run_client(&mut cmd, Duration::from_secs(240));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "client failed:\n{stdout}\n{stderr}");
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the client's JSON line");
+    (tmp, seen, stderr)
+}
+
+#[test]
+fn stdio_session_lifecycle_with_the_python_sdk() {
+    let marker = marker();
+    let (tmp, seen, stderr) = stdio_client(&[CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
+    let sandboxes = tmp.path().join("sandboxes");
     assert_eq!(seen["progress"], 2, "{seen}");
     assert_eq!(seen["fresh_after_cancel"], true, "{seen}");
     // The server stopped the session left running when stdin closed.
@@ -147,6 +156,19 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
     );
     // Logs never go to stdout: the client would have failed on a non-JSON line.
     assert!(!stderr.contains("FAILED"), "{stderr}");
+}
+
+#[test]
+fn stdio_file_tools_with_the_python_sdk() {
+    let (tmp, seen, stderr) = stdio_client(&[FILES, env!("CARGO_BIN_EXE_msbw")]);
+    let sandboxes = tmp.path().join("sandboxes");
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert!(stderr.contains("msbw mcp: stopped 1 sandbox"), "{stderr}");
+    assert!(
+        entries(&sandboxes).is_empty(),
+        "sandbox dirs left: {:?}",
+        entries(&sandboxes)
+    );
 }
 
 /// Starts `msbw mcp --http` on a free loopback port; returns the child and its URL.

@@ -21,6 +21,7 @@ mod calls;
 pub mod cleanup;
 mod error;
 mod execute;
+pub mod files;
 mod lifecycle;
 pub mod naming;
 pub mod orphans;
@@ -45,6 +46,7 @@ pub use calls::{
 };
 pub use cleanup::CleanupReport;
 pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
+pub use files::{FileCall, FileOutcome, FileResult, FileWork};
 pub use orphans::OrphanReport;
 pub use ownership::Ownership;
 pub use pool::PoolStats;
@@ -152,6 +154,11 @@ impl SessionManager {
     /// [`execute_code_stream`](Self::execute_code_stream)).
     pub fn execute_command_stream(&self, call: CommandCall) -> Result<CallStream<CommandResult>, ManagerError> {
         self.inner.execute_command_stream(call)
+    }
+
+    /// Writes, reads, lists or removes a file in a session's sandbox (see [`files`]).
+    pub async fn file_call(&self, call: FileCall) -> Result<FileResult, ManagerError> {
+        self.inner.file_call(call).await
     }
 
     /// Opens a session now: its sandbox starts before this returns, under the same limits as
