@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Protocol,
     /// Anything else that went wrong inside the backend.
     Internal,
+    /// A server that owns sessions refused a new one: its session or memory limit is reached
+    /// (`msbw serve` says so; the real microsandbox server has no limits). Try again later.
+    LimitReached,
 }
 
 impl ErrorKind {
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "not supported by this backend",
             ErrorKind::Protocol => "protocol violation",
             ErrorKind::Internal => "internal error",
+            ErrorKind::LimitReached => "a limit of the server was reached",
         }
     }
 }

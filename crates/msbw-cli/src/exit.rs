@@ -57,7 +57,7 @@ Exit status:
 pub(crate) fn for_error(e: &WrapperError) -> u8 {
     match e {
         WrapperError::Configuration { .. } | WrapperError::InvalidInput { .. } => USAGE,
-        WrapperError::ResourceLimit { .. } => LIMIT,
+        WrapperError::ResourceLimit { .. } | WrapperError::LimitReached { .. } => LIMIT,
         WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => SESSION,
         WrapperError::SandboxCreation { .. } => SANDBOX,
         WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } | WrapperError::SandboxLost(..) => {

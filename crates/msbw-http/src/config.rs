@@ -56,6 +56,10 @@ pub struct HttpBackendConfig {
     /// without it, 100 of 100 with 20 ms). It returns `None`, so the REPL prints nothing and
     /// `_` is kept. Zero sends the code unchanged.
     pub python_stderr_settle: Duration,
+    /// Connect to the server through this Unix socket instead of TCP (the URL's host is then
+    /// only the `Host` header). `msbw serve --unix` listens on one; the CLI's per-user session
+    /// server does.
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl HttpBackendConfig {
@@ -79,6 +83,7 @@ impl HttpBackendConfig {
             stop_wait: Duration::from_secs(10),
             max_response_bytes: 64 * 1024 * 1024,
             python_stderr_settle: Duration::from_millis(20),
+            unix_socket: None,
         }
     }
 
@@ -163,6 +168,7 @@ impl fmt::Debug for HttpBackendConfig {
             .field("stop_wait", &self.stop_wait)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("python_stderr_settle", &self.python_stderr_settle)
+            .field("unix_socket", &self.unix_socket)
             .finish()
     }
 }

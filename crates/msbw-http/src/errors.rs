@@ -64,7 +64,9 @@ impl CallError {
     /// (defence 9).
     pub(crate) fn is_masked(&self) -> bool {
         match self {
-            CallError::Server { status, .. } => *status == 500,
+            CallError::Server { status, code, .. } => {
+                *status == 500 && *code != Some(i64::from(msbw_protocol::codes::LIMIT_REACHED))
+            }
             CallError::Rpc { code, .. } => *code == -32603,
             _ => false,
         }
@@ -336,6 +338,12 @@ fn server_error(cx: &Context<'_>, status: u16, code: Option<i64>, message: &str)
                 cx.method
             ),
         ),
+        (500, Some(c)) if c == i64::from(msbw_protocol::codes::LIMIT_REACHED) => cx
+            .error(
+                ErrorKind::LimitReached,
+                format!("the server at {url} refused: {message}"),
+            )
+            .with_retryable(true),
         (500, _) => cx.error(
             ErrorKind::Internal,
             format!(
