@@ -233,19 +233,27 @@ async fn upload(remote: &Remote, local: &Path, id: &str, path: &str, timeout: Du
     }
     let data = std::fs::read(local).map_err(|e| copy_error(format!("{}: {e}", local.display())))?;
     let part = format!("{path}.msbw-cp-part");
-    shell(remote, id, r#": > "$1""#, &[&part], timeout).await?;
-    for chunk in data.chunks(CHUNK_BYTES) {
-        let text = STANDARD.encode(chunk);
-        shell(
-            remote,
-            id,
-            r#"printf %s "$2" | base64 -d >> "$1""#,
-            &[&part, &text],
-            timeout,
-        )
-        .await?;
+    let sent = async {
+        shell(remote, id, r#": > "$1""#, &[&part], timeout).await?;
+        for chunk in data.chunks(CHUNK_BYTES) {
+            let text = STANDARD.encode(chunk);
+            shell(
+                remote,
+                id,
+                r#"printf %s "$2" | base64 -d >> "$1""#,
+                &[&part, &text],
+                timeout,
+            )
+            .await?;
+        }
+        shell(remote, id, r#"mv -f "$1" "$2""#, &[&part, path], timeout).await
     }
-    shell(remote, id, r#"mv -f "$1" "$2""#, &[&part, path], timeout).await?;
+    .await;
+    if let Err(e) = sent {
+        // Best effort: no half file is left under the temporary name either.
+        let _ = shell(remote, id, r#"rm -f "$1""#, &[&part], timeout).await;
+        return Err(e);
+    }
     Ok(data.len() as u64)
 }
 
@@ -281,7 +289,7 @@ async fn download(remote: &Remote, id: &str, path: &str, local: &Path, timeout: 
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut part = tempfile_in(&dir)?;
+    let mut part = Part::create_in(&dir)?;
     let blocks = (size as usize).div_ceil(CHUNK_BYTES);
     let mut written = 0u64;
     for block in 0..blocks {
@@ -301,42 +309,69 @@ async fn download(remote: &Remote, id: &str, path: &str, local: &Path, timeout: 
         if written > size {
             return Err(copy_error(format!("{path} grew while it was copied")));
         }
-        part.1
+        part.file
             .write_all(&bytes)
-            .map_err(|e| copy_error(format!("{}: {e}", part.0.display())))?;
+            .map_err(|e| copy_error(format!("{}: {e}", part.path.display())))?;
     }
     if written != size {
-        let _ = std::fs::remove_file(&part.0);
         return Err(copy_error(format!("{path} changed size while it was copied")));
     }
-    drop(part.1);
-    std::fs::rename(&part.0, &target).map_err(|e| {
-        let _ = std::fs::remove_file(&part.0);
-        copy_error(format!("{}: {e}", target.display()))
-    })?;
+    part.persist(&target)?;
     Ok(size)
 }
 
-/// A new file in `dir` with a unique name, mode 0600.
-fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), WrapperError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for n in 0..100u32 {
-        let path = dir.join(format!(".msbw-cp-{}-{n}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(copy_error(format!("{}: {e}", dir.display()))),
+/// A download in progress: a new file in the destination's folder (mode 0600, a unique name),
+/// removed unless it is renamed to the destination.
+struct Part {
+    path: PathBuf,
+    file: std::fs::File,
+    kept: bool,
+}
+
+impl Part {
+    fn create_in(dir: &Path) -> Result<Part, WrapperError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for n in 0..100u32 {
+            let path = dir.join(format!(".msbw-cp-{}-{n}", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Part {
+                        path,
+                        file,
+                        kept: false,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(copy_error(format!("{}: {e}", dir.display()))),
+            }
+        }
+        Err(copy_error(format!(
+            "cannot create a temporary file in {}",
+            dir.display()
+        )))
+    }
+
+    fn persist(mut self, target: &Path) -> Result<(), WrapperError> {
+        self.file
+            .flush()
+            .map_err(|e| copy_error(format!("{}: {e}", self.path.display())))?;
+        std::fs::rename(&self.path, target).map_err(|e| copy_error(format!("{}: {e}", target.display())))?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    Err(copy_error(format!(
-        "cannot create a temporary file in {}",
-        dir.display()
-    )))
 }
 
 #[cfg(test)]
