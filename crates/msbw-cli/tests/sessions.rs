@@ -95,6 +95,14 @@ fn state_lives_between_commands_until_the_session_is_stopped_then_the_server_exi
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run(env.msbw().args(["exec", "--session", "a", "print(x + 1)"]));
     assert_eq!((code, out.as_str()), (0, "42\n"), "{err}");
+    let (code, out, _) = run(env.msbw().args(["--json", "exec", "--session", "a", "print(x)"]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(code, 0);
+    assert_eq!(
+        (&json["stdout"], &json["session_id"], &json["session_created"], &json["status"]),
+        (&"41".into(), &"a".into(), &false.into(), &"completed".into()),
+        "{json}"
+    );
     assert_eq!(env.servers().len(), 1, "one session server runs between the commands");
 
     let (code, out, err) = run(env.msbw().args(["session", "list"]));

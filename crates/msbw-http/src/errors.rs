@@ -481,6 +481,19 @@ mod tests {
     }
 
     #[test]
+    fn a_servers_limit_refusal_is_typed_and_not_masked() {
+        let limit = CallError::Server {
+            status: 500,
+            code: Some(i64::from(msbw_protocol::codes::LIMIT_REACHED)),
+            message: "concurrent sessions limit reached: 2 in use, limit 2".into(),
+        };
+        assert!(!limit.is_masked(), "the reason is given, not hidden in a log");
+        let e = limit.into_backend(&cx(Operation::Start, false));
+        assert_eq!(e.kind(), ErrorKind::LimitReached);
+        assert!(e.is_retryable() && e.to_string().contains("limit 2"), "{e}");
+    }
+
+    #[test]
     fn classification_helpers() {
         let masked = CallError::Server {
             status: 500,
