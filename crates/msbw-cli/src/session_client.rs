@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, SandboxSpec};
 use microsandbox_wrapper::{
     BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecOutput, ExecStatus,
-    ExecutionResult, HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxId, SandboxInfo, Template,
-    WrapperConfig, WrapperError,
+    ExecutionResult, HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo,
+    SessionOptions, Template, WrapperConfig, WrapperError,
 };
 
 use crate::cli::Global;
@@ -115,12 +115,12 @@ impl Remote {
         &self,
         id: &SandboxId,
         template: Template,
-        call: &CallOptions,
+        flavor: Option<SandboxFlavor>,
     ) -> Result<bool, WrapperError> {
         if self.running(id).await? {
             return Ok(false);
         }
-        let flavor = call.flavor.unwrap_or(self.config.default_flavor);
+        let flavor = flavor.unwrap_or(self.config.default_flavor);
         let mut spec = SandboxSpec::new(id.clone(), template);
         spec.memory_mb = flavor.memory_mb();
         spec.cpus = flavor.cpus();
@@ -176,11 +176,6 @@ impl Remote {
     }
 }
 
-/// What a call asks of its session.
-struct CallOptions {
-    flavor: Option<microsandbox_wrapper::SandboxFlavor>,
-}
-
 /// Runs `f` on a connection (`None` when no per-user server runs and `start` is false); a signal
 /// abandons the call (the session keeps running).
 async fn connected<T>(
@@ -205,17 +200,38 @@ async fn connected<T>(
     }
 }
 
+/// A call's session, its sandbox started if it was not running.
+struct Opened {
+    session: String,
+    id: SandboxId,
+    began: Instant,
+    created: bool,
+}
+
+impl Opened {
+    async fn new(remote: &Remote, options: &SessionOptions, template: Template) -> Result<Opened, WrapperError> {
+        let session = options.session_id.clone().unwrap_or_default();
+        let id = remote.sandbox(&session)?;
+        let began = Instant::now();
+        let created = remote.ensure_started(&id, template, options.flavor).await?;
+        Ok(Opened {
+            session,
+            id,
+            began,
+            created,
+        })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// `msbw exec --session ID`: the code runs in the server's session, created if needed.
 pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: CodeCall) -> Ended<ExecutionResult> {
     connected(config, global, true, async |remote| {
         let remote = remote.ok_or_else(not_started)?;
-        let session = call.options.session_id.clone().unwrap_or_default();
-        let id = remote.sandbox(&session)?;
-        let began = Instant::now();
-        let options = CallOptions {
-            flavor: call.options.flavor,
-        };
-        let created = remote.ensure_started(&id, call.template, &options).await?;
+        let opened = Opened::new(remote, &call.options, call.template).await?;
         let request = CodeRequest {
             language: call.template,
             code: call.code,
@@ -223,20 +239,20 @@ pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: C
         };
         let out = remote
             .backend
-            .run_code(&id, &request)
+            .run_code(&opened.id, &request)
             .await
-            .map_err(|e| remote.error(e, false, &session, None))?;
+            .map_err(|e| remote.error(e, false, &opened.session, None))?;
         Ok(ExecutionResult {
-            session_id: session,
             stdout: out.stdout.trim_end().to_owned(),
             stderr: out.stderr.trim_end().to_owned(),
             success: out.status == ExecStatus::Completed,
             status: out.status,
-            execution_time_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-            session_created: created,
+            execution_time_ms: opened.elapsed_ms(),
+            session_created: opened.created,
             sandbox_replaced: false,
             template: call.template,
-            sandbox: id,
+            session_id: opened.session,
+            sandbox: opened.id,
         })
     })
     .await
@@ -246,13 +262,7 @@ pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: C
 pub(crate) async fn execute_command(config: WrapperConfig, global: &Global, call: CommandCall) -> Ended<CommandResult> {
     connected(config, global, true, async |remote| {
         let remote = remote.ok_or_else(not_started)?;
-        let session = call.options.session_id.clone().unwrap_or_default();
-        let id = remote.sandbox(&session)?;
-        let began = Instant::now();
-        let options = CallOptions {
-            flavor: call.options.flavor,
-        };
-        let created = remote.ensure_started(&id, call.template, &options).await?;
+        let opened = Opened::new(remote, &call.options, call.template).await?;
         let request = CommandRequest {
             command: call.command.clone(),
             args: call.args,
@@ -260,22 +270,22 @@ pub(crate) async fn execute_command(config: WrapperConfig, global: &Global, call
         };
         let out = remote
             .backend
-            .run_command(&id, &request)
+            .run_command(&opened.id, &request)
             .await
-            .map_err(|e| remote.error(e, false, &session, Some(&call.command)))?;
+            .map_err(|e| remote.error(e, false, &opened.session, Some(&call.command)))?;
         Ok(CommandResult {
-            session_id: session,
             stdout: out.stdout.trim_end().to_owned(),
             stderr: out.stderr.trim_end().to_owned(),
             success: out.success(),
             exit_code: out.exit_code,
             status: out.status,
-            execution_time_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-            session_created: created,
+            execution_time_ms: opened.elapsed_ms(),
+            session_created: opened.created,
             sandbox_replaced: false,
             command: call.command,
             args: request.args,
-            sandbox: id,
+            session_id: opened.session,
+            sandbox: opened.id,
         })
     })
     .await

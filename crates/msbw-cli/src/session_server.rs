@@ -94,6 +94,17 @@ fn check_socket(socket: &Path) -> Result<(), WrapperError> {
     }
 }
 
+/// Opens (creating it mode 0600) a file of the private directory, never through a link.
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 fn answers(socket: &Path) -> bool {
     UnixStream::connect(socket).is_ok()
 }
@@ -111,14 +122,8 @@ pub(crate) fn ensure(global: &Global, session_timeout: Duration, start: bool) ->
         return Ok(None);
     }
     let lock_path = dir.join("server.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&lock_path)
-        .map_err(|e| refused(format!("cannot open {}: {e}", lock_path.display())))?;
+    let lock =
+        private_file(&lock_path, false).map_err(|e| refused(format!("cannot open {}: {e}", lock_path.display())))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| refused(format!("cannot lock {}: {e}", lock_path.display())))?;
     // Another msbw may have started it while this one waited for the lock.
@@ -147,14 +152,7 @@ fn launch(global: &Global, dir: &Path, socket: &Path, session_timeout: Duration)
     };
     let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find the msbw executable: {e}")))?;
     let log_path = dir.join("server.log");
-    let log = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&log_path)
-        .map_err(|e| failed(format!("cannot open {}: {e}", log_path.display())))?;
+    let log = private_file(&log_path, true).map_err(|e| failed(format!("cannot open {}: {e}", log_path.display())))?;
     let mut command = Command::new(exe);
     command
         .arg("serve")

@@ -99,7 +99,12 @@ fn state_lives_between_commands_until_the_session_is_stopped_then_the_server_exi
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(code, 0);
     assert_eq!(
-        (&json["stdout"], &json["session_id"], &json["session_created"], &json["status"]),
+        (
+            &json["stdout"],
+            &json["session_id"],
+            &json["session_created"],
+            &json["status"]
+        ),
         (&"41".into(), &"a".into(), &false.into(), &"completed".into()),
         "{json}"
     );
