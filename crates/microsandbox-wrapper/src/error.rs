@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use msbw_backend::{BackendError, ErrorKind, SandboxId};
+use msbw_backend::{BackendError, ErrorKind, FileErrorKind, SandboxId};
 use msbw_config::{ConfigError, ConfigKey};
 use msbw_manager::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch};
 
@@ -181,6 +181,21 @@ pub enum WrapperError {
         message: String,
     },
 
+    /// A file operation failed for a reason of the file: not found, permission denied (a
+    /// read-only volume, ...), too large, not a regular file or folder, or an invalid path.
+    #[error("{kind}: {path:?} in session {session_id:?}: {source}")]
+    File {
+        /// The session.
+        session_id: String,
+        /// The path inside the sandbox.
+        path: String,
+        /// What is wrong.
+        kind: FileErrorKind,
+        /// The backend's error.
+        #[source]
+        source: Box<BackendError>,
+    },
+
     /// Called before `start`.
     #[error("the wrapper has not been started; call start() first")]
     NotStarted,
@@ -217,6 +232,13 @@ impl WrapperError {
             WrapperError::Unauthorized { .. } => "AUTHENTICATION_ERROR",
             WrapperError::Unsupported { .. } => "UNSUPPORTED_ERROR",
             WrapperError::InvalidInput { .. } => "INVALID_INPUT_ERROR",
+            WrapperError::File { kind, .. } => match kind {
+                FileErrorKind::NotFound => "FILE_NOT_FOUND_ERROR",
+                FileErrorKind::PermissionDenied => "FILE_PERMISSION_ERROR",
+                FileErrorKind::TooLarge => "FILE_TOO_LARGE_ERROR",
+                FileErrorKind::InvalidPath => "INVALID_PATH_ERROR",
+                _ => "FILE_TYPE_ERROR",
+            },
             WrapperError::NotStarted => "WRAPPER_NOT_STARTED_ERROR",
             WrapperError::ShuttingDown => "WRAPPER_SHUTTING_DOWN_ERROR",
             WrapperError::Internal { .. } => "INTERNAL_ERROR",
@@ -234,7 +256,7 @@ impl WrapperError {
             | WrapperError::CodeExecution { .. }
             | WrapperError::CommandExecution { .. } => ErrorCategory::Execution,
             WrapperError::Connection { .. } | WrapperError::Unauthorized { .. } => ErrorCategory::Network,
-            WrapperError::InvalidInput { .. } => ErrorCategory::Input,
+            WrapperError::InvalidInput { .. } | WrapperError::File { .. } => ErrorCategory::Input,
             WrapperError::NotStarted | WrapperError::ShuttingDown | WrapperError::Internal { .. } => {
                 ErrorCategory::System
             }
@@ -301,6 +323,15 @@ impl WrapperError {
             ]),
             WrapperError::Unsupported { .. } => s(&["Use a backend that supports it (see `msbw doctor`)"]),
             WrapperError::InvalidInput { .. } => s(&["Correct the argument named in the message"]),
+            WrapperError::File { kind, .. } => match kind {
+                FileErrorKind::NotFound => s(&["List the folder with list_files to see what is there"]),
+                FileErrorKind::PermissionDenied => {
+                    s(&["Write under /tmp or a writable volume; volumes mapped with :ro cannot be written"])
+                }
+                FileErrorKind::TooLarge => s(&["Split the file, or move it through a volume mapping"]),
+                FileErrorKind::InvalidPath => s(&["Give a path without `..` components, NUL bytes or a trailing /"]),
+                _ => s(&["Check what the path names with list_files on its folder"]),
+            },
             WrapperError::NotStarted => s(&["Call start() first, or use the scoped form that starts and stops"]),
             WrapperError::ShuttingDown => s(&["Create a new wrapper"]),
             WrapperError::Internal { .. } => {
@@ -360,6 +391,10 @@ impl WrapperError {
             }
             WrapperError::Unauthorized { backend, .. } => c.push(("backend", backend.clone())),
             WrapperError::InvalidInput { what, .. } => c.push(("argument", what.clone())),
+            WrapperError::File { session_id, path, .. } => {
+                c.push(("session_id", session_id.clone()));
+                c.push(("path", path.clone()));
+            }
             _ => {}
         }
         c
@@ -428,6 +463,20 @@ impl WrapperError {
     ) -> Self {
         let phase = if starting { Phase::Starting } else { Phase::Executing };
         Self::from_backend(source, phase, session_id.to_owned(), command, server_url)
+    }
+
+    /// Converts the error of a file call on `path`: the file's own failures become
+    /// [`WrapperError::File`], the rest as for a command named after the operation.
+    pub(crate) fn from_file_call(e: ManagerError, path: &str, operation: &str, server_url: Option<&str>) -> Self {
+        match e {
+            ManagerError::Backend { session_id, source, .. } if source.file_kind().is_some() => WrapperError::File {
+                kind: source.file_kind().unwrap_or(FileErrorKind::NotFound),
+                session_id,
+                path: path.to_owned(),
+                source,
+            },
+            other => Self::from_manager(other, Some(operation), server_url),
+        }
     }
 
     fn from_backend(

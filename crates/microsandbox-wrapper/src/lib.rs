@@ -34,6 +34,7 @@
 //! attribute its implementation takes.
 
 mod error;
+mod files;
 mod selection;
 
 use std::future::Future;
@@ -58,8 +59,8 @@ pub use async_trait::async_trait;
 pub use msbw_backend::conformance;
 
 pub use msbw_backend::{
-    self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, ListFilter,
-    SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
+    self as backend, Aftermath, BackendError, Capabilities, ErrorKind, ExecOutput, ExecStatus, FileEntry,
+    FileErrorKind, FileKind, ListFilter, SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
 };
 pub use msbw_config::{
     self as config, ApiKey, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem, LimitPolicy, LogLevel,
@@ -70,9 +71,9 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 #[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, LimitExceeded, OrphanReport,
-    Resource, ResourceStats, SandboxLost, SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionSpec,
-    SessionStatus, ShutdownReport, TaskKind, TaskStatus,
+    self as manager, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, FileCall, FileOutcome,
+    FileResult, FileWork, LimitExceeded, OrphanReport, Resource, ResourceStats, SandboxLost, SessionInfo,
+    SessionManager, SessionMismatch, SessionOptions, SessionSpec, SessionStatus, ShutdownReport, TaskKind, TaskStatus,
 };
 
 /// The answer of [`MicrosandboxWrapper::health_check`].
@@ -140,9 +141,12 @@ impl MicrosandboxWrapper {
     }
 
     fn err(&self, e: msbw_manager::ManagerError, command: Option<&str>) -> WrapperError {
-        let url = (self.selection.kind == Some(BackendKind::Microsandbox))
-            .then_some(self.manager.config().server_url.as_str());
-        WrapperError::from_manager(e, command, url)
+        WrapperError::from_manager(e, command, self.server_url())
+    }
+
+    /// The server's URL, for errors, when the backend is the microsandbox server.
+    fn server_url(&self) -> Option<&str> {
+        (self.selection.kind == Some(BackendKind::Microsandbox)).then_some(self.manager.config().server_url.as_str())
     }
 
     /// Which backend is in use, and why.

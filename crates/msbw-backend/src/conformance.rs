@@ -20,8 +20,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::files::FileErrorKind;
 use crate::{
-    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, ListFilter, SandboxBackend,
+    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, FileKind, ListFilter, SandboxBackend,
     SandboxBackendExt, SandboxId, SandboxSpec, Template,
 };
 
@@ -166,6 +167,8 @@ pub async fn run_all(backend: &dyn SandboxBackend, options: &ConformanceOptions)
         starting_a_running_sandbox_is_refused,
         invalid_spec_is_refused_before_anything_starts,
         concurrent_sandboxes_are_independent,
+        files_round_trip_byte_for_byte,
+        file_errors_are_typed,
     );
     report
 }
@@ -652,4 +655,108 @@ pub async fn concurrent_sandboxes_are_independent(
     stop_quietly(backend, options, &a.id).await;
     stop_quietly(backend, options, &b.id).await;
     result
+}
+
+/// A folder every backend's sandboxes may write to.
+const FILES_DIR: &str = "/tmp/conformance-files";
+
+/// Bounds a file call (the command fallback may take many commands).
+async fn file_call<T>(
+    options: &ConformanceOptions,
+    what: &str,
+    fut: impl Future<Output = Result<T, BackendError>>,
+) -> Result<Result<T, BackendError>, Failure> {
+    bounded(options, Duration::from_secs(120), what, fut).await
+}
+
+/// A binary file (every byte value, larger than one command of the fallback), an empty file
+/// and a text file are written, read back byte for byte, listed with their sizes, and removed.
+pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let binary: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect();
+        let files: [(&str, &[u8]); 3] = [
+            ("bin.dat", &binary),
+            ("empty", b""),
+            ("text with spaces.txt", b"line 1\n\n  line 3 \n"),
+        ];
+        for (name, data) in files {
+            let path = format!("{FILES_DIR}/{name}");
+            file_call(options, "write_file", backend.write_file(&id, &path, data)).await??;
+            let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
+            expect(back == data, || {
+                format!(
+                    "{path}: wrote {} bytes, read back {} bytes that differ",
+                    data.len(),
+                    back.len()
+                )
+            })?;
+        }
+        // Writing again replaces the file.
+        let path = format!("{FILES_DIR}/empty");
+        file_call(options, "write_file", backend.write_file(&id, &path, b"now full")).await??;
+        let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
+        expect(back == b"now full", || {
+            format!("a second write was not a replacement: {back:?}")
+        })?;
+
+        let entries = file_call(options, "list_files", backend.list_files(&id, FILES_DIR)).await??;
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        expect(names == ["bin.dat", "empty", "text with spaces.txt"], || {
+            format!("the listing is {names:?}")
+        })?;
+        let bin = &entries[0];
+        expect(
+            bin.kind == FileKind::File && bin.size == binary.len() as u64 && bin.path == format!("{FILES_DIR}/bin.dat"),
+            || format!("bin.dat is listed as {bin:?}"),
+        )?;
+
+        file_call(options, "remove_file", backend.remove_file(&id, &path)).await??;
+        let gone = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await?;
+        expect(
+            matches!(&gone, Err(e) if e.kind() == ErrorKind::File(FileErrorKind::NotFound)),
+            || format!("reading a removed file gave {gone:?}"),
+        )
+    })
+    .await
+}
+
+/// Missing files, files over the limit, folders read as files, `..` paths and gone sandboxes
+/// fail with their own kinds.
+pub async fn file_errors_are_typed(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
+    fn kind_of<T: fmt::Debug>(what: &str, r: Result<T, BackendError>, want: ErrorKind) -> CheckResult {
+        match r {
+            Err(e) if e.kind() == want => Ok(()),
+            other => Err(Failure(format!("{what}: expected {want:?}, got {other:?}"))),
+        }
+    }
+    let file = |k| ErrorKind::File(k);
+    with_sandbox(backend, options, Template::Python, |id| async move {
+        let missing = format!("{FILES_DIR}/missing");
+        let r = file_call(options, "read_file", backend.read_file(&id, &missing, 100)).await?;
+        kind_of("reading a missing file", r, file(FileErrorKind::NotFound))?;
+        let r = file_call(options, "remove_file", backend.remove_file(&id, &missing)).await?;
+        kind_of("removing a missing file", r, file(FileErrorKind::NotFound))?;
+        let r = file_call(options, "list_files", backend.list_files(&id, &missing)).await?;
+        kind_of("listing a missing folder", r, file(FileErrorKind::NotFound))?;
+
+        let big = format!("{FILES_DIR}/big");
+        file_call(options, "write_file", backend.write_file(&id, &big, &[7u8; 1000])).await??;
+        let r = file_call(options, "read_file", backend.read_file(&id, &big, 999)).await?;
+        kind_of("reading over the limit", r, file(FileErrorKind::TooLarge))?;
+        let r = file_call(options, "read_file", backend.read_file(&id, "/tmp", 100)).await?;
+        kind_of("reading a folder", r, file(FileErrorKind::NotAFile))?;
+        let r = file_call(options, "list_files", backend.list_files(&id, &big)).await?;
+        kind_of("listing a file", r, file(FileErrorKind::NotADirectory))?;
+        for bad in ["../../etc/passwd", "/tmp/../etc/passwd", ""] {
+            let r = file_call(options, "read_file", backend.read_file(&id, bad, 100)).await?;
+            kind_of(&format!("reading {bad:?}"), r, file(FileErrorKind::InvalidPath))?;
+            let r = file_call(options, "write_file", backend.write_file(&id, bad, b"x")).await?;
+            kind_of(&format!("writing {bad:?}"), r, file(FileErrorKind::InvalidPath))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let gone = unique_id(options);
+    let r = file_call(options, "read_file", backend.read_file(&gone, "/tmp/x", 100)).await?;
+    kind_of("reading from an unknown sandbox", r, ErrorKind::NotFound)
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::SandboxId;
+use crate::files::FileErrorKind;
 
 /// What kind of failure an error is. Callers decide with this, never with message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +32,8 @@ pub enum ErrorKind {
     /// A server that owns sessions refused a new one: its session or memory limit is reached
     /// (`msbw serve` says so; the real microsandbox server has no limits). Try again later.
     LimitReached,
+    /// A file operation failed for a reason of its own (the sandbox itself is fine).
+    File(FileErrorKind),
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol violation",
             ErrorKind::Internal => "internal error",
             ErrorKind::LimitReached => "a limit of the server was reached",
+            ErrorKind::File(kind) => kind.describe(),
         }
     }
 }
@@ -74,12 +78,23 @@ pub enum Operation {
     RunCommand,
     /// Listing sandboxes.
     List,
+    /// Writing a file into a sandbox.
+    WriteFile,
+    /// Reading a file from a sandbox.
+    ReadFile,
+    /// Listing a folder of a sandbox.
+    ListFiles,
+    /// Removing a file from a sandbox.
+    RemoveFile,
 }
 
 impl Operation {
     /// Whether repeating the operation is harmless (so it may be retried after any failure).
     pub const fn is_idempotent(self) -> bool {
-        matches!(self, Operation::Health | Operation::Stop | Operation::List)
+        matches!(
+            self,
+            Operation::Health | Operation::Stop | Operation::List | Operation::ReadFile | Operation::ListFiles
+        )
     }
 }
 
@@ -92,6 +107,10 @@ impl fmt::Display for Operation {
             Operation::RunCode => "run code",
             Operation::RunCommand => "run command",
             Operation::List => "list",
+            Operation::WriteFile => "write file",
+            Operation::ReadFile => "read file",
+            Operation::ListFiles => "list files",
+            Operation::RemoveFile => "remove file",
         })
     }
 }
@@ -183,6 +202,14 @@ impl BackendError {
     /// The sandbox concerned, if any.
     pub fn sandbox(&self) -> Option<&SandboxId> {
         self.sandbox.as_ref()
+    }
+
+    /// The file error's kind, if this is one ([`ErrorKind::File`]).
+    pub fn file_kind(&self) -> Option<FileErrorKind> {
+        match self.kind {
+            ErrorKind::File(kind) => Some(kind),
+            _ => None,
+        }
     }
 
     /// The message, without the kind and context.

@@ -70,6 +70,8 @@ struct State {
     timeout_aftermath: Option<Aftermath>,
     capabilities: Option<Capabilities>,
     healthy: bool,
+    /// The files of each sandbox, by path (a flat table: folders are path prefixes).
+    files: BTreeMap<(SandboxId, String), Vec<u8>>,
 }
 
 /// The in-memory fake backend. Clones share the same state.
@@ -277,10 +279,12 @@ impl SandboxBackend for FakeBackend {
     }
 
     async fn capabilities(&self) -> Capabilities {
-        self.lock()
-            .capabilities
-            .clone()
-            .unwrap_or_else(|| Capabilities::basic().with_read_only_volumes(true).with_metrics(true))
+        self.lock().capabilities.clone().unwrap_or_else(|| {
+            Capabilities::basic()
+                .with_read_only_volumes(true)
+                .with_metrics(true)
+                .with_native_files(true)
+        })
     }
 
     async fn health(&self) -> Result<Health, BackendError> {
@@ -349,6 +353,7 @@ impl SandboxBackend for FakeBackend {
         if state.running.remove(id).is_some() {
             state.stats.stopped += 1;
         }
+        state.files.retain(|(sandbox, _), _| sandbox != id);
         Ok(())
     }
 
@@ -380,6 +385,80 @@ impl SandboxBackend for FakeBackend {
                 disk_bytes: None,
             })
             .collect())
+    }
+
+    // ---- Files: an in-memory table per sandbox ----
+
+    async fn write_file(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
+        crate::files::check_path(path, Operation::WriteFile, false)?;
+        let mut state = self.running_or_not_found(id, Operation::WriteFile)?;
+        state.files.insert((id.clone(), path.to_owned()), data.to_vec());
+        Ok(())
+    }
+
+    async fn read_file(&self, id: &SandboxId, path: &str, max_bytes: u64) -> Result<Vec<u8>, BackendError> {
+        use crate::files::{FileErrorKind, file_error};
+        crate::files::check_path(path, Operation::ReadFile, false)?;
+        let state = self.running_or_not_found(id, Operation::ReadFile)?;
+        match state.files.get(&(id.clone(), path.to_owned())) {
+            None => Err(file_error(
+                FileErrorKind::NotFound,
+                Operation::ReadFile,
+                path,
+                "no such file",
+            )),
+            Some(data) if data.len() as u64 > max_bytes => Err(file_error(
+                FileErrorKind::TooLarge,
+                Operation::ReadFile,
+                path,
+                format!("{} bytes is more than the limit of {max_bytes}", data.len()),
+            )),
+            Some(data) => Ok(data.clone()),
+        }
+    }
+
+    async fn list_files(&self, id: &SandboxId, path: &str) -> Result<Vec<crate::FileEntry>, BackendError> {
+        crate::files::check_path(path, Operation::ListFiles, true)?;
+        let state = self.running_or_not_found(id, Operation::ListFiles)?;
+        let prefix = crate::files::join(path, "");
+        Ok(state
+            .files
+            .iter()
+            .filter(|((sandbox, p), _)| sandbox == id && p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+            .map(|((_, p), data)| crate::FileEntry {
+                name: p[prefix.len()..].to_owned(),
+                path: p.clone(),
+                kind: crate::FileKind::File,
+                size: data.len() as u64,
+                mode: None,
+            })
+            .collect())
+    }
+
+    async fn remove_file(&self, id: &SandboxId, path: &str) -> Result<(), BackendError> {
+        use crate::files::{FileErrorKind, file_error};
+        crate::files::check_path(path, Operation::RemoveFile, false)?;
+        let mut state = self.running_or_not_found(id, Operation::RemoveFile)?;
+        match state.files.remove(&(id.clone(), path.to_owned())) {
+            Some(_) => Ok(()),
+            None => Err(file_error(
+                FileErrorKind::NotFound,
+                Operation::RemoveFile,
+                path,
+                "no such file",
+            )),
+        }
+    }
+}
+
+impl FakeBackend {
+    fn running_or_not_found(&self, id: &SandboxId, op: Operation) -> Result<MutexGuard<'_, State>, BackendError> {
+        let state = self.lock();
+        if state.running.contains_key(id) {
+            Ok(state)
+        } else {
+            Err(Self::error(ErrorKind::NotFound, op, id, "no such sandbox"))
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `conformance`: [`conformance`], the checks every backend must pass.
 
 mod error;
+pub mod files;
 mod types;
 
 #[cfg(feature = "conformance")]
@@ -23,6 +24,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 pub use error::{BackendError, ErrorKind, Operation};
+pub use files::{FileEntry, FileErrorKind, FileKind};
 pub use msbw_config::VolumeMapping;
 pub use types::{
     Aftermath, Capabilities, CodeRequest, CommandRequest, ExecOutput, ExecStatus, Health, ListFilter, MAX_NAME_LEN,
@@ -71,6 +73,36 @@ pub trait SandboxBackend: Send + Sync + Debug + 'static {
 
     /// The running sandboxes that pass the filter, with their resource use.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError>;
+
+    // ---- Files (see [`files`]) ----
+    // Defaults run POSIX `sh` commands through `run_command` ([`files::commands`]), so every
+    // backend has them; a backend with native file access overrides all four and sets
+    // `Capabilities::native_files`. Paths are checked with [`files::check_path`] (no `..`);
+    // failures of the file itself are [`ErrorKind::File`], a gone sandbox [`ErrorKind::NotFound`].
+
+    /// Writes `data` to `path` in the sandbox, replacing the file; missing parent folders are
+    /// created. Files larger than [`files::MAX_FILE_BYTES`] are refused.
+    async fn write_file(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
+        files::commands::write(self, id, path, data).await
+    }
+
+    /// Reads the regular file `path`; one larger than `max_bytes` (at most
+    /// [`files::MAX_FILE_BYTES`]) is refused with [`FileErrorKind::TooLarge`] before it is read.
+    async fn read_file(&self, id: &SandboxId, path: &str, max_bytes: u64) -> Result<Vec<u8>, BackendError> {
+        files::commands::read(self, id, path, max_bytes).await
+    }
+
+    /// Lists the folder `path`, sorted by name, links not followed; at most
+    /// [`files::MAX_LIST_ENTRIES`] entries.
+    async fn list_files(&self, id: &SandboxId, path: &str) -> Result<Vec<FileEntry>, BackendError> {
+        files::commands::list(self, id, path).await
+    }
+
+    /// Removes the file or symbolic link `path` (a folder is refused).
+    async fn remove_file(&self, id: &SandboxId, path: &str) -> Result<(), BackendError> {
+        files::commands::remove(self, id, path).await
+    }
+    // ---- end of files ----
 }
 
 /// Conveniences built on [`SandboxBackend`], available on every backend.

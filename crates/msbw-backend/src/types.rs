@@ -356,6 +356,9 @@ pub struct Capabilities {
     pub metrics: bool,
     /// Whether sandboxes have no network access (unless configured otherwise).
     pub network_isolated: bool,
+    /// Whether the file methods are native; `false`: the command-based defaults of
+    /// [`crate::files::commands`] (slower, and they need `sh` and `base64` in the sandbox).
+    pub native_files: bool,
 }
 
 impl Capabilities {
@@ -368,6 +371,7 @@ impl Capabilities {
             concurrent_commands: false,
             metrics: false,
             network_isolated: false,
+            native_files: false,
         }
     }
 
@@ -398,6 +402,12 @@ impl Capabilities {
     /// Sets whether listings carry metrics.
     pub fn with_metrics(mut self, yes: bool) -> Self {
         self.metrics = yes;
+        self
+    }
+
+    /// Sets whether the file methods are native.
+    pub fn with_native_files(mut self, yes: bool) -> Self {
+        self.native_files = yes;
         self
     }
 

@@ -205,10 +205,6 @@ pub(crate) struct CpArgs {
     /// Where to: a local path, or SESSION:/PATH.
     #[arg(value_name = "DST")]
     pub(crate) destination: String,
-
-    /// The time limit of each step, in seconds (default: MSB_EXECUTION_TIMEOUT).
-    #[arg(long, value_name = "SECONDS")]
-    pub(crate) timeout: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

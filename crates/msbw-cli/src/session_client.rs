@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, SandboxSpec};
 use microsandbox_wrapper::{
-    BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecOutput, ExecStatus,
-    ExecutionResult, HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo,
-    SessionOptions, Template, WrapperConfig, WrapperError,
+    BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecStatus, ExecutionResult,
+    HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo, SessionOptions,
+    Template, WrapperConfig, WrapperError,
 };
 
 use crate::cli::Global;
@@ -146,29 +146,46 @@ impl Remote {
         }
     }
 
-    /// Runs a command in a running session (never starts one).
-    pub(crate) async fn command_in(
-        &self,
-        session: &str,
-        command: &str,
-        args: Vec<String>,
-        timeout: Duration,
-    ) -> Result<ExecOutput, WrapperError> {
+    /// The running sandbox of an existing session (never starts one).
+    async fn existing(&self, session: &str) -> Result<SandboxId, WrapperError> {
         let id = self.sandbox(session)?;
         if !self.running(&id).await? {
             return Err(WrapperError::SessionNotFound {
                 session_id: session.to_owned(),
             });
         }
-        let request = CommandRequest {
-            command: command.to_owned(),
-            args,
-            timeout,
-        };
+        Ok(id)
+    }
+
+    /// A file call's error: the file's own failures as [`WrapperError::File`].
+    fn file_error(&self, e: BackendError, session: &str, path: &str, operation: &str) -> WrapperError {
+        match e.file_kind() {
+            Some(kind) => WrapperError::File {
+                session_id: session.to_owned(),
+                path: path.to_owned(),
+                kind,
+                source: Box::new(e),
+            },
+            None => self.error(e, false, session, Some(operation)),
+        }
+    }
+
+    /// Writes a file in an existing session.
+    pub(crate) async fn write_file(&self, session: &str, path: &str, data: &[u8]) -> Result<(), WrapperError> {
+        let id = self.existing(session).await?;
         self.backend
-            .run_command(&id, &request)
+            .write_file(&id, path, data)
             .await
-            .map_err(|e| self.error(e, false, session, Some(command)))
+            .map_err(|e| self.file_error(e, session, path, "write_file"))
+    }
+
+    /// Reads a file of an existing session, at most `max_bytes`.
+    pub(crate) async fn read_file(&self, session: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, WrapperError> {
+        let id = self.existing(session).await?;
+        self.backend
+            .read_file(&id, path, max_bytes)
+            .await
+            .map_err(|e| self.file_error(e, session, path, "read_file"))
     }
 
     fn timeout(&self, asked: Option<Duration>) -> Duration {

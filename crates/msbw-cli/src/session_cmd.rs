@@ -1,17 +1,14 @@
 //! `msbw session list|stop|stats` and `msbw cp`, over the server that owns the sessions.
 //!
-//! `cp` goes through commands in the session (`sh`, `dd`, `base64`), until the file API lands:
-//! files up to [`MAX_COPY_BYTES`], sent and fetched in chunks of [`CHUNK_BYTES`], paths passed
-//! as arguments (never spliced into the script), written to a temporary name and renamed, so
-//! that an interrupted copy leaves no half file under the destination's name.
+//! `cp` uses the backend's file API (`write_file`, `read_file`): against `msbw serve` (the
+//! per-user server included) its `msbw.fs.*` extension, chunked and bounded; against another
+//! server, the API's command fallback. A download is written under a temporary name and renamed,
+//! so that a failed copy leaves no half file under the destination's name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use microsandbox_wrapper::{MicrosandboxWrapper, SandboxInfo, WrapperConfig, WrapperError};
+use microsandbox_wrapper::{SandboxInfo, WrapperConfig, WrapperError};
 use serde::Serialize;
 
 use crate::cli::{CpArgs, Global, SessionCommand};
@@ -20,11 +17,8 @@ use crate::out::{outln, usage};
 use crate::session_client::{Remote, with_remote};
 use crate::{exit, print_error};
 
-/// The largest file `msbw cp` copies.
-pub(crate) const MAX_COPY_BYTES: u64 = 32 * 1024 * 1024;
-/// The size of one chunk of `msbw cp` (raw bytes; 4/3 of it as base64 in one argument, under
-/// Linux's 128 KiB limit of one argument).
-const CHUNK_BYTES: usize = 48 * 1024;
+/// The largest file `msbw cp` copies (the file API's own limit).
+pub(crate) const MAX_COPY_BYTES: u64 = microsandbox_wrapper::backend::files::MAX_FILE_BYTES;
 
 /// A session as `msbw session list --json` and `stats` print it.
 #[derive(Debug, Serialize)]
@@ -152,26 +146,19 @@ fn place(arg: &str) -> Place {
 /// `msbw cp SRC DST`.
 pub(crate) async fn cp(config: WrapperConfig, args: CpArgs, global: &Global) -> u8 {
     let json = global.json;
-    let timeout = match args.timeout {
-        None => config.default_execution_timeout,
-        Some(t) if t.is_finite() && t > 0.0 && t <= MicrosandboxWrapper::MAX_TIMEOUT.as_secs_f64() => {
-            Duration::from_secs_f64(t)
-        }
-        Some(t) => return usage(&format!("--timeout {t} is not a valid number of seconds"), json),
-    };
     let (from, to) = (place(&args.source), place(&args.destination));
     let ended = match (from, to) {
         (Place::Local(local), Place::Session { id, path }) => {
             with_remote(config, global, async |remote| {
                 let remote = remote.ok_or_else(|| WrapperError::SessionNotFound { session_id: id.clone() })?;
-                upload(remote, &local, &id, &path, timeout).await
+                upload(remote, &local, &id, &path).await
             })
             .await
         }
         (Place::Session { id, path }, Place::Local(local)) => {
             with_remote(config, global, async |remote| {
                 let remote = remote.ok_or_else(|| WrapperError::SessionNotFound { session_id: id.clone() })?;
-                download(remote, &id, &path, &local, timeout).await
+                download(remote, &id, &path, &local).await
             })
             .await
         }
@@ -197,29 +184,8 @@ fn copy_error(message: String) -> WrapperError {
     }
 }
 
-/// Runs `sh -c SCRIPT sh ARGS...` in the session; its stdout, or an error with its stderr.
-async fn shell(
-    remote: &Remote,
-    id: &str,
-    script: &str,
-    args: &[&str],
-    timeout: Duration,
-) -> Result<String, WrapperError> {
-    let mut argv = vec!["-c".to_owned(), script.to_owned(), "sh".to_owned()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let out = remote.command_in(id, "sh", argv, timeout).await?;
-    if out.success() {
-        Ok(out.stdout)
-    } else {
-        Err(copy_error(format!(
-            "in session {id:?}: {}",
-            out.stderr.trim().lines().last().unwrap_or("the copy step failed")
-        )))
-    }
-}
-
 /// Copies a local file into the session; returns its size.
-async fn upload(remote: &Remote, local: &Path, id: &str, path: &str, timeout: Duration) -> Result<u64, WrapperError> {
+async fn upload(remote: &Remote, local: &Path, id: &str, path: &str) -> Result<u64, WrapperError> {
     let meta = std::fs::metadata(local).map_err(|e| copy_error(format!("{}: {e}", local.display())))?;
     if !meta.is_file() {
         return Err(copy_error(format!("{} is not a regular file", local.display())));
@@ -232,51 +198,13 @@ async fn upload(remote: &Remote, local: &Path, id: &str, path: &str, timeout: Du
         )));
     }
     let data = std::fs::read(local).map_err(|e| copy_error(format!("{}: {e}", local.display())))?;
-    let part = format!("{path}.msbw-cp-part");
-    let sent = async {
-        shell(remote, id, r#": > "$1""#, &[&part], timeout).await?;
-        for chunk in data.chunks(CHUNK_BYTES) {
-            let text = STANDARD.encode(chunk);
-            shell(
-                remote,
-                id,
-                r#"printf %s "$2" | base64 -d >> "$1""#,
-                &[&part, &text],
-                timeout,
-            )
-            .await?;
-        }
-        shell(remote, id, r#"mv -f "$1" "$2""#, &[&part, path], timeout).await
-    }
-    .await;
-    if let Err(e) = sent {
-        // Best effort: no half file is left under the temporary name either.
-        let _ = shell(remote, id, r#"rm -f "$1""#, &[&part], timeout).await;
-        return Err(e);
-    }
+    remote.write_file(id, path, &data).await?;
     Ok(data.len() as u64)
 }
 
 /// Copies a file of the session to a local path (into it, if it is a directory); returns its
 /// size.
-async fn download(remote: &Remote, id: &str, path: &str, local: &Path, timeout: Duration) -> Result<u64, WrapperError> {
-    let size = shell(
-        remote,
-        id,
-        r#"test -f "$1" || { echo "$1: not a regular file" >&2; exit 1; }; wc -c < "$1""#,
-        &[path],
-        timeout,
-    )
-    .await?;
-    let size: u64 = size
-        .trim()
-        .parse()
-        .map_err(|_| copy_error(format!("in session {id:?}: cannot read the size of {path}")))?;
-    if size > MAX_COPY_BYTES {
-        return Err(copy_error(format!(
-            "{path} is {size} bytes; msbw cp copies at most {MAX_COPY_BYTES}"
-        )));
-    }
+async fn download(remote: &Remote, id: &str, path: &str, local: &Path) -> Result<u64, WrapperError> {
     let target = if local.is_dir() {
         let name = Path::new(path)
             .file_name()
@@ -289,35 +217,13 @@ async fn download(remote: &Remote, id: &str, path: &str, local: &Path, timeout: 
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let bytes = remote.read_file(id, path, MAX_COPY_BYTES).await?;
     let mut part = Part::create_in(&dir)?;
-    let blocks = (size as usize).div_ceil(CHUNK_BYTES);
-    let mut written = 0u64;
-    for block in 0..blocks {
-        let text = shell(
-            remote,
-            id,
-            r#"dd if="$1" bs="$2" skip="$3" count=1 2>/dev/null | base64"#,
-            &[path, &CHUNK_BYTES.to_string(), &block.to_string()],
-            timeout,
-        )
-        .await?;
-        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = STANDARD
-            .decode(compact)
-            .map_err(|e| copy_error(format!("in session {id:?}: a chunk of {path} came back damaged: {e}")))?;
-        written += bytes.len() as u64;
-        if written > size {
-            return Err(copy_error(format!("{path} grew while it was copied")));
-        }
-        part.file
-            .write_all(&bytes)
-            .map_err(|e| copy_error(format!("{}: {e}", part.path.display())))?;
-    }
-    if written != size {
-        return Err(copy_error(format!("{path} changed size while it was copied")));
-    }
+    part.file
+        .write_all(&bytes)
+        .map_err(|e| copy_error(format!("{}: {e}", part.path.display())))?;
     part.persist(&target)?;
-    Ok(size)
+    Ok(bytes.len() as u64)
 }
 
 /// A download in progress: a new file in the destination's folder (mode 0600, a unique name),

@@ -14,6 +14,7 @@ use support::{msbw, processes_with_argv, wait_within};
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
 const ISOLATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/isolation.py");
+const FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/files.py");
 
 /// The venv's python with `mcp` importable; created (once per test process) when missing.
 fn python() -> PathBuf {
@@ -142,6 +143,35 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
     );
     // Logs never go to stdout: the client would have failed on a non-JSON line.
     assert!(!stderr.contains("FAILED"), "{stderr}");
+}
+
+#[test]
+fn stdio_file_tools_with_the_python_sdk() {
+    let py = python();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sandboxes = tmp.path().join("sandboxes");
+    std::fs::create_dir(&sandboxes).expect("mkdir");
+    let mut cmd = Command::new(&py);
+    cmd.args([FILES, env!("CARGO_BIN_EXE_msbw")]);
+    env_for(&mut cmd, &sandboxes);
+    let out = wait_within(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python runs"),
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed:\n{stdout}\n{stderr}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the client's JSON line");
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert!(stderr.contains("msbw mcp: stopped 1 sandbox"), "{stderr}");
+    assert!(
+        entries(&sandboxes).is_empty(),
+        "sandbox dirs left: {:?}",
+        entries(&sandboxes)
+    );
 }
 
 /// Starts `msbw mcp --http` on a free loopback port; returns the child and its URL.

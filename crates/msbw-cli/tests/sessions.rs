@@ -352,10 +352,16 @@ fn cp_copies_into_and_out_of_a_session() {
     assert!(env.work.path().join("a b'c\"$(touch zz).bin").exists());
 
     let (code, _, err) = run(env.msbw().args(["cp", "cpy:/tmp/missing", back.to_str().unwrap()]));
-    assert_ne!(code, 0);
-    assert!(err.contains("not a regular file"), "{err}");
-    let (code, _, err) = run(env.msbw().args(["cp", local.to_str().unwrap(), "cpy:/no/such/dir/x"]));
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 66, "{err}");
+    assert!(err.contains("FILE_NOT_FOUND_ERROR"), "{err}");
+    // A folder is not a file, either way; nothing is left behind.
+    let (code, _, err) = run(env.msbw().args(["cp", "cpy:/tmp", back.to_str().unwrap()]));
+    assert_eq!(code, 66, "{err}");
+    let (code, _, err) = run(env.msbw().args(["cp", local.to_str().unwrap(), "cpy:/tmp"]));
+    assert_eq!(code, 66, "{err}");
+    // Missing parent folders in the session are created.
+    let (code, _, err) = run(env.msbw().args(["cp", local.to_str().unwrap(), "cpy:/tmp/new/dir/x"]));
+    assert_eq!(code, 0, "{err}");
     let leftovers: Vec<_> = std::fs::read_dir(env.work.path())
         .unwrap()
         .flatten()

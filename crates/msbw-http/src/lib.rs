@@ -83,6 +83,7 @@ mod client;
 mod config;
 mod errors;
 mod exec;
+mod files;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -197,15 +198,20 @@ impl HttpBackend {
 
     /// Whether the server announced read-only volumes (asked once, then cached).
     async fn read_only_supported(&self) -> bool {
+        self.announced(|h| h.read_only_volumes).await
+    }
+
+    /// An ability of the server's health answer (asked once, then cached).
+    async fn announced(&self, ability: impl Fn(&HealthAnswer) -> bool) -> bool {
         let cached = self
             .health
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .map(|h| h.read_only_volumes);
+            .map(&ability);
         match cached {
             Some(yes) => yes,
-            None => self.fetch_health().await.is_ok_and(|h| h.read_only_volumes),
+            None => self.fetch_health().await.is_ok_and(|h| ability(&h)),
         }
     }
 }
@@ -232,6 +238,7 @@ impl SandboxBackend for HttpBackend {
             .with_concurrent_commands(true)
             .with_metrics(true)
             .with_read_only_volumes(self.read_only_supported().await)
+            .with_native_files(self.announced(|h| h.files).await)
     }
 
     async fn health(&self) -> Result<Health, BackendError> {
@@ -262,5 +269,23 @@ impl SandboxBackend for HttpBackend {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {
         self.list_sandboxes(filter).await
+    }
+
+    // ---- Files: the server's `msbw.fs.*` extension when announced, else commands ----
+
+    async fn write_file(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_file_in(id, path, data).await
+    }
+
+    async fn read_file(&self, id: &SandboxId, path: &str, max_bytes: u64) -> Result<Vec<u8>, BackendError> {
+        self.read_file_in(id, path, max_bytes).await
+    }
+
+    async fn list_files(&self, id: &SandboxId, path: &str) -> Result<Vec<msbw_backend::FileEntry>, BackendError> {
+        self.list_files_in(id, path).await
+    }
+
+    async fn remove_file(&self, id: &SandboxId, path: &str) -> Result<(), BackendError> {
+        self.remove_file_in(id, path).await
     }
 }

@@ -133,6 +133,11 @@ impl LocalBackend {
         &self.inner.host().support
     }
 
+    /// The running sandbox `id`.
+    pub(crate) fn sandbox(&self, id: &SandboxId) -> Result<Arc<Sandbox>, LocalError> {
+        self.get(id)
+    }
+
     fn get(&self, id: &SandboxId) -> Result<Arc<Sandbox>, LocalError> {
         match self.inner.sandboxes().get(id) {
             Some(Slot::Running(sandbox)) => Ok(Arc::clone(sandbox)),
@@ -216,6 +221,7 @@ impl SandboxBackend for LocalBackend {
             .with_concurrent_commands(true)
             .with_metrics(true)
             .with_network_isolated(!self.inner.config.network)
+            .with_native_files(true)
     }
 
     async fn health(&self) -> Result<Health, BackendError> {
@@ -316,5 +322,15 @@ impl SandboxBackend for LocalBackend {
             LocalError::io("listing sandboxes", std::io::Error::other(e.to_string()))
                 .into_backend(Operation::List, None)
         })
+    }
+
+    // ---- Files: done by the sandbox itself, bytes over pipes (see `files.rs`) ----
+
+    async fn write_file(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_file_in(id, path, data).await
+    }
+
+    async fn read_file(&self, id: &SandboxId, path: &str, max_bytes: u64) -> Result<Vec<u8>, BackendError> {
+        self.read_file_in(id, path, max_bytes).await
     }
 }

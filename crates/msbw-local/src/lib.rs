@@ -42,6 +42,7 @@ mod cleanup;
 mod config;
 mod error;
 mod exec;
+mod files;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -477,23 +477,60 @@ impl Sandbox {
 
     /// Runs a command (no shell) in the sandbox.
     pub(crate) async fn run_command(&self, request: &CommandRequest) -> Result<ExecOutput, LocalError> {
+        self.run_command_io(request, RawIo::default()).await.map(|(out, _)| out)
+    }
+
+    /// Runs a command with raw standard input and/or raw standard output (the file methods:
+    /// bytes, not text, and more than the output cap). With `max_stdout`, stdout is read raw up
+    /// to one byte more than the bound (so an overrun shows) and returned apart.
+    pub(crate) async fn run_command_io(
+        &self,
+        request: &CommandRequest,
+        mut raw: RawIo,
+    ) -> Result<(ExecOutput, Option<Vec<u8>>), LocalError> {
         self.ensure_running()?;
         let deadline = Instant::now() + request.timeout;
-        let (out_read, out_write) = sys::pipe().context(|| "creating a pipe".into())?;
-        let (err_read, err_write) = sys::pipe().context(|| "creating a pipe".into())?;
-        let (report_read, report_write) = sys::pipe().context(|| "creating a pipe".into())?;
+        let pipe = || sys::pipe().context(|| "creating a pipe".into());
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let (report_read, report_write) = pipe()?;
+        let stdin = raw.input.as_ref().map(|_| pipe()).transpose()?;
+        let stdout = raw.max_stdout.map(|_| pipe()).transpose()?;
         let plan = self.core.exec_plan(
             Program::Command {
                 program: &request.command,
                 args: &request.args,
                 timeout: request.timeout,
             },
-            [self.core.devnull(), out_write.as_raw_fd(), err_write.as_raw_fd()],
+            [
+                stdin.as_ref().map_or(self.core.devnull(), |(r, _)| r.as_raw_fd()),
+                stdout.as_ref().map_or(out_write.as_raw_fd(), |(_, w)| w.as_raw_fd()),
+                err_write.as_raw_fd(),
+            ],
             None,
             report_write.as_raw_fd(),
         )?;
-        let keep_alive = (Arc::clone(&self.core), out_write, err_write, report_write);
+        let (stdin_read, stdin_write) = stdin.unzip();
+        let (stdout_read, stdout_write) = stdout.unzip();
+        let keep_alive = (
+            (Arc::clone(&self.core), out_write, err_write, report_write),
+            (stdin_read, stdout_write),
+        );
         let mut chain = Chain::spawn(plan, report_read, self.registry.clone(), keep_alive).await?;
+        let writer = stdin_write.zip(raw.input.take()).map(|(fd, data)| {
+            tokio::task::spawn_blocking(move || {
+                // The command may stop reading (a refused path): a broken pipe is its answer.
+                let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), &data);
+            })
+        });
+        let reader = stdout_read.zip(raw.max_stdout).map(|(fd, max)| {
+            tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::new();
+                let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+                let _ = std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::from(fd), limit), &mut buf);
+                buf
+            })
+        });
         let out = Receiver::from_owned_fd(out_read).context(|| "watching stdout".into())?;
         let err = Receiver::from_owned_fd(err_read).context(|| "watching stderr".into())?;
         let mut capture = Capture::new(self.max_output);
@@ -555,7 +592,18 @@ impl Sandbox {
                 }
             }
         };
-        Ok(output)
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        let raw_stdout = match reader {
+            Some(reader) => Some(
+                reader
+                    .await
+                    .map_err(|e| LocalError::io("reading stdout", io::Error::other(e.to_string())))?,
+            ),
+            None => None,
+        };
+        Ok((output, raw_stdout))
     }
 
     /// CPU (percent of one CPU since the last call, or since the start), memory (MiB) and disk
@@ -580,4 +628,13 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill_now();
     }
+}
+
+/// Raw standard streams of a command (see [`Sandbox::run_command_io`]).
+#[derive(Debug, Default)]
+pub(crate) struct RawIo {
+    /// Bytes for its standard input (otherwise `/dev/null`).
+    pub(crate) input: Option<Vec<u8>>,
+    /// Read its standard output raw, up to this many bytes (plus one).
+    pub(crate) max_stdout: Option<usize>,
 }

@@ -135,6 +135,12 @@ impl Acquired {
         self.created
     }
 
+    /// Marks whether the backend is working for this call (a cancelled call then leaves the
+    /// session in error: the sandbox may still be busy).
+    pub(crate) fn set_in_backend(&mut self, yes: bool) {
+        self.guard.in_backend = yes;
+    }
+
     pub(crate) fn take_replaced(&mut self) -> Option<SandboxId> {
         self.replaces.take()
     }
@@ -609,7 +615,7 @@ impl Inner {
 }
 
 /// A call's session id: the one given (checked), or a generated one.
-fn session_id_of(id: Option<&str>) -> Result<String, ManagerError> {
+pub(crate) fn session_id_of(id: Option<&str>) -> Result<String, ManagerError> {
     match id {
         None => Ok(naming::session_id()),
         Some(id) if id.trim().is_empty() => Err(ManagerError::invalid("session id", "is empty")),

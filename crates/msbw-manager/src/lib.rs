@@ -21,6 +21,7 @@ mod calls;
 pub mod cleanup;
 mod error;
 mod execute;
+pub mod files;
 mod lifecycle;
 pub mod naming;
 pub mod orphans;
@@ -43,6 +44,7 @@ pub use calls::{
 };
 pub use cleanup::CleanupReport;
 pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
+pub use files::{FileCall, FileOutcome, FileResult, FileWork};
 pub use orphans::OrphanReport;
 pub use ownership::Ownership;
 pub use session::{SessionInfo, SessionStatus};
@@ -134,6 +136,11 @@ impl SessionManager {
     /// Runs a command in a session (see [`CommandCall`]).
     pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, ManagerError> {
         self.inner.execute_command(call).await
+    }
+
+    /// Writes, reads, lists or removes a file in a session's sandbox (see [`files`]).
+    pub async fn file_call(&self, call: FileCall) -> Result<FileResult, ManagerError> {
+        self.inner.file_call(call).await
     }
 
     /// Opens a session now: its sandbox starts before this returns, under the same limits as

@@ -21,6 +21,9 @@ use crate::types::{
     StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
 };
 
+#[path = "files.rs"]
+mod files;
+
 /// How long a cancelled call may take to end once its sandbox is stopped.
 const CANCEL_SETTLE: Duration = Duration::from_secs(10);
 
@@ -94,7 +97,7 @@ impl McpServer {
         McpServer {
             wrapper,
             scoping,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::file_tool_router(),
         }
     }
 

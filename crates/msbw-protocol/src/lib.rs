@@ -15,6 +15,7 @@
 
 pub mod codes;
 pub mod envelope;
+pub mod files;
 pub mod key;
 mod output;
 pub mod params;
@@ -35,6 +36,14 @@ pub mod method {
     pub const REPL_RUN: &str = "sandbox.repl.run";
     /// `sandbox.command.run`.
     pub const COMMAND_RUN: &str = "sandbox.command.run";
+    /// `msbw.fs.write` (extension, see [`crate::files`]).
+    pub const FS_WRITE: &str = "msbw.fs.write";
+    /// `msbw.fs.read` (extension).
+    pub const FS_READ: &str = "msbw.fs.read";
+    /// `msbw.fs.list` (extension).
+    pub const FS_LIST: &str = "msbw.fs.list";
+    /// `msbw.fs.remove` (extension).
+    pub const FS_REMOVE: &str = "msbw.fs.remove";
 }
 
 /// The RPC route, relative to the server URL.

@@ -20,6 +20,7 @@
 //! [`MicrosandboxWrapper`]: microsandbox_wrapper::MicrosandboxWrapper
 
 mod auth;
+mod files;
 mod listen;
 mod methods;
 mod options;

@@ -25,7 +25,7 @@ use crate::server::AppState;
 
 type Answer = Result<Response, RestError>;
 
-fn params<T: DeserializeOwned>(request: &Request) -> Result<T, RestError> {
+pub(crate) fn params<T: DeserializeOwned>(request: &Request) -> Result<T, RestError> {
     request.params().map_err(|e| RestError::validation(e.to_string()))
 }
 
@@ -44,7 +44,7 @@ fn check_name(what: &str, name: &str) -> Result<(), RestError> {
 }
 
 /// Checks a call's sandbox and namespace names and the caller's access to the namespace.
-fn check_target(caller: &Caller, namespace: &str, sandbox: &str) -> Result<(), RestError> {
+pub(crate) fn check_target(caller: &Caller, namespace: &str, sandbox: &str) -> Result<(), RestError> {
     check_name("Sandbox", sandbox)?;
     check_name("Namespace", namespace)?;
     caller.check_access(namespace)
@@ -278,7 +278,7 @@ pub(crate) async fn metrics(state: &AppState, caller: &Caller, request: &Request
 }
 
 /// The session behind a client's sandbox, or the real server's "not found" (a 500).
-fn session_of(state: &AppState, namespace: &str, name: &str) -> Result<SessionInfo, RestError> {
+pub(crate) fn session_of(state: &AppState, namespace: &str, name: &str) -> Result<SessionInfo, RestError> {
     let id = session_id(namespace, name);
     state
         .wrapper

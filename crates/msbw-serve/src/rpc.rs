@@ -96,6 +96,11 @@ pub(crate) async fn rpc(
         method::METRICS => methods::metrics(&state, &caller, &request).await,
         method::REPL_RUN => methods::repl(&state, &caller, &request).await,
         method::COMMAND_RUN => methods::command(&state, &caller, &request).await,
+        // The file extension (announced in the health answer; see `files`).
+        method::FS_WRITE => crate::files::write(&state, &caller, &request).await,
+        method::FS_READ => crate::files::read(&state, &caller, &request).await,
+        method::FS_LIST => crate::files::list(&state, &caller, &request).await,
+        method::FS_REMOVE => crate::files::remove(&state, &caller, &request).await,
         other => {
             return envelope_error(
                 StatusCode::NOT_FOUND,

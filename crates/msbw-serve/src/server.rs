@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     pub(crate) read_only_volumes: bool,
     /// Sandboxes clients have started; the real server keeps listing stopped ones.
     known: Mutex<Known>,
+    /// File transfers in progress (the `msbw.fs.*` extension).
+    pub(crate) transfers: crate::files::Transfers,
 }
 
 impl AppState {
@@ -131,6 +133,7 @@ impl Server {
             volume_roots,
             read_only_volumes,
             known,
+            transfers: crate::files::Transfers::default(),
         });
         Ok(Server {
             listener,
@@ -173,6 +176,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         capabilities: Capabilities {
             read_only_volumes: state.read_only_volumes,
+            files: true,
         },
     })
     .into_response()

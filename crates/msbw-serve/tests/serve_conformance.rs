@@ -47,6 +47,10 @@ async fn conformance(key: Option<&str>) {
         backend.capabilities().await.read_only_volumes,
         "msbw serve announces read-only volumes"
     );
+    assert!(
+        backend.capabilities().await.native_files,
+        "msbw serve announces its file extension"
+    );
     let report = run_all(
         &backend,
         &ConformanceOptions {

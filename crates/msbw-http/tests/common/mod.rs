@@ -405,6 +405,20 @@ fn command(program: &str, args: &[String], timeout: u64) -> ResponseTemplate {
                 done(0, &[]).set_delay(Duration::from_secs(secs))
             }
         }
+        // The file methods' command fallback: run for real on the host, as the guest would,
+        // and answered in lines like the real server.
+        "sh" if args.get(1).is_some_and(|a| a.starts_with("command -v base64")) => {
+            let Ok(ran) = std::process::Command::new("sh").args(args).output() else {
+                return masked();
+            };
+            let mut out = Vec::new();
+            for (stream, bytes) in [("stdout", &ran.stdout), ("stderr", &ran.stderr)] {
+                for line in String::from_utf8_lossy(bytes).lines() {
+                    out.push((stream, line.to_owned()));
+                }
+            }
+            done(ran.status.code().unwrap_or(-1), &out)
+        }
         "sh" if args.first().is_some_and(|a| a == "-c") => {
             let mut out = Vec::new();
             let mut code = 0;

@@ -14,6 +14,7 @@ mod common;
 
 mod daemons;
 mod deep_tree;
+mod file_api;
 mod fork_bomb;
 mod host_processes;
 mod host_writes;
