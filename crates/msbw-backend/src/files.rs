@@ -180,6 +180,22 @@ pub fn check_path(path: &str, operation: Operation, folder: bool) -> Result<(), 
     Ok(())
 }
 
+/// Checks a write of `len` bytes to `path` before anything is sent: the path rules of
+/// [`check_path`] and [`MAX_FILE_BYTES`].
+pub fn check_write(path: &str, len: usize) -> Result<(), BackendError> {
+    let op = Operation::WriteFile;
+    check_path(path, op, false)?;
+    if len as u64 > MAX_FILE_BYTES {
+        return Err(file_error(
+            FileErrorKind::TooLarge,
+            op,
+            path,
+            format!("{len} bytes is more than the limit of {MAX_FILE_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `dir` joined with `name`, as listings report paths.
 pub fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') {
@@ -309,18 +325,17 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         path: &str,
         out: &ExecOutput,
     ) -> Result<(), BackendError> {
+        let fail = |kind: ErrorKind, message: String| {
+            Err(BackendError::new(kind, operation, message)
+                .with_backend(backend)
+                .with_sandbox(id))
+        };
         if let ExecStatus::TimedOut { after, .. } = out.status {
-            return Err(BackendError::new(
+            let took = after.as_secs();
+            return fail(
                 ErrorKind::Timeout,
-                operation,
-                format!(
-                    "a file command on {} took more than {} s",
-                    super::shown(path),
-                    after.as_secs()
-                ),
-            )
-            .with_backend(backend)
-            .with_sandbox(id));
+                format!("a file command on {} took more than {took} s", super::shown(path)),
+            );
         }
         let kind = match out.exit_code {
             Some(0) => return Ok(()),
@@ -330,27 +345,21 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
             Some(6) => FileErrorKind::NotADirectory,
             Some(7) => FileErrorKind::TooLarge,
             Some(9) => {
-                return Err(BackendError::new(
+                return fail(
                     ErrorKind::Unsupported,
-                    operation,
-                    "the sandbox has no `base64` program, which file transfers over commands need",
-                )
-                .with_backend(backend)
-                .with_sandbox(id));
+                    "the sandbox has no `base64` program, which file transfers over commands need".into(),
+                );
             }
             code => {
                 let stderr: String = out.stderr.chars().take(300).collect();
-                return Err(BackendError::new(
+                return fail(
                     ErrorKind::Internal,
-                    operation,
                     format!(
                         "the file command on {} failed (exit code {code:?}): {}",
                         super::shown(path),
                         stderr.trim()
                     ),
-                )
-                .with_backend(backend)
-                .with_sandbox(id));
+                );
             }
         };
         let detail = match kind {
@@ -390,15 +399,7 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         data: &[u8],
     ) -> Result<(), BackendError> {
         let op = Operation::WriteFile;
-        check_path(path, op, false)?;
-        if data.len() as u64 > MAX_FILE_BYTES {
-            return Err(file_error(
-                FileErrorKind::TooLarge,
-                op,
-                path,
-                format!("{} bytes is more than the limit of {MAX_FILE_BYTES}", data.len()),
-            ));
-        }
+        super::check_write(path, data.len())?;
         let per_command = WRITE_ARG_BYTES * WRITE_ARGS_PER_COMMAND;
         let mut first = true;
         let mut chunks = data.chunks(per_command).peekable();

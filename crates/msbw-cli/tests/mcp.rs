@@ -102,15 +102,15 @@ fn entries(dir: &Path) -> Vec<String> {
     left
 }
 
-#[test]
-fn stdio_session_lifecycle_with_the_python_sdk() {
+/// Runs a client script (which starts `msbw mcp` over stdio) with `args`; returns its temporary
+/// folder (sandboxes' dirs in `sandboxes/`), its JSON line and its stderr.
+fn stdio_client(args: &[&str]) -> (tempfile::TempDir, serde_json::Value, String) {
     let py = python();
     let tmp = tempfile::tempdir().expect("tempdir");
     let sandboxes = tmp.path().join("sandboxes");
     std::fs::create_dir(&sandboxes).expect("mkdir");
-    let marker = marker();
     let mut cmd = Command::new(&py);
-    cmd.args([CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
+    cmd.args(args);
     env_for(&mut cmd, &sandboxes);
     let out = wait_within(
         cmd.stdout(Stdio::piped())
@@ -120,9 +120,17 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
         Duration::from_secs(240),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "client failed:\n{stdout}\n{stderr}");
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the client's JSON line");
+    (tmp, seen, stderr)
+}
+
+#[test]
+fn stdio_session_lifecycle_with_the_python_sdk() {
+    let marker = marker();
+    let (tmp, seen, stderr) = stdio_client(&[CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
+    let sandboxes = tmp.path().join("sandboxes");
     assert_eq!(seen["progress"], 2, "{seen}");
     assert_eq!(seen["fresh_after_cancel"], true, "{seen}");
     // The server stopped the session left running when stdin closed.
@@ -147,24 +155,8 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
 
 #[test]
 fn stdio_file_tools_with_the_python_sdk() {
-    let py = python();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tmp, seen, stderr) = stdio_client(&[FILES, env!("CARGO_BIN_EXE_msbw")]);
     let sandboxes = tmp.path().join("sandboxes");
-    std::fs::create_dir(&sandboxes).expect("mkdir");
-    let mut cmd = Command::new(&py);
-    cmd.args([FILES, env!("CARGO_BIN_EXE_msbw")]);
-    env_for(&mut cmd, &sandboxes);
-    let out = wait_within(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python runs"),
-        Duration::from_secs(240),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed:\n{stdout}\n{stderr}");
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the client's JSON line");
     assert_eq!(seen["ok"], true, "{seen}");
     assert!(stderr.contains("msbw mcp: stopped 1 sandbox"), "{stderr}");
     assert!(

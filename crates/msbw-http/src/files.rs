@@ -68,15 +68,7 @@ impl HttpBackend {
             return commands::write(self, id, path, data).await;
         }
         let op = Operation::WriteFile;
-        files::check_path(path, op, false).map_err(|e| self.tag(e, Some(id)))?;
-        if data.len() as u64 > MAX_FILE_BYTES {
-            return Err(file_error(
-                FileErrorKind::TooLarge,
-                op,
-                path,
-                format!("more than {MAX_FILE_BYTES} bytes"),
-            ));
-        }
+        files::check_write(path, data.len()).map_err(|e| self.tag(e, Some(id)))?;
         let mut offset = 0usize;
         loop {
             let end = (offset + FS_CHUNK_BYTES).min(data.len());

@@ -327,10 +327,10 @@ impl SandboxBackend for LocalBackend {
     // ---- Files: done by the sandbox itself, bytes over pipes (see `files.rs`) ----
 
     async fn write_file(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
-        self.write_file_in(id, path, data).await
+        self.write_in(id, path, data).await
     }
 
     async fn read_file(&self, id: &SandboxId, path: &str, max_bytes: u64) -> Result<Vec<u8>, BackendError> {
-        self.read_file_in(id, path, max_bytes).await
+        self.read_in(id, path, max_bytes).await
     }
 }

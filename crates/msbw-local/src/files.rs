@@ -41,17 +41,9 @@ impl LocalBackend {
         Ok(stdout)
     }
 
-    pub(crate) async fn write_file_in(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
+    pub(crate) async fn write_in(&self, id: &SandboxId, path: &str, data: &[u8]) -> Result<(), BackendError> {
         let op = Operation::WriteFile;
-        files::check_path(path, op, false)?;
-        if data.len() as u64 > MAX_FILE_BYTES {
-            return Err(file_error(
-                FileErrorKind::TooLarge,
-                op,
-                path,
-                format!("more than {MAX_FILE_BYTES} bytes"),
-            ));
-        }
+        files::check_write(path, data.len())?;
         let script = format!("{}{WRITE}", commands::WRITE_CHECKS);
         let raw = RawIo {
             input: Some(data.to_vec()),
@@ -61,15 +53,10 @@ impl LocalBackend {
         Ok(())
     }
 
-    pub(crate) async fn read_file_in(
-        &self,
-        id: &SandboxId,
-        path: &str,
-        max_bytes: u64,
-    ) -> Result<Vec<u8>, BackendError> {
+    pub(crate) async fn read_in(&self, id: &SandboxId, path: &str, max: u64) -> Result<Vec<u8>, BackendError> {
         let op = Operation::ReadFile;
         files::check_path(path, op, false)?;
-        let max = max_bytes.min(MAX_FILE_BYTES);
+        let max = max.min(MAX_FILE_BYTES);
         let script = format!("{}{READ}", commands::READ_CHECKS);
         let raw = RawIo {
             input: None,

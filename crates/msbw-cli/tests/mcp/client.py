@@ -17,15 +17,10 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
+
+from common import check, error_of
 
 TOOLS = {"execute_code", "execute_command", "get_sessions", "stop_session", "get_volume_mappings", "get_resource_stats"}
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
 
 
 def sleepers(marker):
@@ -45,14 +40,6 @@ def sleepers(marker):
         if cmdline == want and not zombie:
             found.append(int(pid))
     return found
-
-
-async def error_of(session, name, args):
-    try:
-        await session.call_tool(name, args)
-    except MCPError as e:
-        return e.error
-    check(False, f"{name}({args}) should have been an error")
 
 
 async def scenario(session, marker):

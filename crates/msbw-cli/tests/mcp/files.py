@@ -15,21 +15,8 @@ import sys
 import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.shared.exceptions import MCPError
 
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-
-
-async def error_of(session, name, args):
-    try:
-        await session.call_tool(name, args)
-    except MCPError as e:
-        return e.error
-    check(False, f"{name}({args}) should have been an error")
+from common import check, error_of
 
 
 async def scenario(session):
