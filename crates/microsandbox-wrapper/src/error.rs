@@ -78,6 +78,15 @@ pub enum WrapperError {
     #[error(transparent)]
     ResourceLimit(LimitExceeded),
 
+    /// A server that owns the sessions (`msbw serve`, the CLI's session server) refused a new
+    /// one: its own session or memory limit is reached.
+    #[error("{source}")]
+    LimitReached {
+        /// The backend's error, with the server's message.
+        #[source]
+        source: Box<BackendError>,
+    },
+
     /// No session has that id.
     #[error("no session {session_id:?}")]
     SessionNotFound {
@@ -219,6 +228,7 @@ impl WrapperError {
             WrapperError::CodeExecution { .. } => "CODE_EXECUTION_ERROR",
             WrapperError::CommandExecution { .. } => "COMMAND_EXECUTION_ERROR",
             WrapperError::Connection { .. } => "CONNECTION_ERROR",
+            WrapperError::LimitReached { .. } => "RESOURCE_LIMIT_ERROR",
             WrapperError::Unauthorized { .. } => "AUTHENTICATION_ERROR",
             WrapperError::Unsupported { .. } => "UNSUPPORTED_ERROR",
             WrapperError::InvalidInput { .. } => "INVALID_INPUT_ERROR",
@@ -239,7 +249,7 @@ impl WrapperError {
     pub fn category(&self) -> ErrorCategory {
         match self {
             WrapperError::Configuration { .. } | WrapperError::Unsupported { .. } => ErrorCategory::Configuration,
-            WrapperError::ResourceLimit { .. } => ErrorCategory::Resource,
+            WrapperError::ResourceLimit { .. } | WrapperError::LimitReached { .. } => ErrorCategory::Resource,
             WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => ErrorCategory::Session,
             WrapperError::SandboxCreation { .. }
             | WrapperError::SandboxLost(_)
@@ -273,6 +283,11 @@ impl WrapperError {
                 "Increase MSB_MAX_TOTAL_MEMORY_MB",
                 "Use a smaller flavor",
                 "Stop idle sessions, or set MSB_LIMIT_POLICY=wait or evict",
+            ]),
+            WrapperError::LimitReached { .. } => s(&[
+                "Stop sessions you no longer need (`msbw session list`, `msbw session stop ID`)",
+                "Raise the server's MSB_MAX_SESSIONS or MSB_MAX_TOTAL_MEMORY_MB",
+                "Try again later",
             ]),
             WrapperError::SessionNotFound { .. } => s(&[
                 "List the live sessions with get_sessions",
@@ -389,7 +404,9 @@ impl WrapperError {
     /// part, and only the caller can tell whether running it again is safe.
     pub fn is_retryable(&self) -> bool {
         match self {
-            WrapperError::ResourceLimit { .. } | WrapperError::Connection { .. } => true,
+            WrapperError::ResourceLimit { .. }
+            | WrapperError::LimitReached { .. }
+            | WrapperError::Connection { .. } => true,
             WrapperError::SandboxCreation { source, .. } => source.as_ref().is_some_and(|s| s.is_retryable()),
             WrapperError::CodeExecution { source, .. } | WrapperError::CommandExecution { source, .. } => {
                 source.is_retryable()
@@ -434,6 +451,20 @@ impl WrapperError {
         }
     }
 
+    /// Classifies an error of a backend call a front made itself, outside the manager (the CLI's
+    /// persistent sessions call a session server's backend directly): as a start when
+    /// `starting`, else as running code (or `command`) in `session_id`.
+    pub fn from_backend_call(
+        source: BackendError,
+        starting: bool,
+        session_id: &str,
+        command: Option<&str>,
+        server_url: Option<&str>,
+    ) -> Self {
+        let phase = if starting { Phase::Starting } else { Phase::Executing };
+        Self::from_backend(source, phase, session_id.to_owned(), command, server_url)
+    }
+
     /// Converts the error of a file call on `path`: the file's own failures become
     /// [`WrapperError::File`], the rest as for a command named after the operation.
     pub(crate) fn from_file_call(e: ManagerError, path: &str, operation: &str, server_url: Option<&str>) -> Self {
@@ -467,6 +498,9 @@ impl WrapperError {
                 source: Box::new(source),
             },
             ErrorKind::Unsupported => WrapperError::Unsupported {
+                source: Box::new(source),
+            },
+            ErrorKind::LimitReached => WrapperError::LimitReached {
                 source: Box::new(source),
             },
             ErrorKind::InvalidInput => WrapperError::InvalidInput {

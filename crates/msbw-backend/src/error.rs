@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Protocol,
     /// Anything else that went wrong inside the backend.
     Internal,
+    /// A server that owns sessions refused a new one: its session or memory limit is reached
+    /// (`msbw serve` says so; the real microsandbox server has no limits). Try again later.
+    LimitReached,
     /// A file operation failed for a reason of its own (the sandbox itself is fine).
     File(FileErrorKind),
 }
@@ -47,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "not supported by this backend",
             ErrorKind::Protocol => "protocol violation",
             ErrorKind::Internal => "internal error",
+            ErrorKind::LimitReached => "a limit of the server was reached",
             ErrorKind::File(kind) => kind.describe(),
         }
     }

@@ -31,7 +31,7 @@ pub(crate) enum ColorWhen {
 }
 
 /// Options every subcommand takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Global {
     /// Load settings from this .env file, trusted fully (default: ./.env when it exists, which may
     /// not weaken isolation or raise limits: see docs/configuration.md).
@@ -101,6 +101,14 @@ pub(crate) enum Command {
     /// Ctrl-C). Off loopback, HTTP clients must send the bearer token MSB_MCP_TOKEN.
     Mcp(McpArgs),
 
+    /// The persistent sessions (`--session`): list, stop, stats.
+    #[command(subcommand)]
+    Session(SessionCommand),
+
+    /// Copy a file into or out of a persistent session: `msbw cp ./data.csv a:/tmp/data.csv`,
+    /// `msbw cp a:/tmp/out.png ./out.png` (one side is SESSION:/PATH; the session must exist).
+    Cp(CpArgs),
+
     /// Print a shell completion script: `msbw completions bash > ~/.local/share/bash-completion/completions/msbw`.
     Completions(CompletionsArgs),
 }
@@ -135,7 +143,9 @@ pub(crate) struct SessionArgs {
     #[arg(long, short = 't')]
     pub(crate) template: Option<String>,
 
-    /// The session id (one invocation's sandbox is named after it; sessions end when msbw exits).
+    /// Run in the persistent session ID, kept by the session server between commands (its
+    /// variables, files, processes) until `msbw session stop ID` or MSB_SESSION_TIMEOUT idle.
+    /// Without it the call runs in a sandbox of its own, stopped when msbw exits.
     #[arg(long, short = 's', value_name = "ID")]
     pub(crate) session: Option<String>,
 
@@ -170,6 +180,31 @@ pub(crate) struct RunArgs {
     /// The command and its arguments (a `--` before them is allowed).
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SessionCommand {
+    /// The running sessions' ids, one a line (with --json, objects with their metrics).
+    List,
+    /// Stop a session and its sandbox (exit status 65 if there is none).
+    Stop {
+        /// The session id.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Each running session's CPU, memory and disk use, as the server reports them.
+    Stats,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CpArgs {
+    /// What to copy: a local path, or SESSION:/PATH.
+    #[arg(value_name = "SRC")]
+    pub(crate) source: String,
+
+    /// Where to: a local path, or SESSION:/PATH.
+    #[arg(value_name = "DST")]
+    pub(crate) destination: String,
 }
 
 #[derive(Debug, Subcommand)]

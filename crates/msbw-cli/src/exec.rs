@@ -67,13 +67,13 @@ fn read_code(args: &ExecArgs) -> Result<String, String> {
 }
 
 /// How a call ended: with its result, or by a signal (after stopping what it started).
-enum Ended<T> {
+pub(crate) enum Ended<T> {
     Done(Result<T, WrapperError>),
     Signalled(u8),
 }
 
 /// Waits for SIGINT or SIGTERM; returns the exit status for it.
-async fn signalled() -> u8 {
+pub(crate) async fn signalled() -> u8 {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     tokio::select! {
@@ -150,10 +150,16 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
         template,
         options,
     };
-    match with_wrapper(config, global, async |w| w.execute_code(call).await).await {
+    let ended = match call.options.session_id {
+        Some(_) => crate::session_client::execute_code(config, global, call).await,
+        None => with_wrapper(config, global, async |w| w.execute_code(call).await).await,
+    };
+    match ended {
         Ended::Done(Ok(r)) => {
             print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match r.status {
+                // Through a server, the local node driver's exit note arrives on a completed run.
+                ExecStatus::Completed if r.template == Template::Node => own_exit_status(&r).unwrap_or(exit::OK),
                 ExecStatus::Completed => exit::OK,
                 ExecStatus::Raised => own_exit_status(&r).unwrap_or(exit::FAILED),
                 ExecStatus::TimedOut { .. } => exit::TIMED_OUT,
@@ -198,7 +204,11 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
         template,
         options,
     };
-    match with_wrapper(config, global, async |w| w.execute_command(call).await).await {
+    let ended = match call.options.session_id {
+        Some(_) => crate::session_client::execute_command(config, global, call).await,
+        None => with_wrapper(config, global, async |w| w.execute_command(call).await).await,
+    };
+    match ended {
         Ended::Done(Ok(r)) => {
             print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
             match (r.status, r.exit_code) {

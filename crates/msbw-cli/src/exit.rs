@@ -10,6 +10,8 @@ pub(crate) const FAILED: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 /// A session does not match (another template or flavor) or does not exist.
 pub(crate) const SESSION: u8 = 65;
+/// A file in the sandbox is missing, too large, of the wrong type or not permitted (`cp`).
+pub(crate) const FILE: u8 = 66;
 /// The backend is unreachable.
 pub(crate) const UNAVAILABLE: u8 = 69;
 /// An internal error.
@@ -41,6 +43,7 @@ Exit status:
   1    the code raised an exception; `doctor`: the backend is not healthy
   2    bad usage or invalid configuration
   65   session mismatch (another template or flavor) or unknown session
+  66   `cp`: the file is missing, too large, of the wrong type or not permitted
   69   the backend is unreachable
   70   internal error
   71   the sandbox could not be started
@@ -57,7 +60,7 @@ Exit status:
 pub(crate) fn for_error(e: &WrapperError) -> u8 {
     match e {
         WrapperError::Configuration { .. } | WrapperError::InvalidInput { .. } => USAGE,
-        WrapperError::ResourceLimit { .. } => LIMIT,
+        WrapperError::ResourceLimit { .. } | WrapperError::LimitReached { .. } => LIMIT,
         WrapperError::SessionNotFound { .. } | WrapperError::SessionMismatch { .. } => SESSION,
         WrapperError::SandboxCreation { .. } => SANDBOX,
         WrapperError::CodeExecution { .. } | WrapperError::CommandExecution { .. } | WrapperError::SandboxLost(..) => {
@@ -66,6 +69,7 @@ pub(crate) fn for_error(e: &WrapperError) -> u8 {
         WrapperError::Connection { .. } => UNAVAILABLE,
         WrapperError::Unauthorized { .. } => UNAUTHORIZED,
         WrapperError::Unsupported { .. } => UNSUPPORTED,
+        WrapperError::File { .. } => FILE,
         _ => INTERNAL,
     }
 }

@@ -11,6 +11,9 @@ mod mcp_cmd;
 mod out;
 mod progress;
 mod serve_cmd;
+mod session_client;
+mod session_cmd;
+mod session_server;
 mod settings;
 mod shutdown;
 
@@ -96,6 +99,8 @@ fn main() -> ExitCode {
             Command::Doctor => doctor::run(config, cli.global.json).await,
             Command::Serve(args) => serve_cmd::run(config, args).await,
             Command::Mcp(args) => mcp_cmd::run(config, args).await,
+            Command::Session(command) => session_cmd::run(config, command, &cli.global).await,
+            Command::Cp(args) => session_cmd::cp(config, args, &cli.global).await,
             Command::Config(_) | Command::Completions(_) => exit::INTERNAL,
         }
     });

@@ -52,6 +52,15 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) body_timeout: u64,
 
+    /// Listen on this Unix socket (mode 0600) instead of TCP; no key is needed (only the socket's
+    /// owner can connect). `msbw exec --session` starts such a server on demand.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port"])]
+    pub(crate) unix: Option<PathBuf>,
+
+    /// Exit on its own once it has had no session and no open connection for this many seconds.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) idle_exit: Option<u64>,
+
     /// Seconds requests in progress may take to finish on shutdown before they are cut.
     #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs(), value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(0..=3600))]
@@ -108,6 +117,8 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
             None
         }
         (false, Some(key)) if !key.expose().trim().is_empty() => Some(key),
+        // The socket's mode (0600) is the access control.
+        (false, None) if args.unix.is_some() => None,
         _ => {
             eprintln!("msbw: choose --dev (no authentication) or --key KEY (or MSBW_SERVE_KEY)");
             return exit::USAGE;
@@ -138,26 +149,73 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
             ..Limits::default()
         },
     };
-    let server = match Server::bind(SocketAddr::new(host, args.port), wrapper, options).await {
+    let watched = wrapper.clone();
+    let bound = match &args.unix {
+        Some(path) => Server::bind_unix(path, wrapper, options).await,
+        None => Server::bind(SocketAddr::new(host, args.port), wrapper, options).await,
+    };
+    let server = match bound {
         Ok(s) => s,
         Err(e) => {
             print_error(&e, false);
             return exit::for_error(&e);
         }
     };
-    let addr = server
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| format!("{host}:{}", args.port));
+    let addr = match &args.unix {
+        Some(path) => format!("unix:{}", path.display()),
+        None => server
+            .local_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|_| format!("http://{host}:{}", args.port)),
+    };
     eprintln!(
-        "msbw serve: listening on http://{addr} ({backend} backend, {}, at most {} connections)",
-        if dev {
+        "msbw serve: listening on {addr} ({backend} backend, {}, at most {} connections)",
+        if args.unix.is_some() {
+            "owner only"
+        } else if dev {
             "dev mode: no authentication"
         } else {
             "keys required"
         },
         args.max_connections
     );
-    let report = server.run(crate::shutdown::signal()).await;
+    let activity = server.activity();
+    let idle_exit = args.idle_exit.map(Duration::from_secs);
+    let socket = args.unix.clone();
+    let report = server
+        .run(async move {
+            tokio::select! {
+                () = crate::shutdown::signal() => {}
+                () = idle(watched, activity, idle_exit) => {
+                    tracing::info!("no session and no connection for the idle time: exiting");
+                }
+            }
+            // Gone from the path before the listener closes: a client that arrives now starts
+            // a new server rather than connecting to this one as it ends.
+            if let Some(path) = socket {
+                let _ = std::fs::remove_file(path);
+            }
+        })
+        .await;
     crate::shutdown::finish("serve", &report)
+}
+
+/// Completes once the server has had no session and no open connection for `limit` (never
+/// without a limit). Sessions end by `sandbox.stop` or after MSB_SESSION_TIMEOUT idle.
+async fn idle(wrapper: MicrosandboxWrapper, activity: msbw_serve::Activity, limit: Option<Duration>) {
+    let Some(limit) = limit else {
+        return std::future::pending().await;
+    };
+    let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut idle_since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let busy = activity.open_connections() > 0 || wrapper.get_sessions(None).map_or(true, |s| !s.is_empty());
+        let now = tokio::time::Instant::now();
+        if busy {
+            idle_since = now;
+        } else if now.duration_since(idle_since) >= limit {
+            return;
+        }
+    }
 }

@@ -60,7 +60,10 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the configured server; says what is wrong with the URL or the key.
     pub(crate) fn new(config: &HttpBackendConfig) -> Result<Client, String> {
-        let display_url = msbw_config::redact_url(&config.server_url);
+        let display_url = match &config.unix_socket {
+            Some(socket) => format!("unix:{}", socket.display()),
+            None => msbw_config::redact_url(&config.server_url),
+        };
         msbw_config::parse_server_url(&config.server_url)
             .map_err(|why| format!("the server URL {display_url} {why}"))?;
         let base = config.server_url.trim_end_matches('/');
@@ -75,7 +78,11 @@ impl Client {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(socket) = &config.unix_socket {
+            http = http.unix_socket(socket.as_path());
+        }
+        let http = http
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("msbw-http/", env!("CARGO_PKG_VERSION")))

@@ -58,6 +58,10 @@ pub struct HttpBackendConfig {
     /// pipe is empty (microseconds); the bound only matters if the agent stops reading. Zero
     /// sends the code unchanged.
     pub python_stderr_settle: Duration,
+    /// Connect to the server through this Unix socket instead of TCP (the URL's host is then
+    /// only the `Host` header). `msbw serve --unix` listens on one; the CLI's per-user session
+    /// server does.
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl HttpBackendConfig {
@@ -81,6 +85,7 @@ impl HttpBackendConfig {
             stop_wait: Duration::from_secs(10),
             max_response_bytes: 64 * 1024 * 1024,
             python_stderr_settle: Duration::from_millis(500),
+            unix_socket: None,
         }
     }
 
@@ -165,6 +170,7 @@ impl fmt::Debug for HttpBackendConfig {
             .field("stop_wait", &self.stop_wait)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("python_stderr_settle", &self.python_stderr_settle)
+            .field("unix_socket", &self.unix_socket)
             .finish()
     }
 }

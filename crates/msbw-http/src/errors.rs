@@ -64,7 +64,9 @@ impl CallError {
     /// (defence 9).
     pub(crate) fn is_masked(&self) -> bool {
         match self {
-            CallError::Server { status, .. } => *status == 500,
+            CallError::Server { status, code, .. } => {
+                *status == 500 && *code != Some(i64::from(msbw_protocol::codes::LIMIT_REACHED))
+            }
             CallError::Rpc { code, .. } => *code == -32603,
             _ => false,
         }
@@ -336,6 +338,12 @@ fn server_error(cx: &Context<'_>, status: u16, code: Option<i64>, message: &str)
                 cx.method
             ),
         ),
+        (500, Some(c)) if c == i64::from(msbw_protocol::codes::LIMIT_REACHED) => cx
+            .error(
+                ErrorKind::LimitReached,
+                format!("the server at {url} refused: {message}"),
+            )
+            .with_retryable(true),
         (500, _) => cx.error(
             ErrorKind::Internal,
             format!(
@@ -470,6 +478,19 @@ mod tests {
             forbidden.to_string().contains("access denied to namespace \"team-a\""),
             "{forbidden}"
         );
+    }
+
+    #[test]
+    fn a_servers_limit_refusal_is_typed_and_not_masked() {
+        let limit = CallError::Server {
+            status: 500,
+            code: Some(i64::from(msbw_protocol::codes::LIMIT_REACHED)),
+            message: "concurrent sessions limit reached: 2 in use, limit 2".into(),
+        };
+        assert!(!limit.is_masked(), "the reason is given, not hidden in a log");
+        let e = limit.into_backend(&cx(Operation::Start, false));
+        assert_eq!(e.kind(), ErrorKind::LimitReached);
+        assert!(e.is_retryable() && e.to_string().contains("limit 2"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ impl HttpBackend {
     }
 
     /// One `msbw.fs.*` call; a file's own failure comes back as [`ErrorKind::File`].
+    #[allow(clippy::too_many_arguments)]
     async fn fs_call<P: Serialize + Sync>(
         &self,
         id: &SandboxId,

@@ -13,6 +13,10 @@ pub const ACCESS_DENIED: u16 = 3001;
 /// Everything else (HTTP 500); the real server hides the reason, `msbw serve` gives it.
 pub const INTERNAL: u16 = 5002;
 
+/// An `msbw serve` extension (HTTP 500, like every failure on the real server, which never sends
+/// it): a new sandbox would exceed the server's session or memory limit; try again later.
+pub const LIMIT_REACHED: u16 = 5029;
+
 /// JSON-RPC: a wrong `jsonrpc` version (HTTP 400).
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC: an unknown method (HTTP 404).

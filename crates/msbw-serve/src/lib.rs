@@ -29,6 +29,7 @@ mod reply;
 mod rpc;
 mod server;
 
+pub use listen::Activity;
 pub use msbw_protocol::key;
 pub use options::{Limits, ServeOptions};
 pub use server::Server;

@@ -13,13 +13,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -28,8 +30,67 @@ use crate::options::Limits;
 /// How long to pause accepting after an accept error such as "too many open files".
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// What the server listens on: a TCP address or a Unix socket, the same protocol on both.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    /// TCP (`msbw serve --host --port`).
+    Tcp(TcpListener),
+    /// A Unix socket (`msbw serve --unix PATH`).
+    Unix(UnixListener),
+}
+
+/// An accepted connection of either kind.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Box<dyn Connection>> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
+        }
+    }
+}
+
+/// How many connections are open: what an idle exit waits to reach zero.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(Arc<AtomicUsize>);
+
+impl Activity {
+    /// The number of open connections.
+    pub fn open_connections(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one open connection while it lives.
+struct Open(Activity);
+
+impl Open {
+    fn new(activity: &Activity) -> Open {
+        activity.0.fetch_add(1, Ordering::SeqCst);
+        Open(activity.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down as described above.
-pub(crate) async fn serve(listener: TcpListener, app: Router, limits: &Limits, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: Listener,
+    app: Router,
+    limits: &Limits,
+    activity: &Activity,
+    shutdown: impl Future<Output = ()>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -69,7 +130,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: &Limits, s
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!("accept error: {e}");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -78,11 +139,12 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: &Limits, s
             },
             () = &mut shutdown => break 'accept,
         };
-        let _ = stream.set_nodelay(true);
+        let open = Open::new(activity);
         let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         connections.spawn(async move {
             let _permit = permit;
+            let _open = open;
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended: {e}");
             }

@@ -61,6 +61,10 @@ impl RestError {
     pub(crate) fn from_wrapper(e: &WrapperError) -> Self {
         match e {
             WrapperError::InvalidInput { .. } | WrapperError::SessionMismatch { .. } => Self::validation(e.to_string()),
+            WrapperError::ResourceLimit(_) | WrapperError::LimitReached { .. } => RestError {
+                code: msbw_protocol::codes::LIMIT_REACHED,
+                ..Self::internal(e.to_string())
+            },
             _ => Self::internal(e.to_string()),
         }
     }

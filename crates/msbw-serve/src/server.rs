@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
@@ -13,8 +13,9 @@ use axum::routing::{get, post};
 use microsandbox_wrapper::{MicrosandboxWrapper, ShutdownReport, WrapperError};
 use msbw_protocol::results::{Capabilities, Health};
 use msbw_protocol::{HEALTH_PATH, RPC_PATH};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
+use crate::listen::{Activity, Listener};
 use crate::options::ServeOptions;
 use crate::registry::Known;
 use crate::{listen, rpc};
@@ -60,8 +61,9 @@ impl AppState {
 /// A bound server, ready to run.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     state: Arc<AppState>,
+    activity: Activity,
 }
 
 impl Server {
@@ -76,6 +78,41 @@ impl Server {
             what: "address".into(),
             message: format!("cannot listen on {addr}: {e}"),
         })?;
+        Server::with_listener(Listener::Tcp(listener), wrapper, options).await
+    }
+
+    /// Binds a Unix socket at `path`, mode 0600 (only its owner may connect: the directory
+    /// holding it should be private too), and starts the wrapper. A stale socket file (nothing
+    /// answers on it) is replaced; a live one is an error: another server is there.
+    pub async fn bind_unix(
+        path: &Path,
+        wrapper: MicrosandboxWrapper,
+        options: ServeOptions,
+    ) -> Result<Server, WrapperError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let cannot = |why: String| WrapperError::InvalidInput {
+            what: "socket".into(),
+            message: format!("cannot listen on {}: {why}", path.display()),
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(cannot("it exists and is not a socket".into()));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(cannot("another server answers on it".into()));
+            }
+            std::fs::remove_file(path).map_err(|e| cannot(format!("cannot remove the stale socket: {e}")))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| cannot(e.to_string()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| cannot(e.to_string()))?;
+        Server::with_listener(Listener::Unix(listener), wrapper, options).await
+    }
+
+    async fn with_listener(
+        listener: Listener,
+        wrapper: MicrosandboxWrapper,
+        options: ServeOptions,
+    ) -> Result<Server, WrapperError> {
         let volume_roots = options
             .volume_roots
             .iter()
@@ -98,12 +135,25 @@ impl Server {
             known,
             transfers: crate::files::Transfers::default(),
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            state,
+            activity: Activity::default(),
+        })
     }
 
-    /// The address the server listens on.
+    /// The TCP address the server listens on (an error for a Unix socket).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::Unix(_) => Err(std::io::Error::other("the server listens on a Unix socket")),
+        }
+    }
+
+    /// The count of open connections, to watch while the server runs (an idle exit waits for
+    /// none to be open).
+    pub fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     /// Serves until `shutdown` completes; then stops accepting, closes idle connections at
@@ -113,7 +163,7 @@ impl Server {
         let wrapper = self.state.wrapper.clone();
         let limits = self.state.options.limits.clone();
         let app = router(self.state);
-        listen::serve(self.listener, app, &limits, shutdown).await;
+        listen::serve(self.listener, app, &limits, &self.activity, shutdown).await;
         wrapper.stop().await
     }
 }
