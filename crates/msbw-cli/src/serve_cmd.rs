@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use microsandbox_wrapper::{ApiKey, BackendKind, WrapperConfig};
+use microsandbox_wrapper::{ApiKey, BackendKind, MicrosandboxWrapper, WrapperConfig};
 use msbw_serve::{Limits, ServeOptions, Server, key};
 
 use crate::{exit, print_error};
