@@ -33,6 +33,20 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
 }
 
 /// The writer of log lines: stderr, through the indicator.
+/// Writes program output to stdout, clearing the progress indicator for the time it takes.
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
+    let write = || {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    };
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LogWriter;
 

@@ -129,6 +129,8 @@ pub struct Health {
 pub struct Capabilities {
     /// `host:guest:ro` volumes are mounted read-only.
     pub read_only_volumes: bool,
+    /// The streaming extension ([`crate::stream`]) is served.
+    pub streaming: bool,
 }
 
 /// A health answer as a client reads it. Old servers send only `{"message": ...}`; anything
@@ -139,6 +141,8 @@ pub struct HealthAnswer {
     pub message: Option<String>,
     /// Whether read-only volumes are announced.
     pub read_only_volumes: bool,
+    /// Whether the streaming extension is announced.
+    pub streaming: bool,
 }
 
 #[derive(Deserialize)]
@@ -153,22 +157,23 @@ struct RawHealth {
 struct RawCapabilities {
     #[serde(default)]
     read_only_volumes: Option<Box<RawValue>>,
+    #[serde(default)]
+    streaming: Option<Box<RawValue>>,
 }
 
 impl HealthAnswer {
     /// Reads a health body. Pure and bounded: never panics, whatever the bytes.
     pub fn decode(body: &[u8]) -> Result<HealthAnswer, AnswerError> {
         let raw: RawHealth = object(body)?;
-        let read_only_volumes = raw
+        let caps = raw
             .capabilities
             .as_deref()
-            .and_then(|c| object::<RawCapabilities>(c.get().as_bytes()).ok())
-            .and_then(|c| c.read_only_volumes)
-            .and_then(|v| serde_json::from_str::<bool>(v.get()).ok())
-            .unwrap_or(false);
+            .and_then(|c| object::<RawCapabilities>(c.get().as_bytes()).ok());
+        let flag = |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<bool>(v.get()).ok()).unwrap_or(false);
         Ok(HealthAnswer {
             message: raw.message.and_then(|m| serde_json::from_str(m.get()).ok()),
-            read_only_volumes,
+            read_only_volumes: flag(caps.as_ref().and_then(|c| c.read_only_volumes.as_deref())),
+            streaming: flag(caps.as_ref().and_then(|c| c.streaming.as_deref())),
         })
     }
 }

@@ -123,6 +123,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         capabilities: Capabilities {
             read_only_volumes: state.read_only_volumes,
+            streaming: true,
         },
     })
     .into_response()
