@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::response::Response;
 use microsandbox_wrapper::SessionSpec;
 use microsandbox_wrapper::{
-    CallEvent, CodeCall, CommandCall, ConfigKey, EventStream, WrapperError, ExecStatus, MicrosandboxWrapper, SandboxFlavor, SandboxId, SessionInfo,
-    SessionOptions, Template, VolumeMapping,
+    CallEvent, CodeCall, CommandCall, ConfigKey, EventStream, ExecStatus, MicrosandboxWrapper, SandboxFlavor,
+    SandboxId, SessionInfo, SessionOptions, Template, VolumeMapping, WrapperError,
 };
 use msbw_protocol::envelope::Request;
 use msbw_protocol::params::{CommandParams, MetricsParams, ReplParams, Seconds, StartParams, StopParams};

@@ -69,7 +69,9 @@ fn streamed(state: Arc<AppState>, caller: Caller, request: msbw_protocol::Reques
         let _ = tx.send(bytes::Bytes::from(last)).await;
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
     });
     let mut response = Response::new(Body::from_stream(lines));
     response
