@@ -169,7 +169,10 @@ impl HealthAnswer {
             .capabilities
             .as_deref()
             .and_then(|c| object::<RawCapabilities>(c.get().as_bytes()).ok());
-        let flag = |v: Option<&RawValue>| v.and_then(|v| serde_json::from_str::<bool>(v.get()).ok()).unwrap_or(false);
+        let flag = |v: Option<&RawValue>| {
+            v.and_then(|v| serde_json::from_str::<bool>(v.get()).ok())
+                .unwrap_or(false)
+        };
         Ok(HealthAnswer {
             message: raw.message.and_then(|m| serde_json::from_str(m.get()).ok()),
             read_only_volumes: flag(caps.as_ref().and_then(|c| c.read_only_volumes.as_deref())),

@@ -169,7 +169,11 @@ mod tests {
             br#"{"event":"stdout","jsonrpc":"2.0"}"#,
             b"[1,2]",
         ] {
-            assert!(matches!(decode_line(bad), Err(StreamLineError::Malformed(_))), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                matches!(decode_line(bad), Err(StreamLineError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let mut long = br#"{"event":"stdout","data":""#.to_vec();
         long.resize(MAX_LINE_BYTES, b'x');
