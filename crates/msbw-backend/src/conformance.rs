@@ -666,6 +666,17 @@ struct Streamed {
     finished: Option<ExecOutput>,
 }
 
+/// Opens a stream (bounded in time) and drains it.
+async fn open_and_drain(
+    options: &ConformanceOptions,
+    limit: Duration,
+    what: &str,
+    open: impl Future<Output = Result<ExecStream, BackendError>>,
+) -> Result<Streamed, Failure> {
+    let stream = bounded(options, limit, what, open).await??;
+    drain(options, limit, &format!("{what}'s events"), stream).await
+}
+
 async fn drain(
     options: &ConformanceOptions,
     limit: Duration,
@@ -754,14 +765,13 @@ pub async fn streamed_output_matches_buffered(
             timeout: options.quick_timeout,
         };
         let buffered = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
-        let stream = bounded(
+        let streamed = open_and_drain(
             options,
             request.timeout,
             "run_code_stream",
             backend.run_code_stream(&id, &request),
         )
-        .await??;
-        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        .await?;
         check_streamed(&streamed, &buffered, "code")?;
         let request = CommandRequest {
             command: "sh".into(),
@@ -773,14 +783,13 @@ pub async fn streamed_output_matches_buffered(
         expect(buffered.exit_code == Some(3), || {
             format!("`exit 3` should exit 3: {buffered:?}")
         })?;
-        let stream = bounded(
+        let streamed = open_and_drain(
             options,
             request.timeout,
             "run_command_stream",
             backend.run_command_stream(&id, &request),
         )
-        .await??;
-        let streamed = drain(options, request.timeout, "run_command_stream's events", stream).await?;
+        .await?;
         check_streamed(&streamed, &buffered, "command")
     })
     .await
@@ -799,14 +808,13 @@ pub async fn streamed_events_arrive_in_order(
             code: "for i in range(5):\n    print(i, flush=True)\nraise ValueError('x')".into(),
             timeout: options.quick_timeout,
         };
-        let stream = bounded(
+        let streamed = open_and_drain(
             options,
             request.timeout,
             "run_code_stream",
             backend.run_code_stream(&id, &request),
         )
-        .await??;
-        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        .await?;
         expect(String::from_utf8_lossy(&streamed.stdout) == "0\n1\n2\n3\n4\n", || {
             format!(
                 "stdout chunks should be 0..4 in order: {:?}",
@@ -822,14 +830,13 @@ pub async fn streamed_events_arrive_in_order(
             code: "import time\nprint('before', flush=True)\ntime.sleep(60)".into(),
             timeout: options.exec_timeout,
         };
-        let stream = bounded(
+        let streamed = open_and_drain(
             options,
             request.timeout,
             "run_code_stream",
             backend.run_code_stream(&id, &request),
         )
-        .await??;
-        let streamed = drain(options, request.timeout, "run_code_stream's events", stream).await?;
+        .await?;
         let finished = streamed
             .finished
             .ok_or_else(|| Failure("no Finished event after a timeout".into()))?;
