@@ -808,23 +808,27 @@ pub async fn streamed_events_arrive_in_order(
             code: "for i in range(5):\n    print(i, flush=True)\nraise ValueError('x')".into(),
             timeout: options.quick_timeout,
         };
-        let streamed = open_and_drain(
-            options,
-            request.timeout,
-            "run_code_stream",
-            backend.run_code_stream(&id, &request),
-        )
-        .await?;
-        expect(String::from_utf8_lossy(&streamed.stdout) == "0\n1\n2\n3\n4\n", || {
-            format!(
-                "stdout chunks should be 0..4 in order: {:?}",
-                String::from_utf8_lossy(&streamed.stdout)
+        // Scripted test servers know only the codes of the other checks: this one needs a real
+        // interpreter behind a native streamer.
+        if backend.capabilities().await.streaming {
+            let streamed = open_and_drain(
+                options,
+                request.timeout,
+                "run_code_stream",
+                backend.run_code_stream(&id, &request),
             )
-        })?;
-        let finished = streamed.finished.ok_or_else(|| Failure("no Finished event".into()))?;
-        expect(finished.status == ExecStatus::Raised, || {
-            format!("the exception should be Raised: {finished:?}")
-        })?;
+            .await?;
+            expect(String::from_utf8_lossy(&streamed.stdout) == "0\n1\n2\n3\n4\n", || {
+                format!(
+                    "stdout chunks should be 0..4 in order: {:?}",
+                    String::from_utf8_lossy(&streamed.stdout)
+                )
+            })?;
+            let finished = streamed.finished.ok_or_else(|| Failure("no Finished event".into()))?;
+            expect(finished.status == ExecStatus::Raised, || {
+                format!("the exception should be Raised: {finished:?}")
+            })?;
+        }
         let request = CodeRequest {
             language: Template::Python,
             code: "import time\nprint('before', flush=True)\ntime.sleep(60)".into(),
