@@ -156,6 +156,12 @@ pub(crate) struct SessionArgs {
     /// The time limit in seconds (default: MSB_EXECUTION_TIMEOUT).
     #[arg(long, value_name = "SECONDS")]
     pub(crate) timeout: Option<f64>,
+
+    /// Print one JSON object per line on stdout as the output happens: chunks
+    /// ({"event":"stdout","data":"..."}), then {"event":"finished","result":{...}} (see
+    /// docs/streaming.md).
+    #[arg(long)]
+    pub(crate) jsonl: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ExecStatus, ExecutionResult, MicrosandboxWrapper, SandboxFlavor, SessionOptions, Template,
-    WrapperConfig, WrapperError,
+    CallEvent, CodeCall, CommandCall, EventStream, ExecStatus, ExecutionResult, MicrosandboxWrapper, SandboxFlavor,
+    SessionOptions, Template, WrapperConfig, WrapperError,
 };
+use msbw_protocol::stream::{ChunkLine, ChunkStream};
 
 use crate::cli::{ExecArgs, Global, RunArgs, SessionArgs};
 use crate::out::{errln, outln, usage};
@@ -150,13 +151,26 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
         template,
         options,
     };
-    let ended = match call.options.session_id {
-        Some(_) => crate::session_client::execute_code(config, global, call).await,
-        None => with_wrapper(config, global, async |w| w.execute_code(call).await).await,
+    let mut printer = Printer::new(&args.session, global);
+    let ran = match call.options.session_id {
+        // A named session lives in the session server; its answer arrives whole.
+        Some(_) => {
+            let ended = crate::session_client::execute_code(config, global, call).await;
+            if let Ended::Done(Ok(r)) = &ended {
+                printer.replay(&r.stdout, &r.stderr);
+            }
+            ended
+        }
+        None => {
+            with_wrapper(config, global, async |w| {
+                printer.follow(w.execute_code_stream(call)?).await
+            })
+            .await
+        }
     };
-    match ended {
+    match ran {
         Ended::Done(Ok(r)) => {
-            print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
+            printer.result(&r, r.status);
             match r.status {
                 // Through a server, the local node driver's exit note arrives on a completed run.
                 ExecStatus::Completed if r.template == Template::Node => own_exit_status(&r).unwrap_or(exit::OK),
@@ -166,7 +180,8 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
             }
         }
         Ended::Done(Err(e)) => {
-            print_error(&e, global.json);
+            printer.finish_lines();
+            print_error(&e, global.json || printer.jsonl);
             exit::for_error(&e)
         }
         Ended::Signalled(code) => code,
@@ -204,13 +219,26 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
         template,
         options,
     };
-    let ended = match call.options.session_id {
-        Some(_) => crate::session_client::execute_command(config, global, call).await,
-        None => with_wrapper(config, global, async |w| w.execute_command(call).await).await,
+    let mut printer = Printer::new(&args.session, global);
+    let ran = match call.options.session_id {
+        // A named session lives in the session server; its answer arrives whole.
+        Some(_) => {
+            let ended = crate::session_client::execute_command(config, global, call).await;
+            if let Ended::Done(Ok(r)) = &ended {
+                printer.replay(&r.stdout, &r.stderr);
+            }
+            ended
+        }
+        None => {
+            with_wrapper(config, global, async |w| {
+                printer.follow(w.execute_command_stream(call)?).await
+            })
+            .await
+        }
     };
-    match ended {
+    match ran {
         Ended::Done(Ok(r)) => {
-            print_result(&r, &r.stdout, &r.stderr, r.status, global.json);
+            printer.result(&r, r.status);
             match (r.status, r.exit_code) {
                 (ExecStatus::TimedOut { .. }, _) => exit::TIMED_OUT,
                 (_, Some(code)) => u8::try_from(code.rem_euclid(256)).unwrap_or(exit::FAILED),
@@ -218,7 +246,8 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
             }
         }
         Ended::Done(Err(e)) => {
-            print_error(&e, global.json);
+            printer.finish_lines();
+            print_error(&e, global.json || printer.jsonl);
             exit::for_error(&e)
         }
         Ended::Signalled(code) => code,
@@ -233,33 +262,106 @@ fn describe(aftermath: microsandbox_wrapper::Aftermath) -> &'static str {
     }
 }
 
-/// Prints a result: as JSON on stdout, or its outputs on the matching streams and a line on
-/// stderr when it timed out.
-fn print_result(result: &impl serde::Serialize, stdout: &str, stderr: &str, status: ExecStatus, json: bool) {
-    if json {
-        outln!("{}", serde_json::to_string(result).unwrap_or_default());
-        return;
-    }
-    write_streams(stdout, stderr);
-    if let ExecStatus::TimedOut { after, aftermath } = status {
-        errln!(
-            "msbw: timed out after {:.1} s ({})",
-            after.as_secs_f64(),
-            describe(aftermath)
-        );
-    }
+/// Prints a call's output as it arrives: chunks on the matching streams (or as JSON lines with
+/// `--jsonl`), then the end of the call. With `--json` only the final result is printed.
+struct Printer {
+    json: bool,
+    jsonl: bool,
+    /// Whether the last byte written to stdout / stderr ended a line (or nothing was written).
+    ended: [bool; 2],
 }
 
-/// Prints the outputs on the matching streams, each ending with a newline; a closed stream is
-/// not an error.
-fn write_streams(stdout: &str, stderr: &str) {
-    if !stdout.is_empty() {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{stdout}");
-        let _ = out.flush();
+impl Printer {
+    fn new(args: &SessionArgs, global: &Global) -> Self {
+        Printer {
+            json: global.json && !args.jsonl,
+            jsonl: args.jsonl,
+            ended: [true, true],
+        }
     }
-    if !stderr.is_empty() {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{stderr}");
+
+    /// Prints the stream's chunks as they come and returns its result.
+    async fn follow<T: Send + 'static>(&mut self, mut stream: EventStream<T>) -> Result<T, WrapperError> {
+        use futures_util::StreamExt;
+        while let Some(event) = stream.next().await {
+            match event? {
+                CallEvent::Stdout(b) => self.chunk(ChunkStream::Stdout, &b),
+                CallEvent::Stderr(b) => self.chunk(ChunkStream::Stderr, &b),
+                CallEvent::Finished(r) => return Ok(r),
+                _ => {}
+            }
+        }
+        Err(WrapperError::Internal {
+            message: "the output stream ended without a result".into(),
+            source: None,
+        })
+    }
+
+    fn chunk(&mut self, stream: ChunkStream, bytes: &[u8]) {
+        if self.json || bytes.is_empty() {
+            return;
+        }
+        if self.jsonl {
+            let line = ChunkLine::new(stream, bytes).encode();
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            return;
+        }
+        let ends_line = bytes.ends_with(b"\n");
+        match stream {
+            ChunkStream::Stdout => {
+                self.ended[0] = ends_line;
+                progress::write_stdout(bytes);
+            }
+            ChunkStream::Stderr => {
+                self.ended[1] = ends_line;
+                progress::write_stderr(bytes);
+            }
+        }
+    }
+
+    /// Prints a whole answer's output as if it had streamed (each non-empty stream ends a line).
+    fn replay(&mut self, stdout: &str, stderr: &str) {
+        for (stream, text) in [(ChunkStream::Stdout, stdout), (ChunkStream::Stderr, stderr)] {
+            if !text.is_empty() {
+                self.chunk(stream, text.as_bytes());
+            }
+        }
+    }
+
+    /// Ends unfinished lines, as the buffered output always ended with a newline.
+    fn finish_lines(&mut self) {
+        if self.json || self.jsonl {
+            return;
+        }
+        if !std::mem::replace(&mut self.ended[0], true) {
+            progress::write_stdout(b"\n");
+        }
+        if !std::mem::replace(&mut self.ended[1], true) {
+            progress::write_stderr(b"\n");
+        }
+    }
+
+    /// Prints the end of a call: the result as JSON (`--json`), its line (`--jsonl`), or a line
+    /// on stderr when it timed out.
+    fn result(&mut self, result: &impl serde::Serialize, status: ExecStatus) {
+        if self.json {
+            outln!("{}", serde_json::to_string(result).unwrap_or_default());
+            return;
+        }
+        if self.jsonl {
+            let line = serde_json::json!({"event": "finished", "result": result});
+            outln!("{line}");
+            return;
+        }
+        self.finish_lines();
+        if let ExecStatus::TimedOut { after, aftermath } = status {
+            errln!(
+                "msbw: timed out after {:.1} s ({})",
+                after.as_secs_f64(),
+                describe(aftermath)
+            );
+        }
     }
 }

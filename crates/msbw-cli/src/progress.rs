@@ -20,16 +20,28 @@ static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 /// Writes to stderr with the indicator (if one is shown) cleared for the moment; errors (a
 /// closed stderr) are ignored.
 pub(crate) fn write_stderr(bytes: &[u8]) {
-    let bar = ACTIVE.lock().ok().and_then(|a| a.clone());
-    let write = || {
+    suspended(|| {
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(bytes);
         let _ = err.flush();
-    };
-    match bar {
+    });
+}
+
+/// Runs `write` with the indicator (if one is shown) cleared for the moment.
+fn suspended(write: impl FnOnce()) {
+    match ACTIVE.lock().ok().and_then(|a| a.clone()) {
         Some(bar) => bar.suspend(write),
         None => write(),
     }
+}
+
+/// Writes program output to stdout, clearing the progress indicator for the time it takes.
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    suspended(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    });
 }
 
 /// The writer of log lines: stderr, through the indicator.

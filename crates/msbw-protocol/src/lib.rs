@@ -20,6 +20,7 @@ pub mod key;
 mod output;
 pub mod params;
 pub mod results;
+pub mod stream;
 
 pub use envelope::{Answer, AnswerError, Call, Request, RequestError, decode_answer, decode_request, encode_success};
 pub use output::{Output, OutputChunks, Stream};

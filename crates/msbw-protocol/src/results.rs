@@ -131,6 +131,8 @@ pub struct Capabilities {
     pub read_only_volumes: bool,
     /// The `msbw.fs.*` methods are served (see [`crate::files`]).
     pub files: bool,
+    /// The streaming extension ([`crate::stream`]) is served.
+    pub streaming: bool,
 }
 
 /// A health answer as a client reads it. Old servers send only `{"message": ...}`; anything
@@ -143,6 +145,8 @@ pub struct HealthAnswer {
     pub read_only_volumes: bool,
     /// Whether the `msbw.fs.*` file methods are announced.
     pub files: bool,
+    /// Whether the streaming extension is announced.
+    pub streaming: bool,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +163,7 @@ struct RawCapabilities {
     read_only_volumes: Option<Box<RawValue>>,
     #[serde(default)]
     files: Option<Box<RawValue>>,
+    streaming: Option<Box<RawValue>>,
 }
 
 impl HealthAnswer {
@@ -179,6 +184,7 @@ impl HealthAnswer {
             message: raw.message.and_then(|m| serde_json::from_str(m.get()).ok()),
             read_only_volumes,
             files,
+            streaming: flag(caps.as_ref().and_then(|c| c.streaming.as_deref())),
         })
     }
 }

@@ -7,14 +7,15 @@ use std::time::Duration;
 use axum::response::Response;
 use microsandbox_wrapper::SessionSpec;
 use microsandbox_wrapper::{
-    CodeCall, CommandCall, ConfigKey, ExecStatus, MicrosandboxWrapper, SandboxFlavor, SandboxId, SessionInfo,
-    SessionOptions, Template, VolumeMapping,
+    CallEvent, CodeCall, CommandCall, ConfigKey, EventStream, ExecStatus, MicrosandboxWrapper, SandboxFlavor,
+    SandboxId, SessionInfo, SessionOptions, Template, VolumeMapping, WrapperError,
 };
 use msbw_protocol::envelope::Request;
 use msbw_protocol::params::{CommandParams, MetricsParams, ReplParams, Seconds, StartParams, StopParams};
 use msbw_protocol::results::{
     CommandResult, MetricsResult, ReplResult, SandboxStatus, started_message, stopped_message,
 };
+use msbw_protocol::stream::{ChunkLine, ChunkStream, MAX_CHUNK_BYTES};
 use msbw_protocol::{MAX_NAME_LEN, Output, Stream};
 use serde::de::DeserializeOwned;
 use serde_json::Number;
@@ -24,6 +25,34 @@ use crate::reply::{RestError, success, success_with_output};
 use crate::server::AppState;
 
 type Answer = Result<Response, RestError>;
+
+/// Where a streamed answer's lines go (see `msbw_protocol::stream`).
+pub(crate) type Lines = tokio::sync::mpsc::Sender<bytes::Bytes>;
+
+/// Follows a streamed call, sending each chunk as a line (split to fit a line), and returns its
+/// result. A client that went away ends it, which cancels the execution.
+async fn streamed<T: Send + 'static>(
+    stream: Result<EventStream<T>, WrapperError>,
+    lines: &Lines,
+) -> Result<T, RestError> {
+    use futures_util::StreamExt;
+    let mut stream = stream.map_err(|e| RestError::from_wrapper(&e))?;
+    while let Some(event) = stream.next().await {
+        let (which, bytes) = match event.map_err(|e| RestError::from_wrapper(&e))? {
+            CallEvent::Stdout(b) => (ChunkStream::Stdout, b),
+            CallEvent::Stderr(b) => (ChunkStream::Stderr, b),
+            CallEvent::Finished(r) => return Ok(r),
+            _ => continue,
+        };
+        for piece in bytes.chunks(MAX_CHUNK_BYTES) {
+            let line = bytes::Bytes::from(ChunkLine::new(which, piece).encode());
+            if lines.send(line).await.is_err() {
+                return Err(RestError::internal("the client went away"));
+            }
+        }
+    }
+    Err(RestError::internal("the output stream ended without a result"))
+}
 
 pub(crate) fn params<T: DeserializeOwned>(request: &Request) -> Result<T, RestError> {
     request.params().map_err(|e| RestError::validation(e.to_string()))
@@ -290,8 +319,9 @@ pub(crate) fn session_of(state: &AppState, namespace: &str, name: &str) -> Resul
 }
 
 /// `sandbox.repl.run`: `status` is always `success`; an exception is stderr lines, a timeout
-/// the stderr line `Error: Execution timed out after N seconds`.
-pub(crate) async fn repl(state: &AppState, caller: &Caller, request: &Request) -> Answer {
+/// the stderr line `Error: Execution timed out after N seconds`. With `lines`, the output is
+/// streamed there as it happens (the streaming extension).
+pub(crate) async fn repl(state: &AppState, caller: &Caller, request: &Request, lines: Option<&Lines>) -> Answer {
     let p: ReplParams = params(request)?;
     check_target(caller, &p.namespace, &p.sandbox)?;
     let language: Template = p
@@ -312,11 +342,14 @@ pub(crate) async fn repl(state: &AppState, caller: &Caller, request: &Request) -
         template: session.template,
         options: existing_session(&session, p.timeout),
     };
-    let r = state
-        .wrapper
-        .execute_code(call)
-        .await
-        .map_err(|e| RestError::from_wrapper(&e))?;
+    let r = match lines {
+        None => state
+            .wrapper
+            .execute_code(call)
+            .await
+            .map_err(|e| RestError::from_wrapper(&e))?,
+        Some(lines) => streamed(state.wrapper.execute_code_stream(call), lines).await?,
+    };
     let mut output = Output::new(r.stdout, r.stderr);
     if let ExecStatus::TimedOut { after, .. } = r.status {
         output.push_line(
@@ -335,7 +368,8 @@ pub(crate) async fn repl(state: &AppState, caller: &Caller, request: &Request) -
 }
 
 /// `sandbox.command.run`: a non-zero exit is a result; a timeout is a 500, as on the real server.
-pub(crate) async fn command(state: &AppState, caller: &Caller, request: &Request) -> Answer {
+/// With `lines`, the output is streamed there as it happens.
+pub(crate) async fn command(state: &AppState, caller: &Caller, request: &Request, lines: Option<&Lines>) -> Answer {
     let p: CommandParams = params(request)?;
     check_target(caller, &p.namespace, &p.sandbox)?;
     let Some(program) = p.command else {
@@ -349,11 +383,14 @@ pub(crate) async fn command(state: &AppState, caller: &Caller, request: &Request
         template: session.template,
         options: existing_session(&session, p.timeout),
     };
-    let r = state
-        .wrapper
-        .execute_command(call)
-        .await
-        .map_err(|e| RestError::from_wrapper(&e))?;
+    let r = match lines {
+        None => state
+            .wrapper
+            .execute_command(call)
+            .await
+            .map_err(|e| RestError::from_wrapper(&e))?,
+        Some(lines) => streamed(state.wrapper.execute_command_stream(call), lines).await?,
+    };
     if let ExecStatus::TimedOut { after, .. } = r.status {
         return Err(RestError::internal(format!(
             "command {program:?} timed out after {} seconds",

@@ -10,6 +10,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use msbw_protocol::stream::{NDJSON_CONTENT_TYPE, STREAM_HEADER, STREAM_NDJSON};
 use msbw_protocol::{RequestError, codes, decode_request, method};
 
 use crate::auth::Caller;
@@ -32,6 +33,51 @@ fn too_large() -> Response {
         "Failed to buffer the request body: length limit exceeded".into(),
         true,
     )
+}
+
+/// Whether the client asked for the streaming extension (upstream clients never do).
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(STREAM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(STREAM_NDJSON))
+}
+
+/// The longest final line of a streamed answer: the buffered answer's body.
+const MAX_FINAL_LINE: usize = 256 << 20;
+
+/// A streamed answer (see `msbw_protocol::stream`): chunk lines as the output happens, then the
+/// buffered answer's body as the last line. The call runs in a task of its own that sends the
+/// lines; a client that goes away closes the channel, which ends the call and so cancels the
+/// execution.
+fn streamed(state: Arc<AppState>, caller: Caller, request: msbw_protocol::Request) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    tokio::spawn(async move {
+        let answer = if request.method == method::REPL_RUN {
+            methods::repl(&state, &caller, &request, Some(&tx)).await
+        } else {
+            methods::command(&state, &caller, &request, Some(&tx)).await
+        };
+        let response = answer.unwrap_or_else(IntoResponse::into_response);
+        let mut last = axum::body::to_bytes(response.into_body(), MAX_FINAL_LINE)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        if !last.ends_with(b"\n") {
+            last.push(b'\n');
+        }
+        let _ = tx.send(bytes::Bytes::from(last)).await;
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, axum::http::HeaderValue::from_static(NDJSON_CONTENT_TYPE));
+    response
 }
 
 /// The handler.
@@ -94,8 +140,9 @@ pub(crate) async fn rpc(
         method::START => methods::start(&state, &caller, &request).await,
         method::STOP => methods::stop(&state, &caller, &request).await,
         method::METRICS => methods::metrics(&state, &caller, &request).await,
-        method::REPL_RUN => methods::repl(&state, &caller, &request).await,
-        method::COMMAND_RUN => methods::command(&state, &caller, &request).await,
+        method::REPL_RUN | method::COMMAND_RUN if wants_stream(&headers) => return streamed(state, caller, request),
+        method::REPL_RUN => methods::repl(&state, &caller, &request, None).await,
+        method::COMMAND_RUN => methods::command(&state, &caller, &request, None).await,
         // The file extension (announced in the health answer; see `files`).
         method::FS_WRITE => crate::files::write(&state, &caller, &request).await,
         method::FS_READ => crate::files::read(&state, &caller, &request).await,

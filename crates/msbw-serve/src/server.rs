@@ -177,6 +177,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         capabilities: Capabilities {
             read_only_volumes: state.read_only_volumes,
             files: true,
+            streaming: true,
         },
     })
     .into_response()
