@@ -518,7 +518,9 @@ impl Sandbox {
         request: &CommandRequest,
         sink: Option<ChunkSink>,
     ) -> Result<ExecOutput, LocalError> {
-        self.run_command_io(request, RawIo::default(), sink).await.map(|(out, _)| out)
+        self.run_command_io(request, RawIo::default(), sink)
+            .await
+            .map(|(out, _)| out)
     }
 
     /// Runs a command with raw standard input and/or raw standard output (the file methods:

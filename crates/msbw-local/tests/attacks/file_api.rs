@@ -173,7 +173,10 @@ async fn a_huge_file_is_refused_before_it_is_read() {
     assert_eq!(out.stdout, "ok\n", "{out:?}");
     let err = backend.read_file(&id, "/tmp/huge", u64::MAX).await.unwrap_err();
     assert_eq!(file_kind(&err), Some(FileErrorKind::TooLarge), "{err}");
-    assert!(err.to_string().contains(&MAX_FILE_BYTES.to_string()), "names the limit: {err}");
+    assert!(
+        err.to_string().contains(&MAX_FILE_BYTES.to_string()),
+        "names the limit: {err}"
+    );
     let err = backend.read_file(&id, "/tmp/huge", 10).await.unwrap_err();
     assert_eq!(file_kind(&err), Some(FileErrorKind::TooLarge), "{err}");
     // An unknown sandbox is the sandbox's error, not the file's.
