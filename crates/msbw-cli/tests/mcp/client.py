@@ -18,28 +18,9 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from common import check, error_of
+from common import check, error_of, sleepers
 
 TOOLS = {"execute_code", "execute_command", "get_sessions", "stop_session", "get_volume_mappings", "get_resource_stats"}
-
-
-def sleepers(marker):
-    """Host pids whose command line is exactly `sleep MARKER`."""
-    want = b"sleep\0" + marker.encode() + b"\0"
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{pid}/stat") as f:
-                zombie = f.read().rsplit(") ", 1)[-1].startswith("Z")
-        except OSError:
-            continue
-        if cmdline == want and not zombie:
-            found.append(int(pid))
-    return found
 
 
 async def scenario(session, marker):

@@ -18,8 +18,7 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from client import sleepers
-from common import check
+from common import check, sleepers
 
 
 async def scenario(session, marker):
