@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::errors::{cancelled, to_rpc};
 use crate::types::{
-    ExecuteCodeArgs, FlavorArg, ExecuteCommandArgs, GetSessionsArgs, RunOutput, SessionView, SessionsOutput, StatsOutput,
-    StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
+    ExecuteCodeArgs, ExecuteCommandArgs, FlavorArg, GetSessionsArgs, RunOutput, SessionView, SessionsOutput,
+    StatsOutput, StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
 };
 
 #[path = "files.rs"]
