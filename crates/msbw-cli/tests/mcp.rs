@@ -15,6 +15,7 @@ use support::{msbw, processes_with_argv, wait_within};
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/client.py");
 const ISOLATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/isolation.py");
 const FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/files.py");
+const PROGRESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/progress.py");
 
 /// The venv's python with `mcp` importable; created (once per test process) when missing.
 fn python() -> PathBuf {
@@ -136,8 +137,8 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
     let marker = marker();
     let (tmp, seen, stderr) = stdio_client(&[CLIENT, "stdio", env!("CARGO_BIN_EXE_msbw"), &marker]);
     let sandboxes = tmp.path().join("sandboxes");
-    assert_eq!(seen["progress"], 2, "{seen}");
-    assert_eq!(seen["fresh_after_cancel"], true, "{seen}");
+    assert_eq!(seen["progress"], 3, "started, the chunk \"p\\n\", finished: {seen}");
+    assert_eq!(seen["kept_after_cancel"], true, "{seen}");
     // The server stopped the session left running when stdin closed.
     assert!(stderr.contains("msbw mcp: stopped 1 sandbox"), "{stderr}");
     let left = format!("{marker}1");
@@ -156,6 +157,23 @@ fn stdio_session_lifecycle_with_the_python_sdk() {
     );
     // Logs never go to stdout: the client would have failed on a non-JSON line.
     assert!(!stderr.contains("FAILED"), "{stderr}");
+}
+
+#[test]
+fn stdio_output_streams_as_progress_and_cancel_ends_the_run() {
+    let marker = marker();
+    let (_tmp, seen, stderr) = stdio_client(&[PROGRESS, env!("CARGO_BIN_EXE_msbw"), &marker]);
+    assert_eq!(seen["ok"], true, "{seen}\n{stderr}");
+    assert_eq!(seen["a_before_result"], true, "{seen}");
+    let chunks: String = seen["chunks"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|m| m.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(chunks, "a\nb\n", "{seen}");
+    assert!(
+        processes_with_argv(&["sleep", &marker]).is_empty(),
+        "the cancelled run outlived the server"
+    );
 }
 
 #[test]

@@ -46,11 +46,11 @@ pub(crate) fn to_rpc(e: &WrapperError, unscope: impl Fn(&str) -> String) -> Erro
 pub(crate) fn cancelled(session_id: &str) -> ErrorData {
     ErrorData::new(
         ErrorCode::INTERNAL_ERROR,
-        format!("cancelled: session {session_id:?} was stopped to end the run"),
+        format!("cancelled: the run in session {session_id:?} was ended"),
         Some(json!({
             "code": "CANCELLED",
             "category": "execution",
-            "suggestions": ["The session's sandbox was stopped; the same session_id starts a fresh one"],
+            "suggestions": ["The session stays usable: pass the same session_id to run more (state the run built may be lost)"],
         })),
     )
 }

@@ -1,31 +1,77 @@
 //! The MCP server: the wrapper's operations as tools.
 
-use std::future::Future;
 use std::time::Duration;
 
-use microsandbox_wrapper::{CodeCall, CommandCall, MicrosandboxWrapper, SessionOptions, Template, WrapperError};
+use futures_util::StreamExt;
+use microsandbox_wrapper::{
+    CallEvent, CodeCall, CommandCall, EventStream, MicrosandboxWrapper, SessionOptions, Template, WrapperError,
+};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken, ServerCapabilities,
+    ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::errors::{cancelled, to_rpc};
 use crate::types::{
-    ExecuteCodeArgs, ExecuteCommandArgs, GetSessionsArgs, RunOutput, SessionView, SessionsOutput, StatsOutput,
-    StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
+    ExecuteCodeArgs, ExecuteCommandArgs, FlavorArg, GetSessionsArgs, RunOutput, SessionView, SessionsOutput,
+    StatsOutput, StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
 };
 
 #[path = "files.rs"]
 mod files;
 
-/// How long a cancelled call may take to end once its sandbox is stopped.
-const CANCEL_SETTLE: Duration = Duration::from_secs(10);
+/// The most output text one progress notification carries (longer chunks are split).
+const PROGRESS_CHUNK: usize = 16 * 1024;
+
+/// The progress notifications of one call that asked for them.
+struct Progress {
+    token: ProgressToken,
+    peer: Peer<RoleServer>,
+    done: u64,
+}
+
+impl Progress {
+    /// Sends `message` with the next progress value. A client that went away loses it; the
+    /// call goes on (and is cancelled by the transport if the client is gone).
+    async fn send(&mut self, message: &str) {
+        let param = ProgressNotificationParam::new(self.token.clone(), self.done as f64).with_message(message);
+        self.done += 1;
+        let _ = self.peer.notify_progress(param).await;
+    }
+
+    /// The last notification: progress equals total.
+    async fn finish(self) {
+        let n = self.done as f64;
+        let param = ProgressNotificationParam::new(self.token, n)
+            .with_total(n)
+            .with_message("finished");
+        let _ = self.peer.notify_progress(param).await;
+    }
+}
+
+/// `text` in pieces of at most [`PROGRESS_CHUNK`] bytes, split at character boundaries.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(PROGRESS_CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
 
 /// How session ids are scoped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,56 +177,59 @@ impl McpServer {
         }
     }
 
-    /// Runs one execution with progress notifications (start, finish) when the client asked for
-    /// them, and stops the session's sandbox when the client cancels.
-    async fn run<T>(
+    /// Runs one streamed execution. A client that sent a progress token gets a notification at
+    /// the start, one per output chunk (the text, lossy UTF-8, at most [`PROGRESS_CHUNK`] bytes
+    /// each) and one at the end. A client that cancels the request cancels the execution: the
+    /// stream is dropped, which ends the run and keeps the session (and, where the backend
+    /// streams natively, its sandbox) usable.
+    async fn run<T: Send + 'static>(
         &self,
         ctx: &RequestContext<RoleServer>,
         session: Option<String>,
-        call: impl Future<Output = Result<T, WrapperError>>,
+        stream: Result<EventStream<T>, WrapperError>,
         session_of: impl Fn(&T) -> String,
     ) -> Result<T, ErrorData> {
-        let token = ctx.meta.get_progress_token();
-        if let Some(token) = &token {
-            let _ = ctx
-                .peer
-                .notify_progress(ProgressNotificationParam::new(token.clone(), 0.0).with_message("started"))
-                .await;
-        }
         let scope = self.scope(ctx);
-        tokio::pin!(call);
-        let outcome = tokio::select! {
-            r = &mut call => r,
-            () = ctx.ct.cancelled() => {
-                // Dropping the call does not end the run (the wrapper finishes it on its own);
-                // stopping the sandbox does. The session id stays usable: its next call starts
-                // a fresh sandbox.
-                let shown = session.as_deref().map(|s| scope.unwrap(s)).unwrap_or_default();
-                if let Some(s) = &session {
-                    tracing::info!(session = %shown, "cancelled by the client: stopping the session");
-                    if let Err(e) = self.wrapper.stop_session(s).await {
-                        tracing::warn!(session = %shown, error = %e, "could not stop the cancelled session");
-                    }
-                    // Let the abandoned call finish (its sandbox is gone, so it ends at once)
-                    // before answering: the wrapper retries a call whose sandbox vanished, and
-                    // that retry must not find a session the client creates again under the
-                    // same id.
-                    if tokio::time::timeout(CANCEL_SETTLE, &mut call).await.is_err() {
-                        tracing::warn!(session = %shown, "the cancelled call did not end in time");
+        let mut stream = stream.map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+        let mut progress = ctx.meta.get_progress_token().map(|token| Progress {
+            token,
+            peer: ctx.peer.clone(),
+            done: 0,
+        });
+        if let Some(p) = &mut progress {
+            p.send("started").await;
+        }
+        let outcome = loop {
+            let event = tokio::select! {
+                e = stream.next() => e,
+                () = ctx.ct.cancelled() => {
+                    drop(stream);
+                    let shown = session.as_deref().map(|s| scope.unwrap(s)).unwrap_or_default();
+                    tracing::info!(session = %shown, "cancelled by the client: execution dropped");
+                    return Err(cancelled(&shown));
+                }
+            };
+            match event {
+                Some(Ok(CallEvent::Stdout(b) | CallEvent::Stderr(b))) => {
+                    if let Some(p) = &mut progress {
+                        for piece in pieces(&String::from_utf8_lossy(&b)) {
+                            p.send(piece).await;
+                        }
                     }
                 }
-                return Err(cancelled(&shown));
+                Some(Ok(CallEvent::Finished(r))) => break Ok(r),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e),
+                None => {
+                    break Err(WrapperError::Internal {
+                        message: "the output stream ended without a result".into(),
+                        source: None,
+                    });
+                }
             }
         };
-        if let Some(token) = token {
-            let _ = ctx
-                .peer
-                .notify_progress(
-                    ProgressNotificationParam::new(token, 1.0)
-                        .with_total(1.0)
-                        .with_message("finished"),
-                )
-                .await;
+        if let Some(p) = progress {
+            p.finish().await;
         }
         match outcome {
             Ok(r) => {
@@ -189,6 +238,21 @@ impl McpServer {
             }
             Err(e) => Err(to_rpc(&e, |s| scope.unwrap(s))),
         }
+    }
+
+    /// The session options of an execution tool's call.
+    fn options(
+        &self,
+        session: Option<String>,
+        flavor: Option<FlavorArg>,
+        timeout: Option<f64>,
+    ) -> Result<SessionOptions, ErrorData> {
+        Ok(SessionOptions {
+            session_id: session,
+            flavor: flavor.map(Into::into),
+            timeout: timeout_of(timeout)?,
+            must_exist: false,
+        })
     }
 
     /// Run code.
@@ -209,16 +273,10 @@ Omit session_id to start a new session. Code that raises or times out is a norma
         let call = CodeCall {
             code: args.code,
             template: args.template.map(Template::from).unwrap_or(Template::Python),
-            options: SessionOptions {
-                session_id: session.clone(),
-                flavor: args.flavor.map(Into::into),
-                timeout: timeout_of(args.timeout)?,
-                must_exist: false,
-            },
+            options: self.options(session.clone(), args.flavor, args.timeout)?,
         };
-        let r = self
-            .run(&ctx, session, self.wrapper.execute_code(call), |r| r.session_id.clone())
-            .await?;
+        let stream = self.wrapper.execute_code_stream(call);
+        let r = self.run(&ctx, session, stream, |r| r.session_id.clone()).await?;
         let out = RunOutput::from_code(&r, scope.unwrap(&r.session_id));
         Ok(result(&out, out.text(), !out.success))
     }
@@ -242,18 +300,10 @@ result with success=false.",
             command: args.command,
             args: args.args,
             template: args.template.map(Template::from).unwrap_or(Template::Python),
-            options: SessionOptions {
-                session_id: session.clone(),
-                flavor: args.flavor.map(Into::into),
-                timeout: timeout_of(args.timeout)?,
-                must_exist: false,
-            },
+            options: self.options(session.clone(), args.flavor, args.timeout)?,
         };
-        let r = self
-            .run(&ctx, session, self.wrapper.execute_command(call), |r| {
-                r.session_id.clone()
-            })
-            .await?;
+        let stream = self.wrapper.execute_command_stream(call);
+        let r = self.run(&ctx, session, stream, |r| r.session_id.clone()).await?;
         let out = RunOutput::from_command(&r, scope.unwrap(&r.session_id));
         Ok(result(&out, out.text(), !out.success))
     }
@@ -396,5 +446,21 @@ impl ServerHandler for McpServer {
                 "Run untrusted code and commands in sandbox sessions. Start with execute_code; reuse the \
 returned session_id to keep state; stop sessions you no longer need with stop_session.",
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_pieces_are_bounded_and_split_at_characters() {
+        assert_eq!(pieces("").count(), 0);
+        assert_eq!(pieces("a\n").collect::<Vec<_>>(), ["a\n"]);
+        let text = format!("{}{}", "x".repeat(PROGRESS_CHUNK - 1), "é".repeat(PROGRESS_CHUNK));
+        let parts: Vec<&str> = pieces(&text).collect();
+        assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= PROGRESS_CHUNK));
+        assert_eq!(parts[0].len(), PROGRESS_CHUNK - 1, "é does not fit after the x's");
+        assert_eq!(parts.concat(), text);
     }
 }

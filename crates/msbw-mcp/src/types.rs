@@ -234,6 +234,8 @@ pub(crate) struct SessionView {
     pub(crate) executions: u64,
     /// Seconds since its last use.
     pub(crate) idle_seconds: u64,
+    /// Whether its last execution was cancelled (by the client or a timeout) before it ended.
+    pub(crate) last_execution_cancelled: bool,
 }
 
 impl SessionView {
@@ -246,6 +248,7 @@ impl SessionView {
             status: s.status.to_string(),
             executions: s.executions,
             idle_seconds: s.last_accessed.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            last_execution_cancelled: s.last_execution_cancelled,
         }
     }
 }
