@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, WrapperConfig};
-use msbw_backend::{CodeRequest, CommandRequest, ExecEvent, ExecStatus, SandboxBackend, SandboxId, SandboxSpec, Template};
+use msbw_backend::{
+    CodeRequest, CommandRequest, ExecEvent, ExecStatus, SandboxBackend, SandboxId, SandboxSpec, Template,
+};
 use msbw_http::{HttpBackend, HttpBackendConfig};
 use msbw_serve::{ServeOptions, Server};
 
@@ -29,7 +31,10 @@ async fn http_backend_streams_chunks_while_the_code_still_runs() {
     let backend = HttpBackend::new(HttpBackendConfig::new(url)).unwrap();
     assert!(backend.capabilities().await.streaming, "msbw serve announces streaming");
     let id = SandboxId::new("default", "hs").unwrap();
-    backend.start(&SandboxSpec::new(id.clone(), Template::Python)).await.unwrap();
+    backend
+        .start(&SandboxSpec::new(id.clone(), Template::Python))
+        .await
+        .unwrap();
 
     let request = CodeRequest {
         language: Template::Python,
