@@ -153,13 +153,11 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
     };
     let mut printer = Printer::new(&args.session, global);
     let ran = match call.options.session_id {
-        // A named session lives in the session server; its answer arrives whole.
+        // A named session lives in the session server; its output streams when the server
+        // announces streaming (`msbw serve` does), else it arrives at the end.
         Some(_) => {
-            let ended = crate::session_client::execute_code(config, global, call).await;
-            if let Ended::Done(Ok(r)) = &ended {
-                printer.replay(&r.stdout, &r.stderr);
-            }
-            ended
+            crate::session_client::execute_code(config, global, call, &mut |stream, bytes| printer.chunk(stream, bytes))
+                .await
         }
         None => {
             with_wrapper(config, global, async |w| {
@@ -221,13 +219,13 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
     };
     let mut printer = Printer::new(&args.session, global);
     let ran = match call.options.session_id {
-        // A named session lives in the session server; its answer arrives whole.
+        // A named session lives in the session server; its output streams when the server
+        // announces streaming (`msbw serve` does), else it arrives at the end.
         Some(_) => {
-            let ended = crate::session_client::execute_command(config, global, call).await;
-            if let Ended::Done(Ok(r)) = &ended {
-                printer.replay(&r.stdout, &r.stderr);
-            }
-            ended
+            crate::session_client::execute_command(config, global, call, &mut |stream, bytes| {
+                printer.chunk(stream, bytes)
+            })
+            .await
         }
         None => {
             with_wrapper(config, global, async |w| {
@@ -317,15 +315,6 @@ impl Printer {
             ChunkStream::Stderr => {
                 self.ended[1] = ends_line;
                 progress::write_stderr(bytes);
-            }
-        }
-    }
-
-    /// Prints a whole answer's output as if it had streamed (each non-empty stream ends a line).
-    fn replay(&mut self, stdout: &str, stderr: &str) {
-        for (stream, text) in [(ChunkStream::Stdout, stdout), (ChunkStream::Stderr, stderr)] {
-            if !text.is_empty() {
-                self.chunk(stream, text.as_bytes());
             }
         }
     }

@@ -10,12 +10,13 @@
 
 use std::time::{Duration, Instant};
 
-use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, SandboxSpec};
+use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, ExecEvent, ExecOutput, ExecStream, SandboxSpec};
 use microsandbox_wrapper::{
     BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecStatus, ExecutionResult,
     HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo, SessionOptions,
     Template, WrapperConfig, WrapperError,
 };
+use msbw_protocol::stream::ChunkStream;
 
 use crate::cli::Global;
 use crate::exec::{Ended, signalled};
@@ -188,6 +189,30 @@ impl Remote {
             .map_err(|e| self.file_error(e, session, path, "read_file"))
     }
 
+    /// Drains an execution's stream, handing each chunk to `on_chunk` as it comes (the server
+    /// streams when it announces it; otherwise the chunks come at the end), and returns its
+    /// result.
+    async fn follow(
+        &self,
+        mut stream: ExecStream,
+        on_chunk: &mut (dyn FnMut(ChunkStream, &[u8]) + Send),
+    ) -> Result<ExecOutput, BackendError> {
+        use futures_util::StreamExt;
+        while let Some(event) = stream.next().await {
+            match event? {
+                ExecEvent::Stdout(b) => on_chunk(ChunkStream::Stdout, &b),
+                ExecEvent::Stderr(b) => on_chunk(ChunkStream::Stderr, &b),
+                ExecEvent::Finished(out) => return Ok(out),
+                _ => {}
+            }
+        }
+        Err(BackendError::new(
+            ErrorKind::Protocol,
+            microsandbox_wrapper::backend::Operation::RunCode,
+            "the execution's event stream ended without a result",
+        ))
+    }
+
     fn timeout(&self, asked: Option<Duration>) -> Duration {
         asked.unwrap_or(self.config.default_execution_timeout)
     }
@@ -244,8 +269,14 @@ impl Opened {
     }
 }
 
-/// `msbw exec --session ID`: the code runs in the server's session, created if needed.
-pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: CodeCall) -> Ended<ExecutionResult> {
+/// `msbw exec --session ID`: the code runs in the server's session, created if needed; its
+/// output goes to `on_chunk` as it comes.
+pub(crate) async fn execute_code(
+    config: WrapperConfig,
+    global: &Global,
+    call: CodeCall,
+    on_chunk: &mut (dyn FnMut(ChunkStream, &[u8]) + Send),
+) -> Ended<ExecutionResult> {
     connected(config, global, true, async |remote| {
         let remote = remote.ok_or_else(not_started)?;
         let opened = Opened::new(remote, &call.options, call.template).await?;
@@ -254,11 +285,12 @@ pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: C
             code: call.code,
             timeout: remote.timeout(call.options.timeout),
         };
-        let out = remote
-            .backend
-            .run_code(&opened.id, &request)
-            .await
-            .map_err(|e| remote.error(e, false, &opened.session, None))?;
+        let out = async {
+            let stream = remote.backend.run_code_stream(&opened.id, &request).await?;
+            remote.follow(stream, on_chunk).await
+        }
+        .await
+        .map_err(|e| remote.error(e, false, &opened.session, None))?;
         Ok(ExecutionResult {
             stdout: out.stdout.trim_end().to_owned(),
             stderr: out.stderr.trim_end().to_owned(),
@@ -275,8 +307,14 @@ pub(crate) async fn execute_code(config: WrapperConfig, global: &Global, call: C
     .await
 }
 
-/// `msbw run --session ID`: the command runs in the server's session, created if needed.
-pub(crate) async fn execute_command(config: WrapperConfig, global: &Global, call: CommandCall) -> Ended<CommandResult> {
+/// `msbw run --session ID`: the command runs in the server's session, created if needed; its
+/// output goes to `on_chunk` as it comes.
+pub(crate) async fn execute_command(
+    config: WrapperConfig,
+    global: &Global,
+    call: CommandCall,
+    on_chunk: &mut (dyn FnMut(ChunkStream, &[u8]) + Send),
+) -> Ended<CommandResult> {
     connected(config, global, true, async |remote| {
         let remote = remote.ok_or_else(not_started)?;
         let opened = Opened::new(remote, &call.options, call.template).await?;
@@ -285,11 +323,12 @@ pub(crate) async fn execute_command(config: WrapperConfig, global: &Global, call
             args: call.args,
             timeout: remote.timeout(call.options.timeout),
         };
-        let out = remote
-            .backend
-            .run_command(&opened.id, &request)
-            .await
-            .map_err(|e| remote.error(e, false, &opened.session, Some(&call.command)))?;
+        let out = async {
+            let stream = remote.backend.run_command_stream(&opened.id, &request).await?;
+            remote.follow(stream, on_chunk).await
+        }
+        .await
+        .map_err(|e| remote.error(e, false, &opened.session, Some(&call.command)))?;
         Ok(CommandResult {
             stdout: out.stdout.trim_end().to_owned(),
             stderr: out.stderr.trim_end().to_owned(),

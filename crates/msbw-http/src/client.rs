@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use msbw_protocol::results::HealthAnswer;
+use msbw_protocol::stream::{NDJSON_CONTENT_TYPE, STREAM_HEADER, STREAM_NDJSON};
 use msbw_protocol::{Answer, AnswerError, Call, HEALTH_PATH, MAX_REQUEST_BYTES, RPC_PATH, decode_answer};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
@@ -32,6 +33,32 @@ pub(crate) enum Retry {
     UnsentOnly,
     /// Also after timeouts, broken connections and gateway statuses: the call is idempotent.
     Idempotent,
+}
+
+/// How a streamed call was answered.
+pub(crate) enum Streamed {
+    /// NDJSON lines, to be read as they come.
+    Lines(reqwest::Response),
+    /// A plain JSON-RPC answer (the server does not stream, or refused the call).
+    Whole(RawResult),
+}
+
+fn send_error(e: reqwest::Error, timeout: Duration) -> CallError {
+    if e.is_connect() {
+        CallError::Connect { source: e }
+    } else if e.is_timeout() {
+        CallError::Timeout { after: timeout }
+    } else {
+        CallError::Transport { source: e }
+    }
+}
+
+fn content_type(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The HTTP side of a backend.
@@ -150,6 +177,62 @@ impl Client {
         .await
     }
 
+    /// Sends a code or command call asking for a streamed answer (header
+    /// [`STREAM_HEADER`]); sent once, again only if it certainly was not sent. The headers must
+    /// come within `timeout`. A server that answers plain JSON (an error, or no streaming) is
+    /// read as [`rpc`](Self::rpc) reads it.
+    pub(crate) async fn rpc_stream<P: Serialize>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<Streamed, CallError> {
+        let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
+            status: 0,
+            what: format!("a request that cannot be encoded as JSON ({e})"),
+        })?;
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(CallError::TooLarge { bytes: body.len() });
+        }
+        tracing::debug!(method, bytes = body.len(), "microsandbox rpc (streamed)");
+        self.with_retries(method, Retry::UnsentOnly, || async {
+            let mut builder = self
+                .http
+                .post(&self.rpc_url)
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, NDJSON_CONTENT_TYPE)
+                .header(STREAM_HEADER, STREAM_NDJSON)
+                .body(body.clone());
+            if let Some(auth) = &self.authorization {
+                builder = builder.header(AUTHORIZATION, auth.clone());
+            }
+            let response = tokio::time::timeout(timeout, builder.send())
+                .await
+                .map_err(|_| CallError::Timeout { after: timeout })?
+                .map_err(|e| send_error(e, timeout))?;
+            let status = response.status().as_u16();
+            let content_type = content_type(&response);
+            let ndjson = content_type
+                .as_deref()
+                .is_some_and(|t| t.trim_start().starts_with(NDJSON_CONTENT_TYPE));
+            if (200..300).contains(&status) && ndjson {
+                return Ok(Streamed::Lines(response));
+            }
+            let bytes = tokio::time::timeout(timeout, self.read_body(response, status))
+                .await
+                .map_err(|_| CallError::Timeout { after: timeout })??;
+            self.read_rpc(status, content_type.as_deref(), &bytes)
+                .map(Streamed::Whole)
+        })
+        .await
+    }
+
+    /// The bound of a buffered answer (and of one streamed line).
+    pub(crate) fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
     /// `GET /api/v1/health` (it needs no key, so none is sent), retried like any idempotent call.
     pub(crate) async fn health(&self, timeout: Duration) -> Result<HealthAnswer, CallError> {
         self.with_retries("health", Retry::Idempotent, || async {
@@ -209,36 +292,30 @@ impl Client {
         timeout: Duration,
     ) -> Result<(u16, Option<String>, Vec<u8>), CallError> {
         let exchange = async {
-            let mut response = builder.send().await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::Connect { source: e }
-                } else if e.is_timeout() {
-                    CallError::Timeout { after: timeout }
-                } else {
-                    CallError::Transport { source: e }
-                }
-            })?;
+            let response = builder.send().await.map_err(|e| send_error(e, timeout))?;
             let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| CallError::Transport { source: e })? {
-                if body.len() + chunk.len() > self.max_response_bytes {
-                    return Err(CallError::Protocol {
-                        status,
-                        what: format!("an answer larger than {} bytes", self.max_response_bytes),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let content_type = content_type(&response);
+            let body = self.read_body(response, status).await?;
             Ok((status, content_type, body))
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| CallError::Timeout { after: timeout })?
+    }
+
+    /// Reads a whole body, at most `max_response_bytes`.
+    async fn read_body(&self, mut response: reqwest::Response, status: u16) -> Result<Vec<u8>, CallError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| CallError::Transport { source: e })? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(CallError::Protocol {
+                    status,
+                    what: format!("an answer larger than {} bytes", self.max_response_bytes),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Reads an RPC answer: the `result` of a JSON-RPC success, or the error in any of the

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::HttpBackend;
-use crate::client::{RawResult, Retry};
+use crate::client::{Client, RawResult, Retry};
 use crate::end_marker::EndMarker;
 use crate::errors::{CallError, Context};
 use crate::listing::{SandboxState, decode};
@@ -55,7 +55,47 @@ fn whole_seconds(timeout: Duration, cx: &Context<'_>) -> Result<u64, BackendErro
     Ok(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
 }
 
-fn timed_out(after: Duration, aftermath: Aftermath) -> ExecOutput {
+/// Reads the agent's answer to `sandbox.repl.run`: cuts the end marker, then the output rule.
+pub(crate) fn finish_code(
+    client: &Client,
+    cx: &Context<'_>,
+    request: &CodeRequest,
+    value: &RawResult,
+    marker: Option<&EndMarker>,
+) -> Result<ExecOutput, BackendError> {
+    let mut result: ReplResult = decode(value, method::REPL_RUN).map_err(|e| e.into_backend(cx))?;
+    if let Some(marker) = marker {
+        let complete = marker.cut(&mut result.output);
+        if !complete.stderr {
+            tracing::debug!(
+                method = cx.method,
+                "the REPL's answer lacks the stderr end marker: its stderr may be incomplete"
+            );
+        }
+    }
+    match repl_outcome(request.language, result.output, request.timeout) {
+        ReplOutcome::Output(output) => Ok(output),
+        ReplOutcome::AgentFailure(report) => {
+            let id = cx.sandbox.map(ToString::to_string).unwrap_or_default();
+            Err(cx.error(
+                ErrorKind::Internal,
+                format!(
+                    "the {} REPL in sandbox {id} failed ({}); the sandbox should be replaced",
+                    request.language,
+                    client.scrub(&report)
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads the agent's answer to `sandbox.command.run`.
+pub(crate) fn finish_command(cx: &Context<'_>, value: &RawResult) -> Result<ExecOutput, BackendError> {
+    let result: CommandResult = decode(value, method::COMMAND_RUN).map_err(|e| e.into_backend(cx))?;
+    Ok(command_output(result))
+}
+
+pub(crate) fn timed_out(after: Duration, aftermath: Aftermath) -> ExecOutput {
     ExecOutput {
         stdout: String::new(),
         stderr: String::new(),
@@ -68,9 +108,30 @@ impl HttpBackend {
     /// `run_code`: `sandbox.repl.run`, then the output rule of [`crate::output`].
     pub(crate) async fn run_code_in(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
         let cx = self.cx(Operation::RunCode, Some(id), method::REPL_RUN);
+        let (params, marker, seconds) = self.code_params(id, request, &cx, true)?;
+        let value = match self.forward(id, &cx, &params, seconds).await? {
+            Forwarded::Answer(value) => value,
+            Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
+        };
+        finish_code(&self.client, &cx, request, &value, marker.as_ref())
+    }
+
+    /// Validates a code request and builds its parameters (with the end marker when
+    /// `with_marker` and the language wants one); also the timeout in whole seconds.
+    pub(crate) fn code_params(
+        &self,
+        id: &SandboxId,
+        request: &CodeRequest,
+        cx: &Context<'_>,
+        with_marker: bool,
+    ) -> Result<(ReplParams, Option<EndMarker>, u64), BackendError> {
         id.validate(Operation::RunCode).map_err(|e| self.tag(e, Some(id)))?;
-        let seconds = whole_seconds(request.timeout, &cx)?;
-        let (code, marker) = self.code_to_send(request);
+        let seconds = whole_seconds(request.timeout, cx)?;
+        let (code, marker) = if with_marker {
+            self.code_to_send(request)
+        } else {
+            (std::borrow::Cow::Borrowed(request.code.as_str()), None)
+        };
         let params = ReplParams {
             sandbox: id.name.clone(),
             namespace: id.namespace.clone(),
@@ -78,28 +139,7 @@ impl HttpBackend {
             code: code.into_owned(),
             timeout: Some(Seconds::whole(seconds)),
         };
-        let value = match self.forward(id, &cx, &params, seconds).await? {
-            Forwarded::Answer(value) => value,
-            Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
-        };
-        let mut result: ReplResult = decode(&value, method::REPL_RUN).map_err(|e| e.into_backend(&cx))?;
-        if let Some(marker) = &marker {
-            let complete = marker.cut(&mut result.output);
-            if !complete.stderr {
-                tracing::debug!(sandbox = %id, "the REPL's answer lacks the stderr end marker: its stderr may be incomplete");
-            }
-        }
-        match repl_outcome(request.language, result.output, request.timeout) {
-            ReplOutcome::Output(output) => Ok(output),
-            ReplOutcome::AgentFailure(report) => Err(cx.error(
-                ErrorKind::Internal,
-                format!(
-                    "the {} REPL in sandbox {id} failed ({}); the sandbox should be replaced",
-                    request.language,
-                    self.scrub(&report)
-                ),
-            )),
-        }
+        Ok((params, marker, seconds))
     }
 
     /// The code as sent, and the end marker to cut from its output: Python code gets the
@@ -124,8 +164,24 @@ impl HttpBackend {
         request: &CommandRequest,
     ) -> Result<ExecOutput, BackendError> {
         let cx = self.cx(Operation::RunCommand, Some(id), method::COMMAND_RUN);
+        let (params, seconds) = self.command_params(id, request, &cx)?;
+        let value = match self.forward(id, &cx, &params, seconds).await? {
+            Forwarded::Answer(value) => value,
+            Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
+        };
+        finish_command(&cx, &value)
+    }
+
+    /// Validates a command request and builds its parameters; also the timeout in whole
+    /// seconds.
+    pub(crate) fn command_params(
+        &self,
+        id: &SandboxId,
+        request: &CommandRequest,
+        cx: &Context<'_>,
+    ) -> Result<(CommandParams, u64), BackendError> {
         id.validate(Operation::RunCommand).map_err(|e| self.tag(e, Some(id)))?;
-        let seconds = whole_seconds(request.timeout, &cx)?;
+        let seconds = whole_seconds(request.timeout, cx)?;
         if request.command.trim().is_empty() {
             return Err(cx.error(ErrorKind::InvalidInput, "the command is empty"));
         }
@@ -142,12 +198,7 @@ impl HttpBackend {
             args: request.args.clone(),
             timeout: Some(Seconds::whole(seconds)),
         };
-        let value = match self.forward(id, &cx, &params, seconds).await? {
-            Forwarded::Answer(value) => value,
-            Forwarded::TimedOut(aftermath) => return Ok(timed_out(request.timeout, aftermath)),
-        };
-        let result: CommandResult = decode(&value, method::COMMAND_RUN).map_err(|e| e.into_backend(&cx))?;
-        Ok(command_output(result))
+        Ok((params, seconds))
     }
 
     /// Sends a forwarded call once (again only if it certainly did not arrive, or within the

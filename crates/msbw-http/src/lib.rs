@@ -73,6 +73,13 @@
 //! [`ExecStatus::Raised`]; anything else, warnings on stderr included, completed. The full
 //! rule is in the docs of the private module `output`.
 //!
+//! # Streaming
+//! A server that announces the streaming extension (`capabilities.streaming`, as `msbw serve`
+//! does) gets code and commands with the header `x-msbw-stream: ndjson`, and
+//! [`run_code_stream`](SandboxBackend::run_code_stream) yields its chunk lines as they come
+//! (see the private module `streaming` for the bounds). Otherwise the streams are the buffered
+//! default: one chunk per stream after the end.
+//!
 //! # Starting
 //! A start validates everything first, refuses a sandbox that is already running
 //! ([`ErrorKind::AlreadyExists`]), runs one start per namespace at a time, confirms uncertain
@@ -93,17 +100,18 @@ mod output;
 mod registry;
 mod retry;
 mod start;
+mod streaming;
 
 use std::fmt;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 #[cfg(doc)]
 use msbw_backend::{Aftermath, ExecStatus};
 use msbw_backend::{
-    BackendError, Capabilities, CodeRequest, CommandRequest, ErrorKind, ExecOutput, Health, ListFilter, Operation,
-    SandboxBackend, SandboxId, SandboxInfo, SandboxSpec,
+    BackendError, Capabilities, CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStream, Health, ListFilter,
+    Operation, SandboxBackend, SandboxId, SandboxInfo, SandboxSpec,
 };
 use msbw_config::WrapperConfig;
 
@@ -120,7 +128,7 @@ use start::NamespaceLocks;
 /// `Arc`. `Debug` shows neither the API key nor URL credentials.
 pub struct HttpBackend {
     config: HttpBackendConfig,
-    client: Client,
+    client: Arc<Client>,
     registry: Registry,
     starts: NamespaceLocks,
     health: RwLock<Option<HealthAnswer>>,
@@ -136,7 +144,7 @@ impl HttpBackend {
         Ok(HttpBackend {
             starts: NamespaceLocks::new(&config.server_url),
             config,
-            client,
+            client: Arc::new(client),
             registry: Registry::default(),
             health: RwLock::new(None),
         })
@@ -232,14 +240,15 @@ impl SandboxBackend for HttpBackend {
         BACKEND
     }
 
-    /// Both templates, concurrent commands and metrics; no streaming, no network isolation;
-    /// read-only volumes only if the server announces them (see the crate docs).
+    /// Both templates, concurrent commands and metrics; no network isolation; streaming,
+    /// native files and read-only volumes only if the server announces them (see the crate docs).
     async fn capabilities(&self) -> Capabilities {
         Capabilities::basic()
             .with_concurrent_commands(true)
             .with_metrics(true)
             .with_read_only_volumes(self.read_only_supported().await)
             .with_native_files(self.announced(|h| h.files).await)
+            .with_streaming(self.announced(|h| h.streaming).await)
     }
 
     async fn health(&self) -> Result<Health, BackendError> {
@@ -266,6 +275,14 @@ impl SandboxBackend for HttpBackend {
 
     async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
         self.run_command_in(id, request).await
+    }
+
+    async fn run_code_stream(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
+        self.run_code_stream_in(id, request).await
+    }
+
+    async fn run_command_stream(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
+        self.run_command_stream_in(id, request).await
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {
