@@ -83,6 +83,11 @@ fn sigint_during_exec_stops_what_it_started_and_exits_130() {
         .expect("the code started")
         .unwrap();
     assert_eq!(said, "ready");
+    // Popen has returned, so the process exists; a loaded host may take a moment to show it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_with_argv(&["sleep", &marker]).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         processes_with_argv(&["sleep", &marker]).len(),
         1,

@@ -2,6 +2,7 @@
 //! file's `ROWS`. To add a row, write its function in the group's file (or a new file) and list
 //! it there; to add a group, add its file here and to [`all`].
 
+mod files;
 mod http;
 mod local;
 mod manager;
@@ -25,7 +26,14 @@ pub(crate) struct Def {
 
 /// Every row, in table order.
 pub(crate) fn all() -> impl Iterator<Item = &'static Def> {
-    [http::ROWS, serve::ROWS, manager::ROWS, local::ROWS, stream::ROWS]
-        .into_iter()
-        .flatten()
+    [
+        http::ROWS,
+        serve::ROWS,
+        manager::ROWS,
+        local::ROWS,
+        stream::ROWS,
+        files::ROWS,
+    ]
+    .into_iter()
+    .flatten()
 }

@@ -1,0 +1,101 @@
+//! Files: a file written into a warm local sandbox and read back through the manager's file
+//! calls, next to a host `cp` of the same file.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use microsandbox_wrapper::manager::{FileCall, FileOutcome};
+use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
+
+use super::Def;
+use crate::measure::{Ctx, Rep, interleave};
+use crate::report::{Goal, Outcome, Row};
+
+pub(crate) const ROWS: &[Def] = &[Def {
+    id: "files.round_trip_64mib",
+    group: "files",
+    title: "A 64 MiB file written into a warm local sandbox and read back vs host cp of it (quick: 1 MiB)",
+    run: round_trip,
+}];
+
+fn round_trip(ctx: &Ctx) -> Result<Outcome, String> {
+    let backend = LocalBackend::new(LocalConfig::default());
+    if !backend.host_support().usable() {
+        return Ok(Outcome::Skipped {
+            reason: "the local backend cannot run on this host".into(),
+        });
+    }
+    let size = ctx.size(64, 1) << 20;
+    // Not all one byte: a pattern that compresses and encodes like real data would not matter
+    // here, but a constant could hide a transfer that repeats one chunk.
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let host_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let src = host_dir.path().join("src.bin");
+    std::fs::write(&src, &data).map_err(|e| e.to_string())?;
+    let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
+    {
+        let manager = manager.clone();
+        ctx.run(async move {
+            manager.start().await.map_err(|e| e.to_string())?;
+            manager
+                .execute_code(CodeCall::new("pass").session("files"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })?;
+    }
+    let ours = || -> Result<Rep, String> {
+        let manager = manager.clone();
+        let data = data.clone();
+        let took = ctx.run(async move {
+            let write = FileCall::write("files", "/tmp/bench.bin", data.clone());
+            let t = Instant::now();
+            manager.file_call(write).await.map_err(|e| e.to_string())?;
+            let read = manager
+                .file_call(FileCall::read("files", "/tmp/bench.bin"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let took = t.elapsed();
+            match read.outcome {
+                FileOutcome::Read(bytes) if bytes == data => Ok(took),
+                FileOutcome::Read(bytes) => Err(format!("read back {} bytes that differ", bytes.len())),
+                other => Err(format!("the read answered {other:?}")),
+            }
+        })?;
+        Ok(Rep {
+            latencies: vec![took],
+            wall: took,
+            ..Rep::default()
+        })
+    };
+    let host = || -> Result<Rep, String> {
+        let dst = host_dir.path().join("dst.bin");
+        let t = Instant::now();
+        let status = Command::new("cp")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .map_err(|e| format!("cannot run cp: {e}"))?;
+        let took = t.elapsed();
+        if !status.success() {
+            return Err(format!("cp failed: {status}"));
+        }
+        Ok(Rep {
+            latencies: vec![took],
+            wall: took,
+            ..Rep::default()
+        })
+    };
+    let (ours, theirs) = interleave(ctx.reps(), ours, host)?;
+    ctx.run(async move {
+        manager.shutdown().await;
+        Ok(())
+    })?;
+    Ok(Outcome::Measured(Row::ours_over_theirs(
+        ours.latency_side("write + read"),
+        theirs.latency_side("host cp"),
+        "ours/theirs time",
+        Goal::AtMost(20.0),
+    )))
+}
