@@ -102,7 +102,13 @@ fn test() {
     let mut config = LocalConfig::default();
     config.temp_dir = Some(dir.path().to_owned());
     assert!(LocalBackend::new(config).host_support().usable());
-    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("read the directory").collect();
+    // The sweep runs in the background: poll the folder until it is empty or the deadline passes.
+    let read = || -> Vec<_> { std::fs::read_dir(dir.path()).expect("read the directory").collect() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !read().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = read();
     assert!(
         left.is_empty(),
         "the killed host's sandbox directory is still there: {left:?}"
