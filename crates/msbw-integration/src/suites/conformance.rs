@@ -213,7 +213,18 @@ mod tests {
         let command = &KNOWN_DEFECTS[2];
         assert!((command.symptom)("expected stdout \"out\" and stderr \"err\": ..."));
         assert!(!(command.symptom)("expected exit code 3: ..."));
-        let verbatim = &KNOWN_DEFECTS[3];
+        let named = |name: &str| KNOWN_DEFECTS.iter().find(|k| k.check == name).expect(name);
+        let streamed = named("streamed_output_matches_buffered");
+        assert!((streamed.symptom)(
+            "command: the streamed result ExecOutput { .. } differs from ..."
+        ));
+        assert!(!(streamed.symptom)(
+            "code: the streamed result ExecOutput { .. } differs from ..."
+        ));
+        let files = named("files_round_trip_byte_for_byte");
+        assert!((files.symptom)("the listing is []"));
+        assert!(!(files.symptom)("bin.dat read back differs"));
+        let verbatim = named("output_is_verbatim");
         assert!((verbatim.symptom)("a command's stdout should be exactly \"x\": \"\""));
         assert!((verbatim.symptom)("code's stderr should be exactly \"e\\n\": \"\""));
         assert!(!(verbatim.symptom)(
