@@ -104,10 +104,7 @@ fn test() {
     assert!(LocalBackend::new(config).host_support().usable());
     // The sweep runs in the background: poll the folder until it is empty or the deadline passes.
     let read = || -> Vec<_> { std::fs::read_dir(dir.path()).expect("read the directory").collect() };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !read().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(20), || read().is_empty());
     let left = read();
     assert!(
         left.is_empty(),

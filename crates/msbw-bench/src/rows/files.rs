@@ -2,11 +2,9 @@
 //! calls, next to a host `cp` of the same file.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use microsandbox_wrapper::manager::{FileCall, FileOutcome};
-use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
 
 use super::Def;
 use crate::measure::{Ctx, Rep, interleave};
@@ -20,12 +18,6 @@ pub(crate) const ROWS: &[Def] = &[Def {
 }];
 
 fn round_trip(ctx: &Ctx) -> Result<Outcome, String> {
-    let backend = LocalBackend::new(LocalConfig::default());
-    if !backend.host_support().usable() {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
-    }
     let size = ctx.size(64, 1) << 20;
     // Not all one byte: a pattern that compresses and encodes like real data would not matter
     // here, but a constant could hide a transfer that repeats one chunk.
@@ -33,18 +25,10 @@ fn round_trip(ctx: &Ctx) -> Result<Outcome, String> {
     let host_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let src = host_dir.path().join("src.bin");
     std::fs::write(&src, &data).map_err(|e| e.to_string())?;
-    let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
-    {
-        let manager = manager.clone();
-        ctx.run(async move {
-            manager.start().await.map_err(|e| e.to_string())?;
-            manager
-                .execute_code(CodeCall::new("pass").session("files"))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })?;
-    }
+    let manager = match super::warm_local_manager(ctx, "files")? {
+        Ok(manager) => manager,
+        Err(skipped) => return Ok(skipped),
+    };
     let ours = || -> Result<Rep, String> {
         let manager = manager.clone();
         let data = data.clone();

@@ -9,8 +9,34 @@ mod manager;
 mod serve;
 mod stream;
 
+use std::sync::Arc;
+
+use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
+
 use crate::measure::Ctx;
 use crate::report::Outcome;
+
+/// A manager over a fresh local backend with the session `session` already warm, or the reason
+/// to skip the row when the local backend cannot run on this host.
+pub(crate) fn warm_local_manager(ctx: &Ctx, session: &'static str) -> Result<Result<SessionManager, Outcome>, String> {
+    let backend = LocalBackend::new(LocalConfig::default());
+    if !backend.host_support().usable() {
+        return Ok(Err(Outcome::Skipped {
+            reason: "the local backend cannot run on this host".into(),
+        }));
+    }
+    let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
+    let warming = manager.clone();
+    ctx.run(async move {
+        warming.start().await.map_err(|e| e.to_string())?;
+        warming
+            .execute_code(CodeCall::new("pass").session(session))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })?;
+    Ok(Ok(manager))
+}
 
 /// A row: what it is called and the function that measures it.
 pub(crate) struct Def {

@@ -3,12 +3,11 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use microsandbox_wrapper::CodeCall;
 use microsandbox_wrapper::manager::CallEvent;
-use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
 
 use super::Def;
 use crate::measure::{Ctx, Rep, interleave};
@@ -25,25 +24,11 @@ const CODE: &str = "import time\nprint('a', flush=True)\ntime.sleep(1)";
 const QUICK_CODE: &str = "import time\nprint('a', flush=True)\ntime.sleep(0.05)";
 
 fn first_output(ctx: &Ctx) -> Result<Outcome, String> {
-    let backend = LocalBackend::new(LocalConfig::default());
-    if !backend.host_support().usable() {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
-    }
+    let manager = match super::warm_local_manager(ctx, "stream")? {
+        Ok(manager) => manager,
+        Err(skipped) => return Ok(skipped),
+    };
     let code = if ctx.quick { QUICK_CODE } else { CODE };
-    let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
-    {
-        let manager = manager.clone();
-        ctx.run(async move {
-            manager.start().await.map_err(|e| e.to_string())?;
-            manager
-                .execute_code(CodeCall::new("pass").session("stream"))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        })?;
-    }
     let per_rep = ctx.size(2, 1);
     let ours = || -> Result<Rep, String> {
         let mut rep = Rep::default();

@@ -128,6 +128,21 @@ pub fn host_processes_with(needle: &str) -> Vec<(u32, String)> {
     found
 }
 
+/// Polls `done` every 20 ms until it holds or `limit` passes; returns whether it held.
+#[allow(dead_code)]
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (up to `limit`) until no host process's command line contains `needle`; returns the
 /// ones still there.
 pub fn wait_until_gone(needle: &str, limit: Duration) -> Vec<(u32, String)> {
