@@ -230,8 +230,18 @@ pub mod commands {
     /// Raw bytes one read command returns (about 350 KB of base64 output: the microsandbox
     /// server loses the end of larger outputs now and then).
     pub const READ_BYTES_PER_COMMAND: u64 = 256 * 1024;
-    /// How often a read chunk that came back short is asked for.
+    /// How often a read whose output came back short is asked for.
     pub const READ_ATTEMPTS: usize = 3;
+    /// The line that follows the output of a reading script.
+    pub(super) const END: &str = "--msbw-end--";
+    /// What a reading script prints after its output: the end line, then 72 KiB of zeros as
+    /// base64 (96 KiB of `A` lines) that may be lost. The microsandbox server 0.2.6 answers a
+    /// command when its process exits and drops the lines its readers had not passed on yet;
+    /// those sit in the pipe (64 KiB) and in one reader's buffer (8 KiB). A script whose last
+    /// write came back has had all but those 72 KiB read, so everything up to the end line
+    /// is in the answer.
+    pub(super) const TAIL: &str =
+        "\nprintf '\\n%s\\n' --msbw-end--; dd if=/dev/zero bs=1024 count=72 2>/dev/null | base64";
     /// How long one command of a transfer may run.
     pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -316,6 +326,50 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
             .map_err(|e| retag(e, operation))?;
         check_outcome(backend.name(), id, operation, path, &out)?;
         Ok(out)
+    }
+
+    /// Runs a script that only reads and returns its output, asked for again when the end line
+    /// did not come back (its output was cut short).
+    async fn sh_read<B: SandboxBackend + ?Sized>(
+        backend: &B,
+        id: &SandboxId,
+        operation: Operation,
+        path: &str,
+        script: &str,
+        args: Vec<String>,
+    ) -> Result<String, BackendError> {
+        let script = format!("{script}{TAIL}");
+        for _ in 0..READ_ATTEMPTS {
+            let out = sh(backend, id, operation, path, &script, args.clone()).await?;
+            if let Some(output) = before_end(&out.stdout) {
+                return Ok(output.to_owned());
+            }
+        }
+        Err(BackendError::new(
+            ErrorKind::Protocol,
+            operation,
+            format!(
+                "the output of a file command on {} was cut short {READ_ATTEMPTS} times",
+                super::shown(path)
+            ),
+        )
+        .with_backend(backend.name())
+        .with_sandbox(id))
+    }
+
+    /// The output before the end line, if the end line is there (the last one: the output
+    /// before it is the sandbox's and may hold anything).
+    pub(super) fn before_end(stdout: &str) -> Option<&str> {
+        let marker = format!("\n{END}");
+        let mut rest = stdout;
+        while let Some(at) = rest.rfind(&marker) {
+            let after = &stdout[at + marker.len()..];
+            if after.is_empty() || after.starts_with('\n') || after.starts_with("\r\n") {
+                return Some(&stdout[..at]);
+            }
+            rest = &stdout[..at];
+        }
+        None
     }
 
     /// The outcome of one of the file scripts as a typed error (exit codes: 3 not found, 4 not
@@ -429,16 +483,12 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         let op = Operation::ReadFile;
         check_path(path, op, false)?;
         let max_bytes = max_bytes.min(MAX_FILE_BYTES);
-        let out = sh(backend, id, op, path, SIZE, Vec::new()).await?;
-        let size: u64 = out.stdout.trim().parse().map_err(|_| {
+        let out = sh_read(backend, id, op, path, SIZE, Vec::new()).await?;
+        let size: u64 = out.trim().parse().map_err(|_| {
             BackendError::new(
                 ErrorKind::Protocol,
                 op,
-                format!(
-                    "the size of {} came back as {:?}",
-                    super::shown(path),
-                    out.stdout.trim()
-                ),
+                format!("the size of {} came back as {:?}", super::shown(path), out.trim()),
             )
         })?;
         if size > max_bytes {
@@ -455,25 +505,18 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         while (data.len() as u64) < size {
             let expected = usize::try_from(READ_BYTES_PER_COMMAND.min(size - data.len() as u64)).unwrap_or(0);
             let args = vec![READ_BLOCK.to_string(), skip.to_string(), blocks.to_string()];
-            // Some transports lose the end of a command's output (the microsandbox server
-            // 0.2.6 does, now and then): a short chunk is asked for again (reads are harmless
-            // to repeat), and a chunk still short after that is an error, never a silent cut.
-            let mut chunk = Vec::new();
-            for _ in 0..READ_ATTEMPTS {
-                let out = sh(backend, id, op, path, READ, args.clone()).await?;
-                let text: String = out.stdout.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                chunk = STANDARD.decode(text.as_bytes()).map_err(|e| {
-                    BackendError::new(
-                        ErrorKind::Protocol,
-                        op,
-                        format!("the sandbox sent invalid base64 for {}", super::shown(path)),
-                    )
-                    .with_source(e)
-                })?;
-                if chunk.len() >= expected {
-                    break;
-                }
-            }
+            // Output that lost its end is asked for again (`sh_read`); a chunk still short
+            // after that is an error, never a silent cut.
+            let out = sh_read(backend, id, op, path, READ, args).await?;
+            let text: String = out.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let chunk = STANDARD.decode(text.as_bytes()).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Protocol,
+                    op,
+                    format!("the sandbox sent invalid base64 for {}", super::shown(path)),
+                )
+                .with_source(e)
+            })?;
             if chunk.is_empty() {
                 break; // the file shrank while it was read
             }
@@ -482,7 +525,7 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
                     ErrorKind::Protocol,
                     op,
                     format!(
-                        "reading {} at byte {}: {} bytes came back, {expected} expected (the output was cut short)",
+                        "reading {} at byte {}: {} bytes came back, {expected} expected (the file changed while it was read)",
                         super::shown(path),
                         data.len(),
                         chunk.len()
@@ -503,9 +546,9 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
     ) -> Result<Vec<FileEntry>, BackendError> {
         let op = Operation::ListFiles;
         check_path(path, op, true)?;
-        let out = sh(backend, id, op, path, LIST, vec![MAX_LIST_ENTRIES.to_string()]).await?;
+        let out = sh_read(backend, id, op, path, LIST, vec![MAX_LIST_ENTRIES.to_string()]).await?;
         let mut entries = Vec::new();
-        let records: Vec<&str> = out.stdout.split('/').collect();
+        let records: Vec<&str> = out.split('/').collect();
         // The last piece follows the last `/`: empty, or the newline a line transport adds.
         for record in &records[..records.len().saturating_sub(1)] {
             let mut parts = record.splitn(3, ' ');
@@ -573,6 +616,21 @@ mod tests {
         }
         check_path("/sandbox/", Operation::ListFiles, true).unwrap();
         check_path(".", Operation::ListFiles, true).unwrap();
+    }
+
+    #[test]
+    fn the_output_ends_at_the_last_end_line_and_a_missing_end_line_is_noticed() {
+        use commands::before_end;
+        assert!(commands::TAIL.contains(commands::END));
+        assert_eq!(before_end("12\n\n--msbw-end--\nAAAA\nAA"), Some("12\n"));
+        assert_eq!(before_end("\n--msbw-end--"), Some(""));
+        assert_eq!(
+            before_end("f 0 a\n--msbw-end--/\n--msbw-end--\r\nAAA"),
+            Some("f 0 a\n--msbw-end--/")
+        );
+        assert_eq!(before_end("f 0 a\n--msbw-end--x/"), None);
+        assert_eq!(before_end("QUJD\nQUJD\n"), None, "cut before the end line");
+        assert_eq!(before_end(""), None);
     }
 
     #[test]
