@@ -70,6 +70,11 @@ async fn serve(listener: TcpListener) {
 }
 
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // As the real server: the health check (which a client asks once, for the server's
+    // abilities) answers without a body to read.
+    if request.method() == hyper::Method::GET && request.uri().path() == "/api/v1/health" {
+        return Ok(reply(200, b"{\"message\":\"Service is healthy\"}".to_vec()));
+    }
     let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return Ok(reply(400, b"{\"error\":\"bad body\",\"code\":1001}".to_vec())),

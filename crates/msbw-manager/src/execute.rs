@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::admission::{self, Ask, Decision, Limits, Progress};
 use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
+use crate::detach::FinishOnDrop;
 use crate::error::{SandboxLost, until, within};
 use crate::lifecycle::Inner;
 use crate::session::{Entry, Extras, SessionStatus};
@@ -447,15 +448,14 @@ impl Inner {
         let limit = work.timeout();
         acquired.guard.in_backend = true;
         let run = async {
-            let (stream, operation) = match work {
-                Work::Code(r) => (
-                    self.backend().run_code_stream(&acquired.sandbox, r).await,
-                    Operation::RunCode,
-                ),
-                Work::Command(r) => (
-                    self.backend().run_command_stream(&acquired.sandbox, r).await,
-                    Operation::RunCommand,
-                ),
+            let backend = self.backend();
+            let sandbox = &acquired.sandbox;
+            // A buffered call asks for a buffered result: a stream would only add its cost.
+            let (stream, operation) = match (work, sink) {
+                (Work::Code(r), None) => return backend.run_code(sandbox, r).await.map(Consumed::Done),
+                (Work::Command(r), None) => return backend.run_command(sandbox, r).await.map(Consumed::Done),
+                (Work::Code(r), Some(_)) => (backend.run_code_stream(sandbox, r).await, Operation::RunCode),
+                (Work::Command(r), Some(_)) => (backend.run_command_stream(sandbox, r).await, Operation::RunCommand),
             };
             consume(stream?, sink, operation).await
         };
@@ -573,14 +573,13 @@ impl Inner {
         }
     }
 
-    /// Runs the call in its own task, so that a caller that gives up (drops the future) cannot
-    /// leave a session half-started: the start and the execution finish, and their results are
-    /// recorded, whatever the caller does.
+    /// Runs the call so that a caller that gives up (drops the future) cannot leave a session
+    /// half-started: the start and the execution finish, and their results are recorded,
+    /// whatever the caller does. It runs in the caller's task ([`FinishOnDrop`]: no hand-off to
+    /// another worker per call); only a dropped call's rest is spawned.
     async fn spawn_run(self: &Arc<Self>, plan: Plan, work: Work) -> Result<Ran, ManagerError> {
         let inner = self.clone();
-        let task = tokio::spawn(async move { inner.run(plan, work, None).await }.in_current_span());
-        task.await
-            .map_err(|e| ManagerError::Internal(format!("execution task failed: {e}")))?
+        FinishOnDrop::new(async move { inner.run(plan, work, None).await }.in_current_span()).await
     }
 
     /// Like [`spawn_run`](Self::spawn_run), with the output streamed: the task's chunks go to
@@ -739,7 +738,7 @@ impl Inner {
             })),
         };
         let inner = self.clone();
-        let task = tokio::spawn(
+        FinishOnDrop::new(
             async move {
                 let mut acquired = inner.acquire(&plan).await?;
                 let created = acquired.created;
@@ -753,17 +752,16 @@ impl Inner {
                 Ok((info, created))
             }
             .in_current_span(),
-        );
-        task.await
-            .map_err(|e| ManagerError::Internal(format!("open task failed: {e}")))?
+        )
+        .await
     }
 }
 
 fn code_result(template: Template, ran: Ran) -> ExecutionResult {
     ExecutionResult {
         success: ran.out.status == ExecStatus::Completed,
-        stdout: ran.out.stdout.trim_end().to_owned(),
-        stderr: ran.out.stderr.trim_end().to_owned(),
+        stdout: trimmed(ran.out.stdout),
+        stderr: trimmed(ran.out.stderr),
         status: ran.out.status,
         execution_time_ms: ms(ran.elapsed),
         session_created: ran.created,
@@ -777,8 +775,8 @@ fn code_result(template: Template, ran: Ran) -> ExecutionResult {
 fn command_result(call: CommandCall, ran: Ran) -> CommandResult {
     CommandResult {
         success: ran.out.success(),
-        stdout: ran.out.stdout.trim_end().to_owned(),
-        stderr: ran.out.stderr.trim_end().to_owned(),
+        stdout: trimmed(ran.out.stdout),
+        stderr: trimmed(ran.out.stderr),
         exit_code: ran.out.exit_code,
         status: ran.out.status,
         execution_time_ms: ms(ran.elapsed),
@@ -807,6 +805,12 @@ pub(crate) fn session_id_of(id: Option<&str>) -> Result<String, ManagerError> {
         }
         Some(id) => Ok(id.to_owned()),
     }
+}
+
+/// The text without its trailing whitespace, in place.
+fn trimmed(mut text: String) -> String {
+    text.truncate(text.trim_end().len());
+    text
 }
 
 fn ms(d: Duration) -> u64 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use msbw_backend::{BackendError, ErrorKind, FileEntry, SandboxId, Template};
 use tracing::Instrument;
 
+use crate::detach::FinishOnDrop;
 use crate::error::within;
 use crate::execute::Plan;
 use crate::lifecycle::Inner;
@@ -168,9 +169,7 @@ impl Inner {
         };
         let span = tracing::info_span!("file_call", session_id = %session_id, operation = %operation, backend = self.backend().name());
         let inner = self.clone();
-        let task = tokio::spawn(async move { inner.run_file(plan, call).await }.instrument(span));
-        task.await
-            .map_err(|e| ManagerError::Internal(format!("file task failed: {e}")))?
+        FinishOnDrop::new(async move { inner.run_file(plan, call).await }.instrument(span)).await
     }
 
     async fn run_file(self: &Arc<Self>, plan: Plan, call: FileCall) -> Result<FileResult, ManagerError> {

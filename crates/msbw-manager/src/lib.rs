@@ -19,6 +19,7 @@
 mod admission;
 mod calls;
 pub mod cleanup;
+mod detach;
 mod error;
 mod execute;
 pub mod files;

@@ -6,8 +6,10 @@
 //! keeps its reservation until its stop succeeded (or it is known gone); a failed or panicked
 //! stop leaves it on the list, not in progress, for the next pass.
 
-use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt};
 
 use msbw_backend::{BackendError, ErrorKind, Operation, SandboxBackend, SandboxId};
 
@@ -17,56 +19,26 @@ use crate::lifecycle::Inner;
 pub(crate) const STOP_PARALLELISM: usize = 4;
 
 /// Stops `sandboxes`, [`STOP_PARALLELISM`] at a time. Every sandbox gets its outcome; a sandbox
-/// that is already gone counts as stopped (`Ok`). At most [`STOP_PARALLELISM`] stop tasks exist
-/// at once, so a batch of any size costs O(1) memory beyond its list and O(N) time.
+/// that is already gone counts as stopped (`Ok`), a stop that panicked as failed. The stops run
+/// in the caller's task, at most [`STOP_PARALLELISM`] at once, so a batch of any size costs
+/// O(1) memory beyond its list and O(N) time (no task, and no task map, per sandbox).
 pub(crate) async fn stop_many(
     backend: &Arc<dyn SandboxBackend>,
     sandboxes: Vec<SandboxId>,
 ) -> Vec<(SandboxId, Result<(), BackendError>)> {
-    let mut outcomes = Vec::with_capacity(sandboxes.len());
-    let mut set = tokio::task::JoinSet::new();
-    let mut by_task = HashMap::with_capacity(STOP_PARALLELISM);
-    let mut pending = sandboxes.into_iter();
-    loop {
-        while set.len() < STOP_PARALLELISM {
-            let Some(sandbox) = pending.next() else {
-                break;
-            };
-            let backend = backend.clone();
-            let id = sandbox.clone();
-            let handle = set.spawn(async move {
-                match backend.stop(&id).await {
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                    other => other,
-                }
-            });
-            by_task.insert(handle.id(), sandbox);
-        }
-        let Some(joined) = set.join_next_with_id().await else {
-            break;
+    let stops = futures_util::stream::iter(sandboxes).map(|sandbox| async move {
+        let result = match AssertUnwindSafe(backend.stop(&sandbox)).catch_unwind().await {
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Ok(other) => other,
+            Err(_) => Err(
+                BackendError::new(ErrorKind::Internal, Operation::Stop, "the stop panicked")
+                    .with_backend(backend.name())
+                    .with_sandbox(&sandbox),
+            ),
         };
-        match joined {
-            Ok((task, result)) => {
-                if let Some(sandbox) = by_task.remove(&task) {
-                    outcomes.push((sandbox, result));
-                }
-            }
-            Err(e) => {
-                if let Some(sandbox) = by_task.remove(&e.id()) {
-                    let why = if e.is_panic() {
-                        "the stop panicked"
-                    } else {
-                        "the stop was cancelled"
-                    };
-                    let error = BackendError::new(ErrorKind::Internal, Operation::Stop, why)
-                        .with_backend(backend.name())
-                        .with_sandbox(&sandbox);
-                    outcomes.push((sandbox, Err(error)));
-                }
-            }
-        }
-    }
-    outcomes
+        (sandbox, result)
+    });
+    stops.buffer_unordered(STOP_PARALLELISM).collect().await
 }
 
 /// What one pass over the retiring list did.

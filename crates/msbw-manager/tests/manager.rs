@@ -1051,6 +1051,38 @@ mod stress {
         });
     }
 
+    /// Calls run in the caller's task; a caller that drops one mid-execution (or mid-start)
+    /// must still leave it to finish, recorded, in the same sandbox: nothing replaced, nothing
+    /// run twice, the session ready for the next call.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_call_still_finishes_in_its_sandbox() {
+        let fake = FakeBackend::with_script(|_, code| slow(code.parse().unwrap_or(0), code));
+        fake.set_start_delay(Duration::from_secs(2));
+        let manager = started(config(), &fake).await;
+        // Dropped during the start.
+        let first = manager.execute_code(CodeCall::new("3").session("s"));
+        assert!(tokio::time::timeout(Duration::from_secs(1), first).await.is_err());
+        // Dropped during a warm execution.
+        sleep(Duration::from_secs(10)).await;
+        let info = manager.sessions(Some("s")).unwrap().remove(0);
+        assert_eq!((info.status, info.executions), (SessionStatus::Ready, 1), "{info:?}");
+        let second = manager.execute_code(CodeCall::new("5").session("s"));
+        assert!(tokio::time::timeout(Duration::from_secs(1), second).await.is_err());
+        let busy = manager.sessions(Some("s")).unwrap().remove(0);
+        assert_eq!(busy.status, SessionStatus::Running, "the execution goes on: {busy:?}");
+        sleep(Duration::from_secs(10)).await;
+        let after = manager.sessions(Some("s")).unwrap().remove(0);
+        assert_eq!((after.status, after.executions), (SessionStatus::Ready, 2), "{after:?}");
+        assert!(!after.last_execution_cancelled);
+        let third = manager.execute_code(CodeCall::new("0").session("s")).await.unwrap();
+        assert!(!third.sandbox_replaced && !third.session_created, "{third:?}");
+        assert_eq!(third.sandbox.name, info.sandbox_name);
+        let stats = fake.stats();
+        assert_eq!((stats.started, stats.executions), (1, 3));
+        assert_eq!((fake.times_received("3"), fake.times_received("5")), (1, 1));
+        manager.shutdown().await;
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 4, ..Default::default() })]
 
@@ -1395,13 +1427,14 @@ mod with_mocks {
             })
             .times(1)
             .returning(|_| Ok(()));
-        // Every call runs the backend's event stream (buffered calls are streams collected).
-        mock.expect_run_code_stream()
+        // A buffered call asks the backend for a buffered result (only streamed calls stream).
+        mock.expect_run_code()
             .withf(|_, req| {
                 req.language == Template::Node && req.code == "1+1" && req.timeout == Duration::from_secs(12)
             })
             .times(1)
-            .returning(|_, _| Ok(msbw_backend::stream::buffered(ExecOutput::completed("2\n\n", "", None))));
+            .returning(|_, _| Ok(ExecOutput::completed("2\n\n", "", None)));
+        mock.expect_run_code_stream().never();
         mock.expect_stop().times(1).returning(|_| Ok(()));
         let cfg = WrapperConfig {
             owner_mark: "team7".into(),
