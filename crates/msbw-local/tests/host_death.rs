@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use msbw_backend::Template;
-use msbw_local::{LocalBackend, LocalConfig};
 
 const HELPER: &str = "MSBW_LOCAL_HOST_DEATH_DIR";
 const TAG: &str = "MSBW_LOCAL_HOST_DEATH_TAG";
@@ -30,23 +29,17 @@ fn host(dir: &str, tag: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut config = LocalConfig::default();
-    config.temp_dir = Some(dir.into());
-    let backend = LocalBackend::new(config);
-    let backend = std::sync::Arc::new(backend);
+    let backend = backend_in(std::path::Path::new(dir));
     runtime.block_on(async {
-        let id = start(&backend, &spec("host-death", Template::Python)).await;
-        let out = python(
-            &backend,
-            &id,
-            &format!("import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 300; : {tag}-code'])"),
-        )
-        .await;
+        let sandbox = Sandbox::start(&backend, &spec("host-death", Template::Python)).await;
+        let out = sandbox.python(&background(&format!("{tag}-code"))).await;
         assert!(out.success(), "{out:?}");
         // A command still running when the host dies.
-        let (backend, script) = (backend.clone(), format!("sleep 300; : {tag}-command"));
+        let script = format!("sleep 300; : {tag}-command");
         tokio::spawn(async move {
-            command_with(&backend, &id, "sh", &["-c", &script], Duration::from_secs(600)).await;
+            sandbox
+                .command_with("sh", &["-c", &script], Duration::from_secs(600))
+                .await;
         });
         for what in ["code", "command"] {
             let found = wait_until_present(&format!("{tag}-{what}"), Duration::from_secs(10));
@@ -99,9 +92,7 @@ fn test() {
     let left = wait_until_gone(&tag, Duration::from_secs(10));
     assert!(left.is_empty(), "the sandbox outlived its host process: {left:?}");
     // The next backend removes what the killed one could not (its cgroups, its directory).
-    let mut config = LocalConfig::default();
-    config.temp_dir = Some(dir.path().to_owned());
-    assert!(LocalBackend::new(config).host_support().usable());
+    assert!(backend_in(dir.path()).host_support().usable());
     // The sweep runs in the background: poll the folder until it is empty or the deadline passes.
     let read = || -> Vec<_> { std::fs::read_dir(dir.path()).expect("read the directory").collect() };
     eventually(Duration::from_secs(20), || read().is_empty());

@@ -8,22 +8,27 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use msbw_backend::{CodeRequest, CommandRequest, ExecEvent, ExecStatus, ExecStream, SandboxBackend, Template};
-use msbw_local::{LocalBackend, LocalConfig};
 
-fn code(source: &str) -> CodeRequest {
-    CodeRequest {
+/// Streams Python code that should finish quickly.
+async fn code_stream(sandbox: &Sandbox, source: &str) -> ExecStream {
+    let request = CodeRequest {
         language: Template::Python,
         code: source.to_owned(),
         timeout: QUICK,
-    }
+    };
+    let stream = sandbox.backend.run_code_stream(&sandbox.id, &request).await;
+    stream.unwrap_or_else(|e| panic!("run_code_stream {source:?}: {e}"))
 }
 
-fn cmd(program: &str, args: &[&str]) -> CommandRequest {
-    CommandRequest {
+/// Streams a command that should finish quickly.
+async fn command_stream(sandbox: &Sandbox, program: &str, args: &[&str]) -> ExecStream {
+    let request = CommandRequest {
         command: program.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout: QUICK,
-    }
+    };
+    let stream = sandbox.backend.run_command_stream(&sandbox.id, &request).await;
+    stream.unwrap_or_else(|e| panic!("run_command_stream {program} {args:?}: {e}"))
 }
 
 async fn next(stream: &mut ExecStream) -> ExecEvent {
@@ -50,18 +55,25 @@ async fn rest(stream: &mut ExecStream) -> (Vec<u8>, Vec<u8>, msbw_backend::ExecO
     }
 }
 
+/// Waits for `stream` to say `started` and for the process marked `tag` to run on the host,
+/// drops the stream, and asserts that the process is gone from the host's process table.
+async fn drop_while_running(mut stream: ExecStream, tag: &str) {
+    assert_eq!(next(&mut stream).await, ExecEvent::Stdout("started\n".into()));
+    assert!(!wait_until_present(tag, QUICK).is_empty(), "the streamed process runs");
+    drop(stream);
+    let left = wait_until_gone(tag, Duration::from_secs(10));
+    assert!(left.is_empty(), "the dropped execution's processes are gone: {left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_output_arrives_while_the_code_still_runs() {
-    let backend = backend();
-    assert!(backend.capabilities().await.streaming);
-    let id = start(&backend, &spec("stream-ab", Template::Python)).await;
-    let mut stream = backend
-        .run_code_stream(
-            &id,
-            &code("import time\nprint('a', flush=True)\ntime.sleep(3)\nprint('b')"),
-        )
-        .await
-        .unwrap();
+    let sandbox = Sandbox::new("stream-ab", Template::Python).await;
+    assert!(sandbox.backend.capabilities().await.streaming);
+    let mut stream = code_stream(
+        &sandbox,
+        "import time\nprint('a', flush=True)\ntime.sleep(3)\nprint('b')",
+    )
+    .await;
     // `a` comes alone, before `b` is printed and before the result: it was sent as written.
     assert_eq!(next(&mut stream).await, ExecEvent::Stdout("a\n".into()));
     let (out, _, result) = rest(&mut stream).await;
@@ -69,49 +81,31 @@ async fn flushed_output_arrives_while_the_code_still_runs() {
     assert_eq!(result.stdout, "a\nb\n");
     assert_eq!(result.status, ExecStatus::Completed);
     // Unflushed prints stream too: the driver's stdout is line-buffered.
-    let mut stream = backend
-        .run_code_stream(&id, &code("import time\nprint('c')\ntime.sleep(2)\nprint('d')"))
-        .await
-        .unwrap();
+    let mut stream = code_stream(&sandbox, "import time\nprint('c')\ntime.sleep(2)\nprint('d')").await;
     assert_eq!(next(&mut stream).await, ExecEvent::Stdout("c\n".into()));
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_output_is_streamed_byte_for_byte() {
-    let backend = backend();
-    let id = start(&backend, &spec("stream-bin", Template::Python)).await;
-    let mut stream = backend
-        .run_command_stream(&id, &cmd("printf", &["\\377\\000x\\r"]))
-        .await
-        .unwrap();
+    let sandbox = Sandbox::new("stream-bin", Template::Python).await;
+    let mut stream = command_stream(&sandbox, "printf", &["\\377\\000x\\r"]).await;
     let (out, _, result) = rest(&mut stream).await;
     assert_eq!(out, b"\xff\x00x\r", "no line buffering, no decoding of the chunks");
     assert_eq!(
         result.stdout, "\u{fffd}\0x\r",
         "the final text is as the buffered call returns it"
     );
-    let mut stream = backend
-        .run_code_stream(
-            &id,
-            &code("import sys\nsys.stdout.buffer.write(b'\\x00\\xfe'); sys.stdout.flush()"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rest(&mut stream).await.0, b"\x00\xfe");
-    backend.stop(&id).await.unwrap();
+    let source = "import sys\nsys.stdout.buffer.write(b'\\x00\\xfe'); sys.stdout.flush()";
+    assert_eq!(rest(&mut code_stream(&sandbox, source).await).await.0, b"\x00\xfe");
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_output_cap_bounds_the_stream_and_the_cut_is_reported() {
-    let mut config = LocalConfig::default();
-    config.max_output_bytes = 1000;
-    let backend = LocalBackend::new(config);
-    let id = start(&backend, &spec("stream-cap", Template::Python)).await;
-    let mut stream = backend
-        .run_code_stream(&id, &code("for i in range(100):\n    print('x' * 99, flush=True)"))
-        .await
-        .unwrap();
+    let backend = backend_with(|config| config.max_output_bytes = 1000);
+    let sandbox = Sandbox::start(&backend, &spec("stream-cap", Template::Python)).await;
+    let mut stream = code_stream(&sandbox, "for i in range(100):\n    print('x' * 99, flush=True)").await;
     let (out, _, result) = rest(&mut stream).await;
     let text = String::from_utf8(out).unwrap();
     assert_eq!(
@@ -129,50 +123,30 @@ async fn the_output_cap_bounds_the_stream_and_the_cut_is_reported() {
         1000 - 10,
         "at most the cap of the program's bytes"
     );
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_code_stream_kills_the_code_and_keeps_the_sandbox() {
-    let backend = backend();
-    let id = start(&backend, &spec("stream-drop", Template::Python)).await;
+    let sandbox = Sandbox::new("stream-drop", Template::Python).await;
     let tag = marker("stream-drop");
-    let mut stream = backend
-        .run_code_stream(
-            &id,
-            &code(&format!(
-                "import subprocess\nchild = subprocess.Popen(['sh', '-c', 'sleep 300; : {tag}'])\nprint('started', flush=True)\nchild.wait()"
-            )),
-        )
-        .await
-        .unwrap();
-    assert_eq!(next(&mut stream).await, ExecEvent::Stdout("started\n".into()));
-    assert!(!wait_until_present(&tag, QUICK).is_empty(), "the code's process runs");
-    drop(stream);
-    let left = wait_until_gone(&tag, Duration::from_secs(10));
-    assert!(left.is_empty(), "the dropped execution's processes are gone: {left:?}");
+    let source = format!(
+        "import subprocess\nchild = subprocess.Popen(['sh', '-c', 'sleep 300; : {tag}'])\nprint('started', flush=True)\nchild.wait()"
+    );
+    drop_while_running(code_stream(&sandbox, &source).await, &tag).await;
     // The sandbox is usable; the next execution says the REPL was restarted.
-    let out = python(&backend, &id, "print('next')").await;
+    let out = sandbox.python("print('next')").await;
     assert_eq!(out.stdout, "next\n");
     assert!(out.stderr.contains("abandoned"), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_command_stream_kills_the_command() {
-    let backend = backend();
-    let id = start(&backend, &spec("stream-dropcmd", Template::Python)).await;
+    let sandbox = Sandbox::new("stream-dropcmd", Template::Python).await;
     let tag = marker("stream-dropcmd");
     let script = format!("echo started; sleep 300; : {tag}");
-    let mut stream = backend
-        .run_command_stream(&id, &cmd("sh", &["-c", &script]))
-        .await
-        .unwrap();
-    assert_eq!(next(&mut stream).await, ExecEvent::Stdout("started\n".into()));
-    assert!(!wait_until_present(&tag, QUICK).is_empty());
-    drop(stream);
-    let left = wait_until_gone(&tag, Duration::from_secs(10));
-    assert!(left.is_empty(), "the dropped command's processes are gone: {left:?}");
-    assert_eq!(shell(&backend, &id, "echo ok").await.stdout, "ok\n");
-    backend.stop(&id).await.unwrap();
+    drop_while_running(command_stream(&sandbox, "sh", &["-c", &script]).await, &tag).await;
+    assert_eq!(sandbox.shell("echo ok").await.stdout, "ok\n");
+    sandbox.stop().await;
 }

@@ -3,8 +3,6 @@
 //! crashing (iterative removal on a blocking thread), the host directory is gone, and the
 //! backend keeps working; a tree a dead backend left behind is swept by the next one.
 
-use std::time::Duration;
-
 use super::*;
 
 const BUILD: &str =
@@ -26,28 +24,21 @@ fn sandbox_dirs(base: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twenty_thousand_level_tree_is_removed_and_the_backend_survives() {
     let base = tempfile::tempdir().unwrap();
-    let mut config = LocalConfig::default();
-    config.temp_dir = Some(base.path().to_owned());
-    let backend = LocalBackend::new(config);
-    let id = start(&backend, &spec("deep", Template::Python)).await;
-    let out = code_with(
-        &backend,
-        &id,
-        Template::Python,
-        &BUILD.replace("DEPTH", "20000"),
-        Duration::from_secs(900),
-    )
-    .await;
+    let backend = backend_in(base.path());
+    let sandbox = Sandbox::start(&backend, &spec("deep", Template::Python)).await;
+    let build = BUILD.replace("DEPTH", "20000");
+    let out = sandbox
+        .code_with(Template::Python, &build, Duration::from_secs(900))
+        .await;
     assert_eq!(out.stdout, "built\n", "{out:?}");
     assert_eq!(sandbox_dirs(base.path()).len(), 1);
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
     // `stop` returns once the removal is done: nothing is left.
     assert!(sandbox_dirs(base.path()).is_empty(), "{:?}", sandbox_dirs(base.path()));
     // This process is alive (the test goes on) and the backend still works.
-    let id = start(&backend, &spec("after-deep", Template::Python)).await;
-    let out = python(&backend, &id, "print('alive')").await;
-    assert_eq!(out.stdout, "alive\n");
-    backend.stop(&id).await.unwrap();
+    let sandbox = Sandbox::start(&backend, &spec("after-deep", Template::Python)).await;
+    sandbox.assert_prints("print('alive')", "alive\n").await;
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,15 +56,11 @@ async fn a_deep_tree_left_by_a_dead_backend_is_swept_by_the_next() {
         deep.push("d");
     }
     std::fs::create_dir_all(&deep).unwrap();
-    let mut config = LocalConfig::default();
-    config.temp_dir = Some(base.path().to_owned());
-    let backend = LocalBackend::new(config);
     // The first use of the backend starts the sweep, on a thread of its own.
-    let id = start(&backend, &spec("sweeper", Template::Python)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while stale.exists() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!stale.exists(), "the stale tree is still there");
-    backend.stop(&id).await.unwrap();
+    let sandbox = Sandbox::start(&backend_in(base.path()), &spec("sweeper", Template::Python)).await;
+    assert!(
+        eventually(Duration::from_secs(300), || !stale.exists()),
+        "the stale tree is still there"
+    );
+    sandbox.stop().await;
 }

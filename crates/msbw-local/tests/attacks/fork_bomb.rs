@@ -1,27 +1,22 @@
 //! Fork bombs: forking stops at the task limit, and nothing of the bomb is left in the host's
 //! process table after its timeout.
 
-use std::time::Duration;
-
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_bombs_are_contained() {
-    let mut config = LocalConfig::default();
-    config.max_processes = 48;
-    let backend = LocalBackend::new(config);
-    let id = start(&backend, &spec("fork", Template::Python)).await;
+    let backend = backend_with(|config| config.max_processes = 48);
+    let sandbox = Sandbox::start(&backend, &spec("fork", Template::Python)).await;
 
     // Forking stops at the limit.
-    let out = python(
-        &backend,
-        &id,
-        "import os, time\nchildren = []\ntry:\n    for _ in range(1000):\n        pid = os.fork()\n        \
+    let out = sandbox
+        .python(
+            "import os, time\nchildren = []\ntry:\n    for _ in range(1000):\n        pid = os.fork()\n        \
          if pid == 0:\n            time.sleep(60)\n            os._exit(0)\n        children.append(pid)\n\
          except OSError as e:\n    print('refused after', len(children), e.errno)\n\
          for pid in children:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)",
-    )
-    .await;
+        )
+        .await;
     let refused_after: usize = out
         .stdout
         .strip_prefix("refused after ")
@@ -33,14 +28,11 @@ async fn fork_bombs_are_contained() {
     // A classic shell fork bomb: it hits the limit, then its timeout kills all of it.
     let tag = marker("bomb");
     let script = format!("# {tag}\nbomb() {{ bomb | bomb & }}; bomb; sleep 30");
-    let out = command_with(&backend, &id, "bash", &["-c", &script], Duration::from_secs(3)).await;
-    assert!(out.timed_out(), "{out:?}");
-    assert!(wait_until_gone(&tag, Duration::from_secs(10)).is_empty());
+    assert_timeout_leaves_nothing(&sandbox, &script, Duration::from_secs(3), &tag).await;
 
     // The sandbox is still usable.
-    let ok = command(&backend, &id, "echo", &["ok"]).await;
+    let ok = sandbox.command("echo", &["ok"]).await;
     assert_eq!(ok.stdout, "ok\n", "{ok:?}");
-    let ok = python(&backend, &id, "print('ok')").await;
-    assert_eq!(ok.stdout, "ok\n", "{ok:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.assert_prints("print('ok')", "ok\n").await;
+    sandbox.stop().await;
 }

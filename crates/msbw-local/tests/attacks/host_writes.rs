@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_write_outside_the_writable_paths() {
-    let backend = backend();
-    let id = start(&backend, &spec("fs", Template::Python)).await;
+    let sandbox = Sandbox::new("fs", Template::Python).await;
     let tag = marker("fs");
     // The host's home directories are not even there.
     let targets = [
@@ -23,7 +22,7 @@ async fn cannot_write_outside_the_writable_paths() {
          print('denied', path, type(e).__name__)\n\
          for path in ['/tmp/{tag}', '/workspace/{tag}']:\n    open(path, 'w').write('ok')\n    print('ok', path)"
     );
-    let out = python(&backend, &id, &source).await;
+    let out = sandbox.python(&source).await;
     assert!(out.success(), "{out:?}");
     assert!(!out.stdout.contains("WROTE"), "{}", out.stdout);
     assert_eq!(out.stdout.matches("denied").count(), targets.len(), "{}", out.stdout);
@@ -35,26 +34,21 @@ async fn cannot_write_outside_the_writable_paths() {
     assert!(!std::path::Path::new(&format!("/tmp/{tag}")).exists());
 
     // Through a shell, and by trying to make the system directories writable again.
-    let out = shell(&backend, &id, &format!("echo x > /etc/{tag}")).await;
-    assert_ne!(out.exit_code, Some(0), "{out:?}");
-    let out = shell(&backend, &id, "mount -o remount,rw /usr").await;
-    assert_ne!(out.exit_code, Some(0), "{out:?}");
-    let out = shell(
-        &backend,
-        &id,
-        &format!("unshare -rm sh -c 'mount -o remount,rw,bind /usr && touch /usr/{tag}'"),
-    )
-    .await;
-    assert_ne!(out.exit_code, Some(0), "{out:?}");
+    for script in [
+        format!("echo x > /etc/{tag}"),
+        "mount -o remount,rw /usr".to_owned(),
+        format!("unshare -rm sh -c 'mount -o remount,rw,bind /usr && touch /usr/{tag}'"),
+    ] {
+        let out = sandbox.shell(&script).await;
+        assert_ne!(out.exit_code, Some(0), "{script}: {out:?}");
+    }
+    assert!(!std::path::Path::new(&format!("/etc/{tag}")).exists());
     assert!(!std::path::Path::new(&format!("/usr/{tag}")).exists());
 
     // Secrets of the host are not readable either.
-    let out = python(
-        &backend,
-        &id,
-        "try:\n    open('/etc/shadow').read(); print('READ')\nexcept OSError as e:\n    print('denied', type(e).__name__)",
-    )
-    .await;
+    let out = sandbox
+        .python("try:\n    open('/etc/shadow').read(); print('READ')\nexcept OSError as e:\n    print('denied', type(e).__name__)")
+        .await;
     assert!(out.stdout.starts_with("denied"), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

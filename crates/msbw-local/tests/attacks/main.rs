@@ -32,10 +32,10 @@ mod volume_symlinks;
 
 pub(crate) use std::os::unix::fs::MetadataExt as _;
 pub(crate) use std::path::{Path, PathBuf};
+pub(crate) use std::time::Duration;
 
 pub(crate) use common::*;
 pub(crate) use msbw_backend::{Aftermath, ExecStatus, SandboxBackend, SandboxBackendExt, Template, VolumeMapping};
-pub(crate) use msbw_local::{LocalBackend, LocalConfig};
 
 /// The unprivileged host user that owns the test volumes when the suite runs as root.
 pub(crate) const VOLUME_OWNER: u32 = 4242;
@@ -80,6 +80,15 @@ pub(crate) fn mapping(host: &Path, inside: &str) -> VolumeMapping {
 /// A read-only volume mapping from a host path.
 pub(crate) fn read_only(host: &Path, inside: &str) -> VolumeMapping {
     VolumeMapping::read_only(&host.display().to_string(), inside).expect("a valid mapping")
+}
+
+/// Runs `bash -c script` in `sandbox` with `timeout`, asserts that it timed out, and that no host
+/// process whose command line carries `tag` is left (polled for up to 10 s).
+pub(crate) async fn assert_timeout_leaves_nothing(sandbox: &Sandbox, script: &str, timeout: Duration, tag: &str) {
+    let out = sandbox.command_with("bash", &["-c", script], timeout).await;
+    assert!(out.timed_out(), "{out:?}");
+    let left = wait_until_gone(tag, Duration::from_secs(10));
+    assert!(left.is_empty(), "processes outlived the command's timeout: {left:?}");
 }
 
 /// Every entry below `dir` on the host (not following links), with its metadata.

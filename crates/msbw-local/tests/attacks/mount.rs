@@ -6,8 +6,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounts_cannot_be_changed_from_inside() {
-    let backend = backend();
-    let id = start(&backend, &spec("mount", Template::Python)).await;
+    let sandbox = Sandbox::new("mount", Template::Python).await;
     let tag = marker("mount");
     for script in [
         format!("mount -t tmpfs none /usr && touch /usr/{tag}"),
@@ -18,18 +17,15 @@ async fn mounts_cannot_be_changed_from_inside() {
         format!("unshare -rm sh -c 'mount -o remount,rw,bind /usr && touch /usr/{tag}'"),
         format!("unshare -rm sh -c 'umount -l /usr && mkdir -p /usr/{tag}'"),
     ] {
-        let out = shell(&backend, &id, &script).await;
+        let out = sandbox.shell(&script).await;
         assert_ne!(out.exit_code, Some(0), "{script}: {out:?}");
     }
     assert!(!Path::new(&format!("/usr/{tag}")).exists());
     assert!(!Path::new(&format!("/etc/{tag}")).exists());
     // The sandbox's view is intact.
-    let out = shell(
-        &backend,
-        &id,
-        "test -d /proc/self && test -x /usr/bin/env && echo intact",
-    )
-    .await;
+    let out = sandbox
+        .shell("test -d /proc/self && test -x /usr/bin/env && echo intact")
+        .await;
     assert_eq!(out.stdout, "intact\n", "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

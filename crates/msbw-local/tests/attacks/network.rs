@@ -28,46 +28,42 @@ except OSError as e:
 async fn cannot_reach_a_listener_on_the_hosts_loopback() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let backend = backend();
-    let id = start(&backend, &spec("net", Template::Python)).await;
+    let sandbox = Sandbox::new("net", Template::Python).await;
 
-    let out = python(&backend, &id, &CONNECT.replace("PORT", &port.to_string())).await;
+    let out = sandbox.python(&CONNECT.replace("PORT", &port.to_string())).await;
     assert!(out.stdout.starts_with("failed:"), "{out:?}");
     assert_no_connection(&listener);
     // Not even a TCP handshake through another program.
     let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo open");
-    let curlish = command(&backend, &id, "bash", &["-c", &script]).await;
+    let curlish = sandbox.command("bash", &["-c", &script]).await;
     assert!(!curlish.stdout.contains("open"), "{curlish:?}");
     assert_no_connection(&listener);
 
     // The sandbox's own loopback works: the failure above is isolation, not a broken stack.
-    let inside = python(
-        &backend,
-        &id,
-        "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
-         c = socket.create_connection(s.getsockname(), timeout=3); a, _ = s.accept()\n\
-         c.sendall(b'ping'); print(a.recv(4).decode())",
-    )
-    .await;
-    assert_eq!(inside.stdout, "ping\n", "{inside:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox
+        .assert_prints(
+            "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+             c = socket.create_connection(s.getsockname(), timeout=3); a, _ = s.accept()\n\
+             c.sendall(b'ping'); print(a.recv(4).decode())",
+            "ping\n",
+        )
+        .await;
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_local_network_enabled_the_same_connection_succeeds() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let mut config = LocalConfig::default();
-    config.network = true;
-    let backend = LocalBackend::new(config);
+    let backend = backend_with(|config| config.network = true);
     assert!(!backend.capabilities().await.network_isolated);
-    let id = start(&backend, &spec("net-on", Template::Python)).await;
-    let out = python(&backend, &id, &CONNECT.replace("PORT", &port.to_string())).await;
+    let sandbox = Sandbox::start(&backend, &spec("net-on", Template::Python)).await;
+    let out = sandbox.python(&CONNECT.replace("PORT", &port.to_string())).await;
     assert_eq!(out.stdout, "connected\n", "{out:?}");
     listener.set_nonblocking(true).unwrap();
     assert!(
         listener.accept().is_ok(),
         "the connection should have reached the host listener"
     );
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

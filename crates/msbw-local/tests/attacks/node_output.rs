@@ -3,26 +3,18 @@
 //! no note. Both drivers now deliver everything up to the cap, and a cut is always reported.
 #![allow(clippy::unwrap_used)]
 
-use msbw_backend::{ExecOutput, ExecStatus, SandboxBackend, SandboxId, Template};
-use msbw_local::{LocalBackend, LocalConfig};
+use msbw_backend::{ExecOutput, ExecStatus, Template};
 
-use crate::common::{backend, node, python, spec, start};
-
-/// Runs `source` in the sandbox's language.
-async fn run(backend: &LocalBackend, id: &SandboxId, template: Template, source: &str) -> ExecOutput {
-    match template {
-        Template::Python => python(backend, id, source).await,
-        _ => node(backend, id, source).await,
-    }
-}
+use crate::common::{Sandbox, backend, backend_with, spec};
 
 /// The next execution sees only its own output: nothing of a big one is left over.
-async fn assert_in_step(backend: &LocalBackend, id: &SandboxId, template: Template) {
-    let source = match template {
+async fn assert_in_step(sandbox: &Sandbox) {
+    let source = match sandbox.template {
         Template::Python => "print('next')",
         _ => "console.log('next')",
     };
-    let out = run(backend, id, template, source).await;
+    let out = sandbox.code(source).await;
+    let template = sandbox.template;
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("next\n", ""), "{template}");
 }
 
@@ -34,7 +26,7 @@ fn dropped_note(stream: &str, bytes: usize) -> String {
 async fn large_writes_arrive_whole_in_python_and_node() {
     let backend = backend();
     for template in [Template::Python, Template::Node] {
-        let id = start(&backend, &spec("big-write", template)).await;
+        let sandbox = Sandbox::start(&backend, &spec("big-write", template)).await;
         let cases: [(&str, &str); 3] = match template {
             Template::Python => [
                 ("import sys\n_ = sys.stdout.write('x' * (1 << 20))", "stdout"),
@@ -54,7 +46,7 @@ async fn large_writes_arrive_whole_in_python_and_node() {
             ],
         };
         for (source, which) in cases {
-            let out = run(&backend, &id, template, source).await;
+            let out = sandbox.code(source).await;
             assert_eq!(out.status, ExecStatus::Completed, "{template} {which}");
             let (want_out, want_err) = match which {
                 "stdout" => (1 << 20, 0),
@@ -69,9 +61,9 @@ async fn large_writes_arrive_whole_in_python_and_node() {
                 &out.stderr[out.stderr.len().saturating_sub(200)..]
             );
             assert!(out.stdout.bytes().all(|b| b == b'x') && out.stderr.bytes().all(|b| b == b'x'));
-            assert_in_step(&backend, &id, template).await;
+            assert_in_step(&sandbox).await;
         }
-        backend.stop(&id).await.unwrap();
+        sandbox.stop().await;
     }
 }
 
@@ -83,7 +75,7 @@ async fn many_small_writes_and_unicode_and_binary_arrive_whole() {
     let binary: Vec<u8> = (0..(1 << 20)).map(|i| (i % 256) as u8).collect();
     let binary = String::from_utf8_lossy(&binary).into_owned();
     for template in [Template::Python, Template::Node] {
-        let id = start(&backend, &spec("small-writes", template)).await;
+        let sandbox = Sandbox::start(&backend, &spec("small-writes", template)).await;
         let cases: [(&str, &String); 3] = match template {
             Template::Python => [
                 (
@@ -109,7 +101,7 @@ async fn many_small_writes_and_unicode_and_binary_arrive_whole() {
             ],
         };
         for (source, expected) in cases {
-            let out = run(&backend, &id, template, source).await;
+            let out = sandbox.code(source).await;
             assert_eq!(out.status, ExecStatus::Completed, "{template}: {source}");
             assert!(
                 out.stdout == *expected,
@@ -117,30 +109,26 @@ async fn many_small_writes_and_unicode_and_binary_arrive_whole() {
                 out.stdout.len(),
                 expected.len()
             );
-            assert_in_step(&backend, &id, template).await;
+            assert_in_step(&sandbox).await;
         }
         // console.log many times, from timers that finish before the execution does.
         if template == Template::Node {
-            let out = run(
-                &backend,
-                &id,
-                template,
+            let out = sandbox
+                .node(
                 "await new Promise((done) => { let n = 0; const t = setInterval(() => { for (let i = 0; i < 1000; i++) console.log('y'.repeat(100)); if (++n === 20) { clearInterval(t); done(); } }, 1); })",
-            )
-            .await;
+                )
+                .await;
             assert_eq!(out.stdout.len(), 20 * 1000 * 101, "{:?}", out.stderr);
         }
-        backend.stop(&id).await.unwrap();
+        sandbox.stop().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_at_the_cap_is_whole_and_above_it_the_cut_is_reported() {
-    let mut config = LocalConfig::default();
-    config.max_output_bytes = 100_000;
-    let backend = LocalBackend::new(config);
+    let backend = backend_with(|config| config.max_output_bytes = 100_000);
     for template in [Template::Python, Template::Node] {
-        let id = start(&backend, &spec("cap", template)).await;
+        let sandbox = Sandbox::start(&backend, &spec("cap", template)).await;
         let write = |stream: &str, what: &str| match template {
             Template::Python => format!("import sys\n_ = sys.{stream}.write({what})"),
             _ => format!("void process.{stream}.write({what})"),
@@ -158,10 +146,10 @@ async fn output_at_the_cap_is_whole_and_above_it_the_cut_is_reported() {
                 }
             };
             // Exactly the cap: all of it, no note.
-            let out = run(&backend, &id, template, &write(stream, &repeat("x", 100_000))).await;
+            let out = sandbox.code(&write(stream, &repeat("x", 100_000))).await;
             assert_eq!(pick(&out), "x".repeat(100_000), "{template} {stream}");
             // One byte more: the cap, and a note saying how much is missing.
-            let out = run(&backend, &id, template, &write(stream, &repeat("x", 100_001))).await;
+            let out = sandbox.code(&write(stream, &repeat("x", 100_001))).await;
             let text = pick(&out);
             assert!(text.starts_with(&"x".repeat(100_000)), "{template} {stream}");
             assert!(
@@ -171,13 +159,13 @@ async fn output_at_the_cap_is_whole_and_above_it_the_cut_is_reported() {
             );
             assert_eq!(out.status, ExecStatus::Completed);
             // Far more: the same, the note counts everything.
-            let out = run(&backend, &id, template, &write(stream, &repeat("x", 3_000_000))).await;
+            let out = sandbox.code(&write(stream, &repeat("x", 3_000_000))).await;
             assert!(
                 pick(&out).contains(&dropped_note(stream, 2_900_000)),
                 "{template} {stream}"
             );
             // A cut never splits a character: 33,333 whole euro signs (99,999 bytes) are kept.
-            let out = run(&backend, &id, template, &write(stream, &repeat("€", 40_000))).await;
+            let out = sandbox.code(&write(stream, &repeat("€", 40_000))).await;
             let text = pick(&out);
             assert!(text.starts_with(&"€".repeat(33_333)), "{template} {stream}");
             assert!(!text.contains('\u{fffd}'), "{template} {stream}: a character was cut");
@@ -185,8 +173,8 @@ async fn output_at_the_cap_is_whole_and_above_it_the_cut_is_reported() {
                 text.contains(&dropped_note(stream, 120_000 - 99_999)),
                 "{template} {stream}"
             );
-            assert_in_step(&backend, &id, template).await;
+            assert_in_step(&sandbox).await;
         }
-        backend.stop(&id).await.unwrap();
+        sandbox.stop().await;
     }
 }

@@ -40,9 +40,8 @@ os.waitpid(child, 0)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_of_the_backend_cannot_be_traced_or_read() {
-    let backend = backend();
-    let id = start(&backend, &spec("ptrace", Template::Python)).await;
-    let out = python(&backend, &id, TRACE).await;
+    let sandbox = Sandbox::new("ptrace", Template::Python).await;
+    let out = sandbox.python(TRACE).await;
     assert!(out.success(), "{out:?}");
     let backend_lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("msbw")).collect();
     assert!(
@@ -56,9 +55,8 @@ async fn processes_of_the_backend_cannot_be_traced_or_read() {
     // Even its own child: ptrace is not on the seccomp allow-list (ENOSYS is 38).
     assert!(out.stdout.contains("own-child refused 38"), "{out:?}");
     // Everything still runs: the sandbox answers, and so does a new execution.
-    let out = python(&backend, &id, "print('alive')").await;
-    assert_eq!(out.stdout, "alive\n", "{out:?}");
-    let out = command(&backend, &id, "true", &[]).await;
+    sandbox.assert_prints("print('alive')", "alive\n").await;
+    let out = sandbox.command("true", &[]).await;
     assert_eq!(out.exit_code, Some(0), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

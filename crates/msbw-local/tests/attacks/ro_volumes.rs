@@ -18,7 +18,6 @@ async fn read_only_volumes_stay_read_only_and_writable_ones_are_writable() {
     // setuid_plant.rs); the read-only ones stay root's.
     give_to_volume_owner(rw.path());
     give_to_volume_owner(&rw_file);
-    let backend = backend();
     let mut spec = spec("vol", Template::Python);
     spec.volumes = vec![
         read_only(ro.path(), "/data/ro"),
@@ -26,20 +25,19 @@ async fn read_only_volumes_stay_read_only_and_writable_ones_are_writable() {
         read_only(&ro_file, "/data/ro.txt"),
         mapping(&rw_file, "/data/rw.txt"),
     ];
-    let id = start(&backend, &spec).await;
+    let sandbox = Sandbox::start(&backend(), &spec).await;
 
-    let out = python(
-        &backend,
-        &id,
-        "print(open('/data/ro/data.txt').read())\n\
+    let out = sandbox
+        .python(
+            "print(open('/data/ro/data.txt').read())\n\
          for action in ('write', 'remove', 'chmod'):\n    try:\n        \
          if action == 'write': open('/data/ro/new.txt', 'w').write('x')\n        \
          elif action == 'remove': __import__('os').remove('/data/ro/data.txt')\n        \
          else: __import__('os').chmod('/data/ro/data.txt', 0o777)\n        print('DID', action)\n    \
          except OSError as e:\n        print('denied', action, e.errno)\n\
          open('/data/rw/out.txt', 'w').write('from the sandbox')",
-    )
-    .await;
+        )
+        .await;
     assert!(out.success(), "{out:?}");
     assert!(out.stdout.starts_with("host data\n"), "{out:?}");
     assert!(!out.stdout.contains("DID"), "{out:?}");
@@ -50,18 +48,17 @@ async fn read_only_volumes_stay_read_only_and_writable_ones_are_writable() {
         "mount -o remount,rw /data/ro && touch /data/ro/remounted".to_owned(),
         "unshare -rm sh -c 'mount -o remount,rw,bind /data/ro && touch /data/ro/remounted'".to_owned(),
     ] {
-        let out = shell(&backend, &id, &script).await;
+        let out = sandbox.shell(&script).await;
         assert_ne!(out.exit_code, Some(0), "{script}: {out:?}");
     }
 
     // Volumes that are single files.
-    let out = python(
-        &backend,
-        &id,
-        "open('/data/rw.txt', 'a').write(' + sandbox')\n\
-         try:\n    open('/data/ro.txt', 'a').write('x')\nexcept OSError as e:\n    print('denied', e.errno)",
-    )
-    .await;
+    let out = sandbox
+        .python(
+            "open('/data/rw.txt', 'a').write(' + sandbox')\n\
+             try:\n    open('/data/ro.txt', 'a').write('x')\nexcept OSError as e:\n    print('denied', e.errno)",
+        )
+        .await;
     assert!(out.stdout.starts_with("denied"), "{out:?}");
     assert_eq!(std::fs::read_to_string(&rw_file).unwrap(), "rw file + sandbox");
     assert_eq!(std::fs::read_to_string(&ro_file).unwrap(), "ro file");
@@ -81,5 +78,5 @@ async fn read_only_volumes_stay_read_only_and_writable_ones_are_writable() {
     // sandbox-only uid.
     assert_eq!(std::fs::metadata(&written).unwrap().uid(), volume_owner());
     assert_eq!(std::fs::metadata(&rw_file).unwrap().uid(), volume_owner());
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

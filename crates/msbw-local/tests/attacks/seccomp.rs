@@ -5,9 +5,9 @@
 #![cfg(target_arch = "x86_64")]
 #![allow(clippy::unwrap_used)]
 
-use msbw_backend::{ExecStatus, SandboxBackend, Template};
+use msbw_backend::{ExecStatus, Template};
 
-use crate::common::{backend, node, python, shell, spec, start};
+use crate::common::{Sandbox, backend, spec};
 
 /// The system calls the filter must refuse, by name and number.
 const DENIED: &[(&str, i64)] = &[
@@ -74,8 +74,7 @@ fn host_key_users() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_system_calls_fail_with_enosys_and_do_nothing() {
-    let backend = backend();
-    let id = start(&backend, &spec("seccomp", Template::Python)).await;
+    let sandbox = Sandbox::new("seccomp", Template::Python).await;
     let keys_before = host_key_users();
     let table: String = DENIED.iter().map(|(name, nr)| format!("({name:?}, {nr}), ")).collect();
     // Real arguments where a call would do something if it went through: add a key to the
@@ -116,7 +115,7 @@ print(json.dumps(found))
         clone = libc::SYS_clone,
         getpid = libc::SYS_getpid,
     );
-    let out = python(&backend, &id, &source).await;
+    let out = sandbox.python(&source).await;
     assert_eq!(out.status, ExecStatus::Completed, "{out:?}");
     let found: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
@@ -135,28 +134,27 @@ print(json.dumps(found))
     }
     // Nothing of it on the host: no new key user, no changed key count.
     assert_eq!(host_key_users(), keys_before, "the sandbox reached the host's keyring");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_program_runs_under_the_filter_and_still_works() {
     let backend = backend();
-    let id = start(&backend, &spec("seccomp-py", Template::Python)).await;
+    let sandbox = Sandbox::start(&backend, &spec("seccomp-py", Template::Python)).await;
     let filtered = |text: &str| {
         text.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"])
     };
     // The interpreter, its children, commands.
-    let out = python(&backend, &id, "print(open('/proc/self/status').read())").await;
+    let out = sandbox.python("print(open('/proc/self/status').read())").await;
     assert!(filtered(&out.stdout), "{out:?}");
-    let out = shell(&backend, &id, "cat /proc/self/status").await;
+    let out = sandbox.shell("cat /proc/self/status").await;
     assert!(filtered(&out.stdout), "{out:?}");
     // What interpreters and commands do keeps working: threads, subprocesses (clone without
     // namespace flags, glibc's fallback from clone3), pipes, files, sockets on the loopback.
-    let out = python(
-        &backend,
-        &id,
-        r#"
+    let out = sandbox
+        .python(
+            r#"
 import os, socket, subprocess, threading, tempfile
 t = threading.Thread(target=lambda: None); t.start(); t.join()
 print(subprocess.run(['sh', '-c', 'cp /etc/hostname /tmp/h && chmod 600 /tmp/h && ls -l /tmp/h | cut -c1-10 && id -u'], capture_output=True, text=True, check=True).stdout, end='')
@@ -168,36 +166,32 @@ server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen()
 client = socket.create_connection(server.getsockname()); peer, _ = server.accept()
 client.sendall(b'ping'); print(peer.recv(4).decode())
 "#,
-    )
-    .await;
+        )
+        .await;
     assert_eq!(out.stdout, "-rw-------\n0\n7\nping\n", "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 
     // A worker is a second V8 isolate: give it the address space for one.
     let mut node_spec = spec("seccomp-node", Template::Node);
     node_spec.memory_mb = 2048;
-    let id = start(&backend, &node_spec).await;
-    let out = node(
-        &backend,
-        &id,
-        "console.log(require('fs').readFileSync('/proc/self/status', 'utf8').match(/Seccomp:\\s*(\\d)/)[1])",
-    )
-    .await;
+    let sandbox = Sandbox::start(&backend, &node_spec).await;
+    let out = sandbox
+        .node("console.log(require('fs').readFileSync('/proc/self/status', 'utf8').match(/Seccomp:\\s*(\\d)/)[1])")
+        .await;
     assert_eq!(out.stdout, "2\n", "{out:?}");
-    let out = node(
-        &backend,
-        &id,
-        r#"
+    let out = sandbox
+        .node(
+            r#"
 const { Worker } = require('worker_threads');
 const fs = require('fs');
 await fs.promises.writeFile('/tmp/n', 'node');
 const viaWorker = await new Promise((done) => new Worker("require('worker_threads').parentPort.postMessage(6 * 7)", { eval: true }).on('message', done));
 console.log(require('child_process').execSync('echo child').toString().trim(), await fs.promises.readFile('/tmp/n', 'utf8'), viaWorker);
 "#,
-    )
-    .await;
+        )
+        .await;
     assert_eq!(out.stdout, "child node 42\n", "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[test]

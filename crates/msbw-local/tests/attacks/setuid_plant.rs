@@ -26,30 +26,25 @@ attempt('plain-chmod', lambda: os.chmod('/sandbox/rw/x', 0o755))
 print('\n'.join(results))
 "#;
 
+/// The issue's reproduction: copy a program into the volume, then make it set-uid and set-gid.
+const COPY_AND_CHMOD: &str = "cp /usr/bin/id /sandbox/rw/x && chmod 6755 /sandbox/rw/x; echo chmod=$?";
+
+/// Set-uid copies made by tools that set the mode themselves.
+const INSTALL_AND_COPY_MODES: &str = "install -m 4755 /usr/bin/id /sandbox/rw/w; cp -p /usr/bin/id /sandbox/rw/v; true";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_made_set_uid_in_a_volume_is_not_set_uid_on_the_host() {
     let vol = volume_dir();
-    let backend = backend();
     let mut spec = spec("suid", Template::Python);
     spec.volumes = vec![mapping(vol.path(), "/sandbox/rw")];
-    let id = start(&backend, &spec).await;
+    let sandbox = Sandbox::start(&backend(), &spec).await;
 
     // The issue's reproduction: the copy works, the chmod does not.
-    let out = shell(
-        &backend,
-        &id,
-        "cp /usr/bin/id /sandbox/rw/x && chmod 6755 /sandbox/rw/x; echo chmod=$?",
-    )
-    .await;
+    let out = sandbox.shell(COPY_AND_CHMOD).await;
     assert!(out.stdout.contains("chmod=1"), "{out:?}");
-    let out = shell(
-        &backend,
-        &id,
-        "install -m 4755 /usr/bin/id /sandbox/rw/w; cp -p /usr/bin/id /sandbox/rw/v; true",
-    )
-    .await;
+    let out = sandbox.shell(INSTALL_AND_COPY_MODES).await;
     assert_eq!(out.exit_code, Some(0), "{out:?}");
-    let out = python(&backend, &id, EVERY_WAY).await;
+    let out = sandbox.python(EVERY_WAY).await;
     assert!(out.success(), "{out:?}");
     for refused in [
         "chmod",
@@ -68,7 +63,7 @@ async fn a_file_made_set_uid_in_a_volume_is_not_set_uid_on_the_host() {
     }
     // Changing a mode without those bits still works (so the filter is not just "no chmod").
     assert!(out.stdout.contains("plain-chmod DID"), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 
     let files = host_tree(vol.path());
     assert!(
@@ -104,10 +99,10 @@ async fn a_writable_volume_owned_by_host_root_is_refused() {
     spec.volumes = vec![mapping(vol.path(), "/sandbox/rw")];
     if !is_root() {
         // Not root: the volume is ours, and so is what the sandbox writes there.
-        let id = start(&backend, &spec).await;
-        let out = shell(&backend, &id, "echo x > /sandbox/rw/f").await;
+        let sandbox = Sandbox::start(&backend, &spec).await;
+        let out = sandbox.shell("echo x > /sandbox/rw/f").await;
         assert_eq!(out.exit_code, Some(0), "{out:?}");
-        backend.stop(&id).await.unwrap();
+        sandbox.stop().await;
         assert_eq!(std::fs::metadata(vol.path().join("f")).unwrap().uid(), volume_owner());
         return;
     }
@@ -118,16 +113,13 @@ async fn a_writable_volume_owned_by_host_root_is_refused() {
     // Read-only, the same directory is fine: nothing can be created through it.
     std::fs::write(vol.path().join("data"), "root's").unwrap();
     spec.volumes = vec![read_only(vol.path(), "/sandbox/ro")];
-    let id = start(&backend, &spec).await;
-    let out = shell(
-        &backend,
-        &id,
-        "cat /sandbox/ro/data; touch /sandbox/ro/new; chmod 4755 /sandbox/ro/data",
-    )
-    .await;
+    let sandbox = Sandbox::start(&backend, &spec).await;
+    let out = sandbox
+        .shell("cat /sandbox/ro/data; touch /sandbox/ro/new; chmod 4755 /sandbox/ro/data")
+        .await;
     assert!(out.stdout.starts_with("root's"), "{out:?}");
     assert_ne!(out.exit_code, Some(0), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
     assert!(!vol.path().join("new").exists());
     assert_eq!(
         std::fs::metadata(vol.path().join("data")).unwrap().mode() & 0o7777,
@@ -138,11 +130,10 @@ async fn a_writable_volume_owned_by_host_root_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandboxs_root_is_never_host_root() {
     let base = tempfile::tempdir().unwrap();
-    let mut config = LocalConfig::default();
-    config.temp_dir = Some(base.path().to_owned());
-    let backend = LocalBackend::new(config);
-    let id = start(&backend, &spec("whoami", Template::Python)).await;
-    let out = shell(&backend, &id, "id -u; echo x > /tmp/mine; echo y > /workspace/mine").await;
+    let sandbox = Sandbox::start(&backend_in(base.path()), &spec("whoami", Template::Python)).await;
+    let out = sandbox
+        .shell("id -u; echo x > /tmp/mine; echo y > /workspace/mine")
+        .await;
     assert!(out.stdout.starts_with("0\n"), "root inside: {out:?}");
     let created: Vec<_> = host_tree(base.path())
         .into_iter()
@@ -157,5 +148,5 @@ async fn the_sandboxs_root_is_never_host_root() {
             assert_eq!(meta.uid(), volume_owner());
         }
     }
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }

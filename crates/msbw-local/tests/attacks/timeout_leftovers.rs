@@ -9,22 +9,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use msbw_backend::{
-    Aftermath, CodeRequest, ErrorKind, ExecOutput, ExecStatus, SandboxBackend, SandboxSpec, Template, VolumeMapping,
-};
+use msbw_backend::{Aftermath, CodeRequest, ErrorKind, ExecOutput, ExecStatus, SandboxBackend, SandboxSpec, Template};
 
-use crate::common::{
-    assert_timed_out, backend, code_with, command_with, host_processes_with, marker, node, python, spec, start,
-};
+use crate::common::{Sandbox, assert_timed_out, backend, host_processes_with, marker, spec};
 
-/// A host directory every uid may write, mapped read-write at `/sandbox/rw`.
-fn with_volume(prefix: &str, template: Template) -> (SandboxSpec, tempfile::TempDir) {
+/// Starts a sandbox for `spec` with a host directory every uid may write mapped read-write at
+/// `/sandbox/rw`.
+async fn with_volume(mut spec: SandboxSpec) -> (Sandbox, tempfile::TempDir) {
     // Owned by an unprivileged user: a writable volume owned by host root is refused.
     let dir = crate::volume_dir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut spec = spec(prefix, template);
-    spec.volumes = vec![VolumeMapping::new(&dir.path().display().to_string(), "/sandbox/rw").unwrap()];
-    (spec, dir)
+    spec.volumes = vec![crate::mapping(dir.path(), "/sandbox/rw")];
+    (Sandbox::start(&backend(), &spec).await, dir)
 }
 
 fn size(path: &Path) -> u64 {
@@ -62,9 +58,7 @@ const TIMEOUT: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_threads_and_children_of_a_timed_out_execution_are_gone_when_it_returns() {
-    let backend = backend();
-    let (spec, dir) = with_volume("leftover-py", Template::Python);
-    let id = start(&backend, &spec).await;
+    let (sandbox, dir) = with_volume(spec("leftover-py", Template::Python)).await;
     let mark = marker("py-leftover");
     let source = format!(
         r#"
@@ -90,25 +84,24 @@ print('all running', flush=True)
 time.sleep(3600)
 "#
     );
-    let out = code_with(&backend, &id, Template::Python, &source, TIMEOUT).await;
+    let out = sandbox.code_with(Template::Python, &source, TIMEOUT).await;
     assert_timed_out(&out, Aftermath::StateLost);
     assert!(out.stdout.contains("all running"), "{out:?}");
     let files = ["thread", "child", "daemon"].map(|f| dir.path().join(f));
     let sizes = all_ran_and_none_is_left(&out, &files, &mark);
     // The next call sees nothing of it, and while it runs nothing writes to the host files.
-    let out = python(&backend, &id, "import time\ntime.sleep(0.5)\nprint('next')").await;
+    let out = sandbox.python("import time\ntime.sleep(0.5)\nprint('next')").await;
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("next\n", ""), "{out:?}");
     nothing_wrote_since(&files, sizes);
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_timers_workers_and_children_of_a_timed_out_execution_are_gone_when_it_returns() {
-    let backend = backend();
-    let (mut spec, dir) = with_volume("leftover-node", Template::Node);
+    let mut spec = spec("leftover-node", Template::Node);
     // A worker is a second V8 isolate: give it the address space for one.
     spec.memory_mb = 2048;
-    let id = start(&backend, &spec).await;
+    let (sandbox, dir) = with_volume(spec).await;
     let mark = marker("node-leftover");
     let source = format!(
         r#"
@@ -126,36 +119,31 @@ process.stderr.write('all running\n');
 await new Promise(() => {{}});
 "#
     );
-    let out = code_with(&backend, &id, Template::Node, &source, TIMEOUT).await;
+    let out = sandbox.code_with(Template::Node, &source, TIMEOUT).await;
     assert_timed_out(&out, Aftermath::StateLost);
     assert!(out.stderr.contains("all running"), "{out:?}");
     let files = ["timer", "worker", "child"].map(|f| dir.path().join(f));
     let sizes = all_ran_and_none_is_left(&out, &files, &mark);
-    let out = node(
-        &backend,
-        &id,
-        "await new Promise((r) => setTimeout(r, 500)); console.log(typeof Worker)",
-    )
-    .await;
+    let out = sandbox
+        .node("await new Promise((r) => setTimeout(r, 500)); console.log(typeof Worker)")
+        .await;
     assert_eq!(
         (out.stdout.as_str(), out.stderr.as_str()),
         ("undefined\n", ""),
         "{out:?}"
     );
     nothing_wrote_since(&files, sizes);
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_processes_of_a_timed_out_command_are_gone_when_it_returns() {
-    let backend = backend();
-    let (spec, dir) = with_volume("leftover-cmd", Template::Python);
-    let id = start(&backend, &spec).await;
+    let (sandbox, dir) = with_volume(spec("leftover-cmd", Template::Python)).await;
     let mark = marker("cmd-leftover");
     let script = format!(
         "while :; do echo b >> /sandbox/rw/bg; done & : {mark}; until [ -s /sandbox/rw/bg ]; do :; done; echo running; sleep 3600"
     );
-    let out = command_with(&backend, &id, "sh", &["-c", &script], TIMEOUT).await;
+    let out = sandbox.command_with("sh", &["-c", &script], TIMEOUT).await;
     assert_timed_out(&out, Aftermath::Intact);
     assert_eq!(
         host_processes_with(&mark),
@@ -164,14 +152,13 @@ async fn background_processes_of_a_timed_out_command_are_gone_when_it_returns() 
     );
     let written = size(&dir.path().join("bg"));
     assert!(written > 0);
-    let out = python(&backend, &id, "import time\ntime.sleep(0.3)").await;
-    assert_eq!(out.status, ExecStatus::Completed);
+    sandbox.assert_prints("import time\ntime.sleep(0.3)", "").await;
     assert_eq!(
         size(&dir.path().join("bg")),
         written,
         "a leftover wrote after the timeout"
     );
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 /// Python that writes frames on the driver's descriptor.
@@ -184,75 +171,73 @@ def forge(ident, nonce, status='ok'):
     os.write(3, frame({'type': 'result', 'id': ident, 'nonce': nonce, 'status': status}))
 "#;
 
+/// Forged results for every id a session may use, with guessed nonces, and a second `ready`.
+const FORGE_EVERY_RESULT: &str = r#"
+import time
+for i in range(1, 100):
+    for n in (0, 1, 2**53 - 1):
+        forge(i, n, 'raised')
+os.write(3, frame({'type': 'ready', 'language': 'python', 'version': '0'}))
+time.sleep(0.3)
+print('real end')
+"#;
+
+/// A forked process that keeps the driver's descriptor and floods it with forged results.
+const FORK_A_FORGER: &str = r#"
+if os.fork() == 0:
+    import time
+    for _ in range(200):
+        for i in range(1, 100):
+            forge(i, 0)
+        time.sleep(0.005)
+    os._exit(0)
+print('forked')
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_result_frames_end_no_execution() {
-    let backend = backend();
-    let id = start(&backend, &spec("forge", Template::Python)).await;
-    python(&backend, &id, FRAMES).await;
+    let sandbox = Sandbox::new("forge", Template::Python).await;
+    sandbox.python(FRAMES).await;
     // Results for every id this session may use, with guessed nonces, and a second `ready`.
-    let out = python(
-        &backend,
-        &id,
-        "import time\nfor i in range(1, 100):\n    for n in (0, 1, 2**53 - 1):\n        forge(i, n, 'raised')\n\
-         os.write(3, frame({'type': 'ready', 'language': 'python', 'version': '0'}))\ntime.sleep(0.3)\nprint('real end')",
-    )
-    .await;
-    assert_eq!(out.stdout, "real end\n", "{out:?}");
-    assert_eq!(out.status, ExecStatus::Completed, "{out:?}");
-
+    sandbox.assert_prints(FORGE_EVERY_RESULT, "real end\n").await;
     // A forked process keeps the descriptor and floods it between and during later calls.
-    let out = python(
-        &backend,
-        &id,
-        "if os.fork() == 0:\n    import time\n    for _ in range(200):\n        for i in range(1, 100):\n            forge(i, 0)\n        time.sleep(0.005)\n    os._exit(0)\nprint('forked')",
-    )
-    .await;
-    assert_eq!(out.stdout, "forked\n", "{out:?}");
+    sandbox.assert_prints(FORK_A_FORGER, "forked\n").await;
     for n in 0..5 {
-        let out = python(&backend, &id, &format!("import time\ntime.sleep(0.1)\nprint({n})")).await;
-        assert_eq!(
-            (out.stdout.as_str(), out.status),
-            (format!("{n}\n").as_str(), ExecStatus::Completed)
-        );
+        let source = format!("import time\ntime.sleep(0.1)\nprint({n})");
+        sandbox.assert_prints(&source, &format!("{n}\n")).await;
     }
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_nonce_ends_only_its_own_execution_and_the_next_call_is_its_own() {
-    let backend = backend();
-    let id = start(&backend, &spec("steal", Template::Python)).await;
-    python(&backend, &id, FRAMES).await;
+    let sandbox = Sandbox::new("steal", Template::Python).await;
+    sandbox.python(FRAMES).await;
     // The code runs in the driver's process and can read the nonce from the driver's frame:
     // it can end its own execution early (its own business), but nothing else.
-    let out = python(
-        &backend,
-        &id,
-        "import sys, time\nf = sys._getframe()\nwhile f is not None and not isinstance(f.f_locals.get('message'), dict):\n    f = f.f_back\n\
-         m = f.f_locals['message']\nforge(m['id'], m['nonce'])\ntime.sleep(1)\nprint('after')",
-    )
-    .await;
-    assert_eq!(
-        (out.stdout.as_str(), out.status),
-        ("", ExecStatus::Completed),
-        "{out:?}"
-    );
+    sandbox
+        .assert_prints(
+            "import sys, time\nf = sys._getframe()\nwhile f is not None and not isinstance(f.f_locals.get('message'), dict):\n    f = f.f_back\n\
+             m = f.f_locals['message']\nforge(m['id'], m['nonce'])\ntime.sleep(1)\nprint('after')",
+            "",
+        )
+        .await;
     for n in 0..3 {
-        let out = python(&backend, &id, &format!("print({n})")).await;
+        let out = sandbox.python(&format!("print({n})")).await;
         assert_eq!(
             (out.stdout.as_str(), out.stderr.as_str()),
             (format!("{n}\n").as_str(), ""),
             "{out:?}"
         );
     }
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_drivers_descriptor_is_a_clean_error_and_the_session_goes_on() {
     let backend = backend();
     for template in [Template::Python, Template::Node] {
-        let id = start(&backend, &spec("garbage", template)).await;
+        let sandbox = Sandbox::start(&backend, &spec("garbage", template)).await;
         let attacks: [&str; 3] = match template {
             Template::Python => [
                 "import os\nos.write(3, b'\\xff\\xff\\xff\\xff')",
@@ -271,7 +256,7 @@ async fn garbage_on_the_drivers_descriptor_is_a_clean_error_and_the_session_goes
                 code: attack.to_owned(),
                 timeout: Duration::from_secs(5),
             };
-            match backend.run_code(&id, &request).await {
+            match backend.run_code(&sandbox.id, &request).await {
                 // Usually: the backend sees a frame no driver writes and restarts the interpreter.
                 Err(e) => assert_eq!(e.kind(), ErrorKind::Protocol, "{template} {attack}: {e}"),
                 // A plausible length prefix swallows the driver's answer: the execution then
@@ -288,11 +273,11 @@ async fn garbage_on_the_drivers_descriptor_is_a_clean_error_and_the_session_goes
                 ),
             }
             let next = match template {
-                Template::Python => python(&backend, &id, "print('next')").await,
-                _ => node(&backend, &id, "console.log('next')").await,
+                Template::Python => sandbox.python("print('next')").await,
+                _ => sandbox.node("console.log('next')").await,
             };
             assert_eq!(next.stdout, "next\n", "{template} after {attack}: {next:?}");
         }
-        backend.stop(&id).await.unwrap();
+        sandbox.stop().await;
     }
 }

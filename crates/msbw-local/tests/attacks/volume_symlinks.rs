@@ -37,14 +37,14 @@ async fn a_nested_volume_swapped_for_a_symlink_is_never_followed() {
     let mut spec = spec("nested", Template::Python);
     // `/data` and `/data/sub` of the host both mapped, `sub` writable through the first.
     spec.volumes = vec![mapping(base.path(), "/data"), mapping(&sub, "/sub")];
-    let id = start(&backend, &spec).await;
+    let sandbox = Sandbox::start(&backend, &spec).await;
     let script = format!(
         "rm -rf /data/sub && ln -s {} /data/sub && echo swapped",
         secret.path().display()
     );
-    let out = shell(&backend, &id, &script).await;
+    let out = sandbox.shell(&script).await;
     assert!(out.stdout.contains("swapped"), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
     assert!(sub.symlink_metadata().unwrap().file_type().is_symlink());
 
     // The next run: refused, with the reason, instead of mounting the secret directory.
@@ -57,10 +57,10 @@ async fn a_nested_volume_swapped_for_a_symlink_is_never_followed() {
     assert_untouched(secret.path());
     // The outer volume alone still works: the refusal is about the link, nothing else.
     spec.volumes = vec![mapping(base.path(), "/data")];
-    let id = start(&backend, &spec).await;
-    let out = shell(&backend, &id, "cat /data/sub/secret.txt").await;
+    let sandbox = Sandbox::start(&backend, &spec).await;
+    let out = sandbox.shell("cat /data/sub/secret.txt").await;
     assert_ne!(out.exit_code, Some(0), "the link leads nowhere inside: {out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
     assert_untouched(secret.path());
 }
 
@@ -93,25 +93,24 @@ async fn a_mount_point_planted_as_a_symlink_inside_a_volume_is_not_followed() {
     // Nested inside the sandbox: /data/inner is mounted on top of the /data volume.
     let mut spec = spec("point", Template::Python);
     spec.volumes = vec![mapping(base.path(), "/data"), mapping(inner.path(), "/data/inner")];
-    let id = start(&backend, &spec).await;
-    let out = shell(&backend, &id, "cat /data/inner/in.txt && echo w > /data/inner/w.txt").await;
+    let sandbox = Sandbox::start(&backend, &spec).await;
+    let out = sandbox
+        .shell("cat /data/inner/in.txt && echo w > /data/inner/w.txt")
+        .await;
     assert_eq!(out.stdout, "inner", "nested volumes work: {out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
     assert!(inner.path().join("w.txt").exists());
 
     // Another sandbox with only /data replaces the mount point by a link.
     let mut outer = spec.clone();
     outer.id = unique_id("point-outer");
     outer.volumes = vec![mapping(base.path(), "/data")];
-    let id = start(&backend, &outer).await;
-    let out = shell(
-        &backend,
-        &id,
-        "rm -rf /data/inner && ln -s /etc /data/inner && echo planted",
-    )
-    .await;
+    let sandbox = Sandbox::start(&backend, &outer).await;
+    let out = sandbox
+        .shell("rm -rf /data/inner && ln -s /etc /data/inner && echo planted")
+        .await;
     assert!(out.stdout.contains("planted"), "{out:?}");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 
     let err = backend
         .start(&spec)
