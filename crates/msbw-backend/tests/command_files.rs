@@ -3,6 +3,8 @@
 //! the way the microsandbox server 0.2.6 does: whatever its readers had not passed on when the
 //! process exited, at most the pipe (64 KiB) and one reader's buffer (8 KiB).
 
+#![allow(clippy::unwrap_used)] // test helpers may unwrap
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
