@@ -64,8 +64,13 @@ impl Chain {
         .map_err(|e| LocalError::io("forking", io::Error::other(e.to_string())))?
         .context(|| "forking".into())?;
         lock_registry(&registry).insert(pid);
-        Ok(Chain {
-            pid: Some(pid),
+        Ok(Chain::new(Some(pid), report, registry))
+    }
+
+    /// A chain whose report pipe is `report`; `pid` is its first process when it is our child.
+    fn new(pid: Option<Pid>, report: Receiver, registry: Registry) -> Chain {
+        Chain {
+            pid,
             inner: None,
             init: None,
             report,
@@ -73,7 +78,7 @@ impl Chain {
             eof: false,
             reaped: false,
             registry,
-        })
+        }
     }
 
     /// A chain the sandbox's launcher was asked to start (see [`crate::launcher`]): waits
@@ -82,16 +87,7 @@ impl Chain {
     /// first closes `go`, and the chain ends without running anything.
     pub(crate) async fn launched(report: OwnedFd, go: OwnedFd, registry: Registry) -> Result<Chain, LocalError> {
         let report = Receiver::from_owned_fd(report).context(|| "watching the report pipe".into())?;
-        let mut chain = Chain {
-            pid: None,
-            inner: None,
-            init: None,
-            report,
-            partial: Vec::new(),
-            eof: false,
-            reaped: false,
-            registry,
-        };
+        let mut chain = Chain::new(None, report, registry);
         while chain.inner.is_none() && !chain.eof && chain.partial.len() < RECORD_LEN {
             chain
                 .read_some()

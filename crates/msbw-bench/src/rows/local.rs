@@ -129,40 +129,11 @@ fn cold_node(ctx: &Ctx) -> Result<Outcome, String> {
 
 /// A first call in a new session (admission, start, the call) vs a host spawn; each session is
 /// stopped after its call, outside the timing.
-fn cold(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outcome, String> {
-    let wrapper = match ready(ctx, program)? {
-        Ok(wrapper) => wrapper,
-        Err(skipped) => return Ok(skipped),
-    };
-    let next = AtomicUsize::new(0);
-    let per_rep = ctx.size(5, 1);
-    let first_call = || -> Result<Rep, String> {
-        let mut rep = Rep::default();
-        for _ in 0..per_rep {
-            let session = format!("cold{}", next.fetch_add(1, Ordering::Relaxed));
-            let call = CodeCall::new(code).template(template).session(session.clone());
-            let w = wrapper.clone();
-            let took = ctx.run(async move {
-                let t = std::time::Instant::now();
-                w.execute_code(call).await.map_err(|e| e.to_string())?;
-                let took = t.elapsed();
-                w.stop_session(&session).await.map_err(|e| e.to_string())?;
-                Ok(took)
-            })?;
-            rep.latencies.push(took);
-            rep.wall += took;
-        }
-        Ok(rep)
-    };
-    let host = || sequential(per_rep, || host_spawn(program, args));
-    let (ours, theirs) = interleave(ctx.reps(), first_call, host)?;
-    stop(ctx, wrapper)?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
-        ours.latency_side("first call"),
-        theirs.latency_side("host spawn"),
-        "ours/theirs time",
-        Goal::AtMost(1.5),
-    )))
+fn cold(ctx: &Ctx, interpreter: Interpreter) -> Result<Outcome, String> {
+    match ready(ctx, interpreter.2)? {
+        Ok(wrapper) => first_calls(ctx, wrapper, interpreter, false),
+        Err(skipped) => Ok(skipped),
+    }
 }
 
 /// The warm pool's entry the pool row uses.
@@ -172,8 +143,7 @@ const POOL: &str = "python:small=1";
 const REFILL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A first call in a new session that finds a warm pooled sandbox (a warm call plus the claim)
-/// vs a host spawn. Before each first call the pool is refilled (its stats polled, with a
-/// deadline), outside the timing; each session is stopped after its call.
+/// vs a host spawn.
 fn pool_first_call(ctx: &Ctx) -> Result<Outcome, String> {
     if !std::path::Path::new(PYTHON).exists() {
         return Ok(Outcome::Skipped {
@@ -184,26 +154,39 @@ fn pool_first_call(ctx: &Ctx) -> Result<Outcome, String> {
         warm_pool: POOL.parse().map_err(|e| format!("{POOL}: {e}"))?,
         ..WrapperConfig::default()
     };
-    let Some(wrapper) = configured_wrapper(ctx, config)? else {
-        return Ok(unusable());
-    };
+    match configured_wrapper(ctx, config)? {
+        Some(wrapper) => first_calls(ctx, wrapper, PYTHON_PASS, true),
+        None => Ok(unusable()),
+    }
+}
+
+/// First calls, each in a new session (admission, a start or a claim, the call), vs host spawns;
+/// each session is stopped after its call, outside the timing. With `pooled`, the pool is
+/// refilled before each call (its stats polled, with a deadline), outside the timing, and each
+/// call must have been served by a pooled sandbox.
+fn first_calls(
+    ctx: &Ctx,
+    wrapper: MicrosandboxWrapper,
+    (template, code, program, args): Interpreter,
+    pooled: bool,
+) -> Result<Outcome, String> {
     let next = AtomicUsize::new(0);
     let per_rep = ctx.size(5, 1);
     let first_call = || -> Result<Rep, String> {
         let mut rep = Rep::default();
         for _ in 0..per_rep {
-            let session = format!("pooled{}", next.fetch_add(1, Ordering::Relaxed));
-            let call = CodeCall::new("pass")
-                .template(Template::Python)
-                .session(session.clone());
+            let session = format!("first{}", next.fetch_add(1, Ordering::Relaxed));
+            let call = CodeCall::new(code).template(template).session(session.clone());
             let w = wrapper.clone();
             let took = ctx.run(async move {
-                pool_refilled(&w).await?;
+                if pooled {
+                    pool_refilled(&w).await?;
+                }
                 let t = std::time::Instant::now();
                 let result = w.execute_code(call).await.map_err(|e| e.to_string())?;
                 let took = t.elapsed();
                 w.stop_session(&session).await.map_err(|e| e.to_string())?;
-                if !result.sandbox.name.contains("-pool-") {
+                if pooled && !result.sandbox.name.contains("-pool-") {
                     return Err(format!(
                         "the first call did not find a pooled sandbox: {}",
                         result.sandbox
@@ -216,7 +199,7 @@ fn pool_first_call(ctx: &Ctx) -> Result<Outcome, String> {
         }
         Ok(rep)
     };
-    let host = || sequential(per_rep, || host_spawn(PYTHON, &["-c", "pass"]));
+    let host = || sequential(per_rep, || host_spawn(program, args));
     let (ours, theirs) = interleave(ctx.reps(), first_call, host)?;
     stop(ctx, wrapper)?;
     Ok(Outcome::Measured(Row::ours_over_theirs(
