@@ -112,12 +112,7 @@ pub(crate) fn build() -> Result<NoSuidFilter, seccompiler::BackendError> {
 
 /// A BPF program that fails the calls `rules` match with `errno` and allows everything else.
 fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, seccompiler::BackendError> {
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(errno as u32),
-        arch()?,
-    )?;
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch()?)?;
     filter.try_into()
 }
 
