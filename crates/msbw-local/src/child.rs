@@ -136,6 +136,8 @@ pub(crate) mod stage {
     pub(crate) const SECCOMP: u32 = 22;
     /// Installing the seccomp filter against set-uid files ([`crate::nosuid`]).
     pub(crate) const SET_ID_FILTER: u32 = 30;
+    /// Reading a request of the sandbox's launcher ([`crate::launcher`]).
+    pub(crate) const REQUEST: u32 = 31;
     /// The first mount step; step `i` of a [`super::HolderPlan`] is `STEP_BASE + i`.
     pub(crate) const STEP_BASE: u32 = 1000;
 
@@ -164,6 +166,7 @@ pub(crate) mod stage {
             EXEC => "executing the program",
             SECCOMP => "installing the seccomp filter",
             SET_ID_FILTER => "installing the seccomp filter against set-uid files",
+            REQUEST => "reading the launcher's request",
             _ => "setting up the sandbox",
         }
     }
@@ -171,12 +174,13 @@ pub(crate) mod stage {
 
 /// A failed step: which, and its `errno`.
 #[derive(Debug, Clone, Copy)]
-struct Fail {
+pub(crate) struct Fail {
     stage: u32,
     errno: i32,
 }
 
-type Step<T = ()> = Result<T, Fail>;
+/// The result of a step in a child.
+pub(crate) type Step<T = ()> = Result<T, Fail>;
 
 /// mount(2), with `None` for the null pointers; the errno on failure. Allocates nothing, so it
 /// is safe between clone and exec.
@@ -214,7 +218,7 @@ fn check_long(r: libc::c_long, stage: u32) -> Step<libc::c_long> {
 /// # Safety
 /// `child` runs in a copy of a multi-threaded process: it must only make async-signal-safe
 /// calls (no allocation, no locks, no `std` I/O) and must not return into the caller.
-unsafe fn fork_with(child: impl FnOnce() -> i32) -> io::Result<Pid> {
+pub(crate) unsafe fn fork_with(child: impl FnOnce() -> i32) -> io::Result<Pid> {
     // SAFETY: the caller promises that `child` is async-signal-safe.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
@@ -308,14 +312,14 @@ pub(crate) fn wait_for_eof(fd: RawFd) {
 }
 
 /// Writes a record to the report pipe, ignoring errors (the parent may be gone).
-fn report(fd: RawFd, record: Record) {
+pub(crate) fn report(fd: RawFd, record: Record) {
     let bytes = record.encode();
     // SAFETY: writing from a valid buffer; 16 bytes are below PIPE_BUF, so the write is atomic.
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 /// Reports `fail` on `fd`; the exit code of a child whose setup failed.
-fn report_failure(fd: RawFd, fail: Fail) -> i32 {
+pub(crate) fn report_failure(fd: RawFd, fail: Fail) -> i32 {
     report(
         fd,
         Record::Failed {
@@ -327,7 +331,7 @@ fn report_failure(fd: RawFd, fail: Fail) -> i32 {
 }
 
 /// Closes every descriptor from 3 up that is not in `keep` (sorted ascending).
-fn close_other_fds(keep: &[RawFd]) {
+pub(crate) fn close_other_fds(keep: &[RawFd]) {
     let mut next: u32 = 3;
     for &fd in keep {
         if fd < 3 {
@@ -355,7 +359,7 @@ fn close_range(first: u32, last: u32) {
 }
 
 /// Points descriptors 0 to 2 that are not in `keep` at `/dev/null`.
-fn null_stdio(devnull: RawFd, keep: &[RawFd]) {
+pub(crate) fn null_stdio(devnull: RawFd, keep: &[RawFd]) {
     for fd in 0..3 {
         if !keep.contains(&fd) {
             // SAFETY: dup2(2) on descriptor numbers.
@@ -367,7 +371,7 @@ fn null_stdio(devnull: RawFd, keep: &[RawFd]) {
 /// Hides what a forked copy of the host process would show to processes in the sandbox:
 /// makes it non-dumpable (so its memory, environment and descriptors cannot be read through
 /// `/proc` or ptrace), names it `title` and overwrites the host program's command line.
-fn disguise(title: &std::ffi::CStr, argv_area: Option<(usize, usize)>) {
+pub(crate) fn disguise(title: &std::ffi::CStr, argv_area: Option<(usize, usize)>) {
     // SAFETY: prctl with integer arguments and a valid C string (at most 16 bytes are read).
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0 as c_ulong, 0, 0, 0);
@@ -386,7 +390,7 @@ fn disguise(title: &std::ffi::CStr, argv_area: Option<(usize, usize)>) {
     }
 }
 
-fn set_parent_death_signal() -> Step {
+pub(crate) fn set_parent_death_signal() -> Step {
     // SAFETY: prctl(PR_SET_PDEATHSIG) with a signal number.
     check(
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0) },
@@ -1128,10 +1132,71 @@ pub(crate) struct ExecPlan {
     pub(crate) nosuid: Option<&'static crate::nosuid::NoSuidFilter>,
 }
 
+#[cfg(test)]
+impl ExecPlan {
+    /// A plan with nothing in it, for tests that fill in a few fields.
+    pub(crate) fn empty() -> ExecPlan {
+        ExecPlan {
+            report_fd: -1,
+            devnull_fd: -1,
+            keep: Vec::new(),
+            namespaces: Vec::new(),
+            drop_groups: false,
+            cgroup_procs: Vec::new(),
+            rlimits: Vec::new(),
+            stdio: [-1; 3],
+            control: None,
+            cwd: c"/".to_owned(),
+            last_cap: 0,
+            landlock: None,
+            seccomp: None,
+            programs: Vec::new(),
+            argv: Vec::new(),
+            envp: Vec::new(),
+            argv_area: None,
+            nosuid: None,
+        }
+    }
+}
+
+/// What the processes of a chain read: the per-program part of an [`ExecPlan`] with raw
+/// pointers for `execve`, or the same made by the sandbox's launcher from a request.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    /// Write end of the report pipe.
+    pub(crate) report_fd: RawFd,
+    /// The program's standard input, output and error.
+    pub(crate) stdio: [RawFd; 3],
+    /// A descriptor that becomes the program's descriptor 3.
+    pub(crate) control: Option<RawFd>,
+    /// Resource limits: `(resource, soft, hard)`.
+    pub(crate) rlimits: &'a [(c_int, u64, u64)],
+    /// `cgroup.procs` descriptors the program joins (none when the chain was forked inside the
+    /// cgroups already).
+    pub(crate) cgroup_procs: &'a [RawFd],
+    /// The working directory inside the sandbox.
+    pub(crate) cwd: &'a std::ffi::CStr,
+    /// The highest capability number.
+    pub(crate) last_cap: u32,
+    /// The Landlock ruleset.
+    pub(crate) landlock: Option<&'a LandlockPlan>,
+    /// The seccomp filter against set-uid files.
+    pub(crate) nosuid: Option<&'static crate::nosuid::NoSuidFilter>,
+    /// The seccomp filter.
+    pub(crate) seccomp: Option<crate::seccomp::Program>,
+    /// Full paths to try, in order.
+    pub(crate) programs: &'a [*const c_char],
+    /// `argv`, null-terminated.
+    pub(crate) argv: *const *const c_char,
+    /// `envp`, null-terminated.
+    pub(crate) envp: *const *const c_char,
+}
+
 /// Null-terminated pointer arrays into an [`ExecPlan`], built in the parent before forking.
 pub(crate) struct ExecPointers {
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
+    programs: Vec<*const c_char>,
 }
 
 impl ExecPointers {
@@ -1146,6 +1211,26 @@ impl ExecPointers {
         ExecPointers {
             argv: ptrs(&plan.argv),
             envp: ptrs(&plan.envp),
+            programs: plan.programs.iter().map(|c| c.as_ptr()).collect(),
+        }
+    }
+
+    /// The chain's view of `plan`.
+    fn launch<'a>(&'a self, plan: &'a ExecPlan) -> Launch<'a> {
+        Launch {
+            report_fd: plan.report_fd,
+            stdio: plan.stdio,
+            control: plan.control,
+            rlimits: &plan.rlimits,
+            cgroup_procs: &plan.cgroup_procs,
+            cwd: &plan.cwd,
+            last_cap: plan.last_cap,
+            landlock: plan.landlock.as_ref(),
+            nosuid: plan.nosuid,
+            seccomp: plan.seccomp,
+            programs: &self.programs,
+            argv: self.argv.as_ptr(),
+            envp: self.envp.as_ptr(),
         }
     }
 }
@@ -1156,37 +1241,50 @@ pub(crate) fn exec_main(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
     disguise(c"msbw-exec", plan.argv_area);
     close_other_fds(&plan.keep);
     null_stdio(plan.devnull_fd, &plan.keep);
-    match enter(plan, ptrs) {
+    let result = enter_namespaces(plan.drop_groups, &plan.namespaces).and_then(|()| {
+        let (go_read, go_write) = go_pipe()?;
+        start_second(&ptrs.launch(plan), go_read, Some(go_write))
+    });
+    match result {
         Ok(()) => 0,
         Err(fail) => report_failure(plan.report_fd, fail),
     }
 }
 
-fn enter(plan: &ExecPlan, ptrs: &ExecPointers) -> Step {
-    if plan.drop_groups {
+/// Drops the supplementary groups (with `drop_groups`, on root hosts) and enters `namespaces`
+/// (closing their descriptors).
+pub(crate) fn enter_namespaces(drop_groups: bool, namespaces: &[RawFd]) -> Step {
+    if drop_groups {
         // SAFETY: raw setgroups with an empty list.
         check_long(
             unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) },
             stage::SETGROUPS,
         )?;
     }
-    for &ns in &plan.namespaces {
+    for &ns in namespaces {
         // SAFETY: setns(2) with a namespace descriptor.
         check(unsafe { libc::setns(ns, 0) }, stage::SETNS)?;
     }
-    for &ns in &plan.namespaces {
+    for &ns in namespaces {
         close_fd(ns);
     }
-    // The pid namespace applies to children only: fork into it.
-    let (go_read, go_write) = go_pipe()?;
+    Ok(())
+}
+
+/// Forks the chain's second process (into the sandbox's pid namespace, which applies to
+/// children only), reports its pid, lets it go on (with `go_write`; without it, whoever holds
+/// the other end of `go_read` does) and waits for it.
+pub(crate) fn start_second(launch: &Launch<'_>, go_read: RawFd, go_write: Option<RawFd>) -> Step {
     // SAFETY: the child runs only async-signal-safe code.
-    let pid = unsafe { fork_with(|| child_in_sandbox(plan, ptrs, go_read, go_write)) }.map_err(|e| Fail {
+    let pid = unsafe { fork_with(|| child_in_sandbox(launch, go_read, go_write)) }.map_err(|e| Fail {
         stage: stage::FORK,
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     })?;
     close_fd(go_read);
-    report(plan.report_fd, Record::Started { pid });
-    send_go(go_write);
+    report(launch.report_fd, Record::Started { pid });
+    if let Some(go_write) = go_write {
+        send_go(go_write);
+    }
     wait_child(pid);
     Ok(())
 }
@@ -1200,8 +1298,10 @@ fn go_pipe() -> Step<(RawFd, RawFd)> {
 
 /// The second child (a member of the sandbox's pid namespace): creates the execution's own pid
 /// namespace, whose init is the third child.
-fn child_in_sandbox(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_write: RawFd) -> i32 {
-    close_fd(go_write);
+fn child_in_sandbox(plan: &Launch<'_>, go_read: RawFd, go_write: Option<RawFd>) -> i32 {
+    if let Some(go_write) = go_write {
+        close_fd(go_write);
+    }
     let result: Step = (|| {
         set_parent_death_signal()?;
         wait_for_go(go_read)?;
@@ -1209,7 +1309,7 @@ fn child_in_sandbox(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_wri
         check(unsafe { libc::unshare(libc::CLONE_NEWPID) }, stage::NEW_PID_NS)?;
         let (read2, write2) = go_pipe()?;
         // SAFETY: the child runs only async-signal-safe code.
-        let pid = unsafe { fork_with(|| execution_init(plan, ptrs, read2, write2)) }.map_err(|e| Fail {
+        let pid = unsafe { fork_with(|| execution_init(plan, read2, write2)) }.map_err(|e| Fail {
             stage: stage::FORK,
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         })?;
@@ -1227,13 +1327,13 @@ fn child_in_sandbox(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_wri
 /// The third child: pid 1 of the execution's pid namespace. Forks the program, reaps
 /// everything, and reports the program's exit. When it exits, the kernel kills whatever the
 /// program left behind in the namespace.
-fn execution_init(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_write: RawFd) -> i32 {
+fn execution_init(plan: &Launch<'_>, go_read: RawFd, go_write: RawFd) -> i32 {
     close_fd(go_write);
     if set_parent_death_signal().is_err() || wait_for_go(go_read).is_err() {
         return 1;
     }
     // SAFETY: the child runs only async-signal-safe code and never returns (execve or _exit).
-    let program = match unsafe { fork_with(|| run_program(plan, ptrs)) } {
+    let program = match unsafe { fork_with(|| run_program(plan)) } {
         Ok(pid) => pid,
         Err(e) => {
             report(
@@ -1262,14 +1362,14 @@ fn execution_init(plan: &ExecPlan, ptrs: &ExecPointers, go_read: RawFd, go_write
 
 /// The fourth child: applies limits and restrictions, then executes the program. Only returns
 /// on failure (after reporting it).
-fn run_program(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
+fn run_program(plan: &Launch<'_>) -> i32 {
     match prepare_program(plan) {
         Ok(report_fd) => {
             let mut last = libc::ENOENT;
-            for program in &plan.programs {
+            for &program in plan.programs {
                 // SAFETY: execve with a valid path and null-terminated pointer arrays whose
-                // strings live in `plan`.
-                unsafe { libc::execve(program.as_ptr(), ptrs.argv.as_ptr(), ptrs.envp.as_ptr()) };
+                // strings live in the plan (or the launcher's request).
+                unsafe { libc::execve(program, plan.argv, plan.envp) };
                 let e = errno();
                 // Like execvp: remember a permission problem over "not found".
                 if e != libc::ENOENT && e != libc::ENOTDIR {
@@ -1299,18 +1399,9 @@ fn run_program(plan: &ExecPlan, ptrs: &ExecPointers) -> i32 {
 }
 
 /// Everything before `execve`; returns the (moved) report descriptor.
-fn prepare_program(plan: &ExecPlan) -> Step<RawFd> {
-    for &fd in &plan.cgroup_procs {
-        let zero = b"0";
-        // SAFETY: writing from a valid buffer; "0" means the writing process.
-        if unsafe { libc::write(fd, zero.as_ptr().cast(), 1) } < 0 {
-            return Err(Fail {
-                stage: stage::CGROUP,
-                errno: errno(),
-            });
-        }
-    }
-    for &(resource, soft, hard) in &plan.rlimits {
+fn prepare_program(plan: &Launch<'_>) -> Step<RawFd> {
+    join_cgroups(plan.cgroup_procs)?;
+    for &(resource, soft, hard) in plan.rlimits {
         let limit = libc::rlimit {
             rlim_cur: soft,
             rlim_max: hard,
@@ -1369,7 +1460,7 @@ fn prepare_program(plan: &ExecPlan) -> Step<RawFd> {
             stage::NO_NEW_PRIVS,
         )?;
     }
-    if let Some(landlock) = &plan.landlock {
+    if let Some(landlock) = plan.landlock {
         apply_landlock(landlock)?;
     }
     if let Some(filter) = plan.nosuid {
@@ -1385,6 +1476,21 @@ fn prepare_program(plan: &ExecPlan) -> Step<RawFd> {
         })?;
     }
     Ok(report_fd)
+}
+
+/// Moves the calling process into the cgroups whose `cgroup.procs` descriptors are `procs`.
+pub(crate) fn join_cgroups(procs: &[RawFd]) -> Step {
+    for &fd in procs {
+        let zero = b"0";
+        // SAFETY: writing from a valid buffer; "0" means the writing process.
+        if unsafe { libc::write(fd, zero.as_ptr().cast(), 1) } < 0 {
+            return Err(Fail {
+                stage: stage::CGROUP,
+                errno: errno(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Installs a seccomp filter (after `no_new_privs`) with `SECCOMP_FILTER_FLAG_SPEC_ALLOW`: the

@@ -27,7 +27,9 @@ pub(crate) fn lock_registry(registry: &Registry) -> std::sync::MutexGuard<'_, Ha
 /// chain that was not reaped kills it and reaps it in the background.
 #[derive(Debug)]
 pub(crate) struct Chain {
-    pid: Pid,
+    /// The first process, a child of this process; `None` for a chain the sandbox's launcher
+    /// started (its first process is the launcher's child, reaped by the kernel).
+    pid: Option<Pid>,
     inner: Option<Pid>,
     /// A pidfd of the execution's init, taken when the chain is killed.
     init: Option<OwnedFd>,
@@ -62,7 +64,12 @@ impl Chain {
         .map_err(|e| LocalError::io("forking", io::Error::other(e.to_string())))?
         .context(|| "forking".into())?;
         lock_registry(&registry).insert(pid);
-        Ok(Chain {
+        Ok(Chain::new(Some(pid), report, registry))
+    }
+
+    /// A chain whose report pipe is `report`; `pid` is its first process when it is our child.
+    fn new(pid: Option<Pid>, report: Receiver, registry: Registry) -> Chain {
+        Chain {
             pid,
             inner: None,
             init: None,
@@ -71,7 +78,35 @@ impl Chain {
             eof: false,
             reaped: false,
             registry,
-        })
+        }
+    }
+
+    /// A chain the sandbox's launcher was asked to start (see [`crate::launcher`]): waits
+    /// until its second process reports its pid, then lets it go on through `go` (the write
+    /// end of the go-ahead pipe whose read end went with the request). Dropping this future
+    /// first closes `go`, and the chain ends without running anything.
+    pub(crate) async fn launched(report: OwnedFd, go: OwnedFd, registry: Registry) -> Result<Chain, LocalError> {
+        let report = Receiver::from_owned_fd(report).context(|| "watching the report pipe".into())?;
+        let mut chain = Chain::new(None, report, registry);
+        while chain.inner.is_none() && !chain.eof && chain.partial.len() < RECORD_LEN {
+            chain
+                .read_some()
+                .await
+                .context(|| "reading the launcher's report".into())?;
+            if chain.partial.len() >= RECORD_LEN {
+                let mut bytes = [0u8; RECORD_LEN];
+                bytes.copy_from_slice(&chain.partial[..RECORD_LEN]);
+                if let Some(Record::Started { pid }) = Record::decode(&bytes) {
+                    chain.partial.drain(..RECORD_LEN);
+                    chain.inner = Some(pid);
+                }
+            }
+        }
+        if chain.inner.is_some() {
+            // A one-byte write to a new pipe does not block.
+            let _ = io::Write::write_all(&mut std::fs::File::from(go), b"g");
+        }
+        Ok(chain)
     }
 
     /// The next record the chain reports; `None` once every process of the chain has exited.
@@ -84,15 +119,21 @@ impl Chain {
             if self.eof {
                 return Ok(None);
             }
-            self.report.readable().await?;
-            let mut buf = [0u8; 4 * RECORD_LEN];
-            match self.report.try_read(&mut buf) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
+            self.read_some().await?;
         }
+    }
+
+    /// Waits for the report pipe and reads what it has. Cancel-safe.
+    async fn read_some(&mut self) -> io::Result<()> {
+        self.report.readable().await?;
+        let mut buf = [0u8; 4 * RECORD_LEN];
+        match self.report.try_read(&mut buf) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.partial.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 
     /// The next complete record already read, noting (and skipping) [`Record::Started`].
@@ -143,17 +184,27 @@ impl Chain {
         if self.init.is_none() {
             self.init = self.inner.and_then(execution_init);
         }
-        sys::kill(self.inner.unwrap_or(self.pid), libc::SIGKILL);
+        if let Some(pid) = self.inner.or(self.pid) {
+            sys::kill(pid, libc::SIGKILL);
+        }
     }
 
     /// Waits for the chain's first process to exit and reaps it. After a [`kill`](Self::kill),
     /// also waits until every process and thread of the execution is gone, so that nothing of
     /// it runs once this returns.
     pub(crate) async fn reap(mut self) {
-        let pid = self.pid;
         self.reaped = true;
-        lock_registry(&self.registry).remove(&pid);
-        let _ = tokio::task::spawn_blocking(move || sys::wait_blocking(pid)).await;
+        match self.pid {
+            Some(pid) => {
+                lock_registry(&self.registry).remove(&pid);
+                let _ = tokio::task::spawn_blocking(move || sys::wait_blocking(pid)).await;
+            }
+            None => {
+                // The launcher's child: gone once the report pipe's last writer is.
+                let limit = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+                while let Ok(Ok(Some(_))) = tokio::time::timeout_at(limit, self.next_record()).await {}
+            }
+        }
         if let Some(init) = self.init.take() {
             // Readable once the init has exited, which it does only after the kernel has killed
             // and reaped every other process of its pid namespace.
@@ -172,11 +223,12 @@ impl Drop for Chain {
     fn drop(&mut self) {
         if !self.reaped {
             self.kill();
-            lock_registry(&self.registry).remove(&self.pid);
-            let pid = self.pid;
-            let _ = std::thread::Builder::new()
-                .name("msbw-local-reaper".into())
-                .spawn(move || sys::wait_blocking(pid));
+            if let Some(pid) = self.pid {
+                lock_registry(&self.registry).remove(&pid);
+                let _ = std::thread::Builder::new()
+                    .name("msbw-local-reaper".into())
+                    .spawn(move || sys::wait_blocking(pid));
+            }
         }
     }
 }

@@ -139,7 +139,8 @@ pub(crate) async fn read_record(report: &mut Receiver) -> io::Result<Option<Reco
     Ok(Record::decode(&bytes))
 }
 
-/// Opens the holder's namespaces in the order `setns` needs them (user first).
+/// Opens the holder's namespaces in the order `setns` needs them (user first, pid last: the
+/// launcher enters all but the last, see `crate::launcher`).
 fn open_namespaces(pid: Pid, share_network: bool) -> io::Result<Vec<OwnedFd>> {
     let mut kinds = vec!["user", "mnt"];
     if !share_network {

@@ -32,6 +32,9 @@ pub(crate) enum Program<'a> {
         /// Its timeout (bounds its CPU time too).
         timeout: Duration,
     },
+    /// No program: the sandbox-wide part of every plan, for the sandbox's launcher
+    /// ([`crate::launcher`]).
+    Launcher,
 }
 
 /// What every execution in a sandbox needs; shared by running executions, so that the
@@ -136,6 +139,7 @@ impl Core {
                     .collect::<Result<Vec<_>, _>>()?;
                 (argv, programs)
             }
+            Program::Launcher => (Vec::new(), Vec::new()),
         };
         let envp = self
             .env

@@ -51,6 +51,7 @@ mod ids;
 mod interpreter;
 mod landlock;
 mod launch;
+mod launcher;
 mod metrics;
 mod nosuid;
 mod plan;

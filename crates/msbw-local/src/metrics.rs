@@ -68,11 +68,13 @@ impl ProcTable {
     /// CPU ticks and resident pages of what runs in a sandbox: the descendants of its holder
     /// (processes orphaned inside it) and of each chain's first process from the program on
     /// (the program is three levels down; the levels above are copies of the host process).
-    pub(crate) fn usage(&self, holder: Pid, chains: &[Pid]) -> (u64, u64) {
+    pub(crate) fn usage(&self, holder: Pid, chains: &[Pid], launcher: Option<Pid>) -> (u64, u64) {
         let mut ticks = 0;
         let mut pages = 0;
         let mut stack: Vec<(Pid, usize, usize)> = vec![(holder, 0, 1)];
         stack.extend(chains.iter().map(|&c| (c, 0, 3)));
+        // The launcher's children are the chains' first processes.
+        stack.extend(launcher.map(|l| (l, 0, 4)));
         while let Some((pid, depth, counted_from)) = stack.pop() {
             if depth >= counted_from
                 && let Some(stat) = self.stats.get(&pid)
@@ -153,8 +155,8 @@ mod tests {
         table.insert(203, stat(202, 10)); // the program
         table.insert(204, stat(203, 100)); // its child
         table.insert(300, stat(1, 5)); // unrelated
-        assert_eq!(table.usage(100, &[200]), (111, 111));
-        assert_eq!(table.usage(100, &[]), (1, 1));
+        assert_eq!(table.usage(100, &[200], None), (111, 111));
+        assert_eq!(table.usage(100, &[], None), (1, 1));
     }
 
     #[test]

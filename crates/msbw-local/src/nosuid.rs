@@ -101,25 +101,19 @@ pub(crate) fn build() -> Result<NoSuidFilter, seccompiler::BackendError> {
         insert(&mut modes, libc::SYS_creat, set_id_rules(1, None)?);
         insert(&mut modes, libc::SYS_mknod, set_id_rules(1, None)?);
     }
-    let modes = SeccompFilter::new(
-        modes,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch()?,
-    )?;
     let mut unfilterable = BTreeMap::new();
     insert(&mut unfilterable, libc::SYS_openat2, Vec::new());
     insert(&mut unfilterable, libc::SYS_io_uring_setup, Vec::new());
-    let unfilterable = SeccompFilter::new(
-        unfilterable,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch()?,
-    )?;
     Ok(NoSuidFilter {
-        modes: modes.try_into()?,
-        unfilterable: unfilterable.try_into()?,
+        modes: compile(modes, libc::EPERM)?,
+        unfilterable: compile(unfilterable, libc::ENOSYS)?,
     })
+}
+
+/// A BPF program that fails the calls `rules` match with `errno` and allows everything else.
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, seccompiler::BackendError> {
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch()?)?;
+    filter.try_into()
 }
 
 /// The filters, built once per process (`None`, with the reason logged, if that failed).

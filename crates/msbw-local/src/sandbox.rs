@@ -20,6 +20,7 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::time::Instant;
 
 use crate::cgroup::{Limits, SandboxCgroups};
+use crate::child::ExecPlan;
 use crate::child::stage;
 use crate::config::LocalConfig;
 use crate::error::{Context, LocalError};
@@ -28,6 +29,7 @@ use crate::holder::{Holder, HolderIdentity};
 use crate::ids::UidLease;
 use crate::interpreter::{DRIVER_JS, DRIVER_PY, Interpreter, Outcome, describe_exit};
 use crate::launch::{Core, PATH, Program};
+use crate::launcher::Launcher;
 use crate::metrics::{ProcTable, disk_usage};
 use crate::plan::{Layout, mount_plan};
 use crate::probe::{Host, HostSupport};
@@ -46,9 +48,11 @@ pub(crate) struct StartContext<'a> {
     pub(crate) spawner: &'a Spawner,
 }
 
-/// What is released when a sandbox stops: its directory, cgroups and uid.
+/// What is released when a sandbox stops: its launcher, directory, cgroups and uid.
 #[derive(Debug)]
 struct Resources {
+    /// Ends before the cgroups it lives in are removed.
+    launcher: Option<Launcher>,
     dir: Option<PathBuf>,
     cgroups: Option<SandboxCgroups>,
     _uid: Option<UidLease>,
@@ -57,6 +61,7 @@ struct Resources {
 impl Resources {
     /// Removes the cgroups and the directory now (blocking: call it on a blocking thread).
     fn release(&mut self) {
+        drop(self.launcher.take());
         if let Some(mut cgroups) = self.cgroups.take() {
             cgroups.remove(Duration::from_secs(2));
         }
@@ -70,9 +75,10 @@ impl Drop for Resources {
     fn drop(&mut self) {
         // Not released by `stop` (a drop): never block the dropping thread, which may be an
         // async worker; the removal is logged and retried if it fails.
-        let (dir, cgroups) = (self.dir.take(), self.cgroups.take());
-        if dir.is_some() || cgroups.is_some() {
+        let (launcher, dir, cgroups) = (self.launcher.take(), self.dir.take(), self.cgroups.take());
+        if launcher.is_some() || dir.is_some() || cgroups.is_some() {
             let mut rest = Resources {
+                launcher,
                 dir,
                 cgroups,
                 _uid: None,
@@ -202,7 +208,7 @@ fn create_dir(
 fn create_cgroups(host: &Host, spec: &SandboxSpec, config: &LocalConfig) -> Option<SandboxCgroups> {
     let limits = Limits {
         memory_bytes: u64::from(spec.memory_mb) << 20,
-        max_tasks: config.max_processes,
+        max_tasks: config.max_processes + crate::launcher::EXTRA_TASKS,
         cpus: spec.cpus,
     };
     let (cgroups, notes) = SandboxCgroups::create(&host.cgroups, limits);
@@ -255,6 +261,7 @@ impl Sandbox {
     pub(crate) async fn start(ctx: StartContext<'_>, spec: &SandboxSpec) -> Result<Sandbox, LocalError> {
         let deadline = Instant::now() + spec.start_timeout;
         let StartContext { config, host, spawner } = ctx;
+        let started_at = Instant::now();
         let support = &host.support;
         let interpreter = interpreter_for(support, spec.template)?;
         let mut volumes = open_volumes(&spec.volumes, config)?;
@@ -324,6 +331,7 @@ impl Sandbox {
             interpreter: tokio::sync::Mutex::new(None),
             registry: Registry::default(),
             resources: Mutex::new(Some(Resources {
+                launcher: None,
                 dir: Some(dir.keep()),
                 cgroups,
                 _uid: identity.lease,
@@ -337,7 +345,22 @@ impl Sandbox {
             abandoned: AtomicBool::new(false),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match Interpreter::start(&sandbox.core, sandbox.registry.clone(), remaining).await {
+        // The launcher joins the cgroups while the interpreter starts (the two joins share one
+        // RCU grace period on cgroup v1).
+        let (interpreter, launcher) = tokio::join!(
+            Interpreter::start(&sandbox.core, sandbox.registry.clone(), remaining),
+            Launcher::start(spawner, &sandbox.core, deadline),
+        );
+        match launcher {
+            Ok(launcher) => {
+                if let Some(resources) = lock(&sandbox.resources).as_mut() {
+                    resources.launcher = Some(launcher);
+                }
+            }
+            Err(e) => tracing::warn!(sandbox = %spec.id, "commands start without a launcher: {e}"),
+        }
+        tracing::debug!(sandbox = %spec.id, took = ?started_at.elapsed(), "sandbox started");
+        match interpreter {
             Ok(interp) => {
                 *sandbox.interpreter.lock().await = Some(interp);
                 Ok(sandbox)
@@ -556,11 +579,20 @@ impl Sandbox {
         )?;
         let (stdin_read, stdin_write) = stdin.unzip();
         let (stdout_read, stdout_write) = stdout.unzip();
-        let keep_alive = (
-            (Arc::clone(&self.core), out_write, err_write, report_write),
-            (stdin_read, stdout_write),
-        );
-        let mut chain = Chain::spawn(plan, report_read, self.registry.clone(), keep_alive).await?;
+        let mut chain = match self.ask_launcher(&plan)? {
+            Some(go) => {
+                // The launcher has its own copies of the descriptors now.
+                drop((plan, out_write, err_write, report_write, stdin_read, stdout_write));
+                Chain::launched(report_read, go, self.registry.clone()).await?
+            }
+            None => {
+                let keep_alive = (
+                    (Arc::clone(&self.core), out_write, err_write, report_write),
+                    (stdin_read, stdout_write),
+                );
+                Chain::spawn(plan, report_read, self.registry.clone(), keep_alive).await?
+            }
+        };
         let writer = stdin_write.zip(raw.input.take()).map(|(fd, data)| {
             tokio::task::spawn_blocking(move || {
                 // The command may stop reading (a refused path): a broken pipe is its answer.
@@ -650,11 +682,42 @@ impl Sandbox {
         Ok((output, raw_stdout))
     }
 
+    /// Sends the command `plan` describes to the sandbox's launcher; the write end of its
+    /// go-ahead pipe, or `None` when the command takes the direct path (no launcher, a command
+    /// too big for a request, a full socket, a launcher that died).
+    fn ask_launcher(&self, plan: &ExecPlan) -> Result<Option<OwnedFd>, LocalError> {
+        let Some(request) = crate::launcher::encode(plan) else {
+            return Ok(None);
+        };
+        let (go_read, go_write) = sys::pipe().context(|| "creating a pipe".into())?;
+        let [stdin, stdout, stderr] = plan.stdio;
+        let fds = [plan.report_fd, go_read.as_raw_fd(), stdin, stdout, stderr];
+        let mut resources = lock(&self.resources);
+        let Some(launcher) = resources.as_mut().and_then(|r| r.launcher.as_ref()) else {
+            return Ok(None);
+        };
+        match launcher.send(&request, fds) {
+            Ok(()) => Ok(Some(go_write)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => {
+                tracing::warn!(sandbox = %self.id, "the launcher is gone ({e}); commands start directly");
+                let gone = resources.as_mut().and_then(|r| r.launcher.take());
+                drop(resources);
+                crate::cleanup::in_background(move || drop(gone));
+                Ok(None)
+            }
+        }
+    }
+
     /// CPU (percent of one CPU since the last call, or since the start), memory (MiB) and disk
     /// (bytes) in use.
     pub(crate) fn usage(&self, table: &ProcTable) -> (f32, u64, Option<u64>) {
         let chains: Vec<Pid> = crate::exec::lock_registry(&self.registry).iter().copied().collect();
-        let (ticks, pages) = table.usage(self.holder, &chains);
+        let launcher = lock(&self.resources)
+            .as_ref()
+            .and_then(|r| r.launcher.as_ref())
+            .map(Launcher::pid);
+        let (ticks, pages) = table.usage(self.holder, &chains, launcher);
         let now = std::time::Instant::now();
         let hz = sys::clock_ticks() as f64;
         let mut sample = lock(&self.cpu_sample);

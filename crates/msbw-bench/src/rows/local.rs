@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use microsandbox_wrapper::{
     CodeCall, CommandCall, LocalBackend, LocalConfig, MicrosandboxWrapper, Template, WrapperConfig,
@@ -19,6 +20,12 @@ pub(crate) const ROWS: &[Def] = &[
         group: "local",
         title: "Local backend: cold first call (start + `pass`) vs host `python3 -c pass`",
         run: cold_python,
+    },
+    Def {
+        id: "local.pool_first_call",
+        group: "local",
+        title: "Local backend with a warm pool (`python:small=1`): a new session's first `pass` vs host `python3 -c pass`",
+        run: pool_first_call,
     },
     Def {
         id: "local.cold_node",
@@ -52,14 +59,20 @@ const NODE: &str = "/usr/bin/node";
 /// A started facade over a local backend allowing `sessions` sessions, or `None` when the local
 /// backend cannot run here.
 pub(crate) fn local_wrapper(ctx: &Ctx, sessions: usize) -> Result<Option<MicrosandboxWrapper>, String> {
-    let backend = LocalBackend::new(LocalConfig::default());
-    if !backend.host_support().usable() {
-        return Ok(None);
-    }
     let config = WrapperConfig {
         max_concurrent_sessions: (sessions as u32).max(10),
         ..WrapperConfig::default()
     };
+    configured_wrapper(ctx, config)
+}
+
+/// A started facade with `config` over a local backend, or `None` when the local backend
+/// cannot run here.
+fn configured_wrapper(ctx: &Ctx, config: WrapperConfig) -> Result<Option<MicrosandboxWrapper>, String> {
+    let backend = LocalBackend::new(LocalConfig::default());
+    if !backend.host_support().usable() {
+        return Ok(None);
+    }
     ctx.run(async move {
         let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(backend)).map_err(|e| e.to_string())?;
         wrapper.start().await.map_err(|e| e.to_string())?;
@@ -116,24 +129,69 @@ fn cold_node(ctx: &Ctx) -> Result<Outcome, String> {
 
 /// A first call in a new session (admission, start, the call) vs a host spawn; each session is
 /// stopped after its call, outside the timing.
-fn cold(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outcome, String> {
-    let wrapper = match ready(ctx, program)? {
-        Ok(wrapper) => wrapper,
-        Err(skipped) => return Ok(skipped),
+fn cold(ctx: &Ctx, interpreter: Interpreter) -> Result<Outcome, String> {
+    match ready(ctx, interpreter.2)? {
+        Ok(wrapper) => first_calls(ctx, wrapper, interpreter, false),
+        Err(skipped) => Ok(skipped),
+    }
+}
+
+/// The warm pool's entry the pool row uses.
+const POOL: &str = "python:small=1";
+
+/// How long the pool row waits for the pool to refill before a repetition.
+const REFILL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A first call in a new session that finds a warm pooled sandbox (a warm call plus the claim)
+/// vs a host spawn.
+fn pool_first_call(ctx: &Ctx) -> Result<Outcome, String> {
+    if !std::path::Path::new(PYTHON).exists() {
+        return Ok(Outcome::Skipped {
+            reason: format!("{PYTHON} is not installed"),
+        });
+    }
+    let config = WrapperConfig {
+        warm_pool: POOL.parse().map_err(|e| format!("{POOL}: {e}"))?,
+        ..WrapperConfig::default()
     };
+    match configured_wrapper(ctx, config)? {
+        Some(wrapper) => first_calls(ctx, wrapper, PYTHON_PASS, true),
+        None => Ok(unusable()),
+    }
+}
+
+/// First calls, each in a new session (admission, a start or a claim, the call), vs host spawns;
+/// each session is stopped after its call, outside the timing. With `pooled`, the pool is
+/// refilled before each call (its stats polled, with a deadline), outside the timing, and each
+/// call must have been served by a pooled sandbox.
+fn first_calls(
+    ctx: &Ctx,
+    wrapper: MicrosandboxWrapper,
+    (template, code, program, args): Interpreter,
+    pooled: bool,
+) -> Result<Outcome, String> {
     let next = AtomicUsize::new(0);
     let per_rep = ctx.size(5, 1);
     let first_call = || -> Result<Rep, String> {
         let mut rep = Rep::default();
         for _ in 0..per_rep {
-            let session = format!("cold{}", next.fetch_add(1, Ordering::Relaxed));
+            let session = format!("first{}", next.fetch_add(1, Ordering::Relaxed));
             let call = CodeCall::new(code).template(template).session(session.clone());
             let w = wrapper.clone();
             let took = ctx.run(async move {
+                if pooled {
+                    pool_refilled(&w).await?;
+                }
                 let t = std::time::Instant::now();
-                w.execute_code(call).await.map_err(|e| e.to_string())?;
+                let result = w.execute_code(call).await.map_err(|e| e.to_string())?;
                 let took = t.elapsed();
                 w.stop_session(&session).await.map_err(|e| e.to_string())?;
+                if pooled && !result.sandbox.name.contains("-pool-") {
+                    return Err(format!(
+                        "the first call did not find a pooled sandbox: {}",
+                        result.sandbox
+                    ));
+                }
                 Ok(took)
             })?;
             rep.latencies.push(took);
@@ -150,6 +208,24 @@ fn cold(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outco
         "ours/theirs time",
         Goal::AtMost(1.5),
     )))
+}
+
+/// Waits until every entry of the wrapper's pool has a ready sandbox, up to [`REFILL_DEADLINE`].
+async fn pool_refilled(wrapper: &MicrosandboxWrapper) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + REFILL_DEADLINE;
+    loop {
+        let stats = wrapper.get_resource_stats().map_err(|e| e.to_string())?;
+        if !stats.warm_pool.is_empty() && stats.warm_pool.iter().all(|p| p.ready >= 1) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the warm pool did not refill within {REFILL_DEADLINE:?}: {:?}",
+                stats.warm_pool
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn warm_python(ctx: &Ctx) -> Result<Outcome, String> {

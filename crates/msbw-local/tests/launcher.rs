@@ -1,0 +1,63 @@
+//! Commands start from the sandbox's launcher (a process that joined the sandbox's cgroups
+//! once): they must still run inside every cgroup of the sandbox, like the interpreter, and a
+//! command too big for a launcher request must still run (on the direct path).
+
+mod common;
+
+use common::*;
+use msbw_backend::{SandboxBackend, Template};
+
+/// `controller:path` of every cgroup v1 controller line (or the v2 line) of a
+/// `/proc/self/cgroup` text, for the controllers the backend uses.
+fn sandbox_cgroups(text: &str, controllers: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let used = names.split(',').any(|n| controllers.contains(&n)) || names.is_empty();
+            used.then(|| format!("{names}:{path}"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_in_the_sandboxs_cgroups_like_its_interpreter() {
+    let backend = backend();
+    let support = backend.host_support();
+    let id = start(&backend, &spec("cg", Template::Python)).await;
+    let from_command = command(&backend, &id, "cat", &["/proc/self/cgroup"]).await;
+    let from_code = python(&backend, &id, "print(open('/proc/self/cgroup').read(), end='')").await;
+    let controllers = &support.cgroup_controllers;
+    if !controllers.is_empty() {
+        let mine = sandbox_cgroups(&from_command.stdout, controllers);
+        let theirs = sandbox_cgroups(&from_code.stdout, controllers);
+        assert_eq!(mine, theirs, "{from_command:?} {from_code:?}");
+        for controller in controllers {
+            assert!(
+                mine.iter()
+                    .any(|line| line.contains(controller) && line.contains("msbw-local-")),
+                "the command is not in the sandbox's {controller} cgroup: {from_command:?}"
+            );
+        }
+    }
+    // Many commands in a row, each in the cgroups.
+    for _ in 0..5 {
+        let again = command(&backend, &id, "cat", &["/proc/self/cgroup"]).await;
+        assert_eq!(again.stdout, from_command.stdout);
+    }
+    backend.stop(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_too_big_for_the_launcher_still_runs() {
+    let backend = backend();
+    let id = start(&backend, &spec("big", Template::Python)).await;
+    // 100 KiB of arguments: more than one launcher request holds.
+    let arg = "x".repeat(100 * 1024);
+    let out = command(&backend, &id, "printf", &["%s", &arg]).await;
+    assert_eq!(out.exit_code, Some(0), "{:?}", out.stderr);
+    assert_eq!(out.stdout.len(), arg.len());
+    let out = command(&backend, &id, "printf", &["%s", "small"]).await;
+    assert_eq!(out.stdout, "small");
+    backend.stop(&id).await.unwrap();
+}
