@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use msbw_backend::{SandboxBackend, Template};
+use msbw_backend::Template;
 
 /// `controller:path` of every cgroup v1 controller line (or the v2 line) of a
 /// `/proc/self/cgroup` text, for the controllers the backend uses.
@@ -22,11 +22,10 @@ fn sandbox_cgroups(text: &str, controllers: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_in_the_sandboxs_cgroups_like_its_interpreter() {
-    let backend = backend();
-    let support = backend.host_support();
-    let id = start(&backend, &spec("cg", Template::Python)).await;
-    let from_command = command(&backend, &id, "cat", &["/proc/self/cgroup"]).await;
-    let from_code = python(&backend, &id, "print(open('/proc/self/cgroup').read(), end='')").await;
+    let sandbox = Sandbox::new("cg", Template::Python).await;
+    let support = sandbox.backend.host_support();
+    let from_command = sandbox.command("cat", &["/proc/self/cgroup"]).await;
+    let from_code = sandbox.python("print(open('/proc/self/cgroup').read(), end='')").await;
     let controllers = &support.cgroup_controllers;
     if !controllers.is_empty() {
         let mine = sandbox_cgroups(&from_command.stdout, controllers);
@@ -42,22 +41,21 @@ async fn commands_run_in_the_sandboxs_cgroups_like_its_interpreter() {
     }
     // Many commands in a row, each in the cgroups.
     for _ in 0..5 {
-        let again = command(&backend, &id, "cat", &["/proc/self/cgroup"]).await;
+        let again = sandbox.command("cat", &["/proc/self/cgroup"]).await;
         assert_eq!(again.stdout, from_command.stdout);
     }
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_too_big_for_the_launcher_still_runs() {
-    let backend = backend();
-    let id = start(&backend, &spec("big", Template::Python)).await;
+    let sandbox = Sandbox::new("big", Template::Python).await;
     // 100 KiB of arguments: more than one launcher request holds.
     let arg = "x".repeat(100 * 1024);
-    let out = command(&backend, &id, "printf", &["%s", &arg]).await;
+    let out = sandbox.command("printf", &["%s", &arg]).await;
     assert_eq!(out.exit_code, Some(0), "{:?}", out.stderr);
     assert_eq!(out.stdout.len(), arg.len());
-    let out = command(&backend, &id, "printf", &["%s", "small"]).await;
+    let out = sandbox.command("printf", &["%s", "small"]).await;
     assert_eq!(out.stdout, "small");
-    backend.stop(&id).await.unwrap();
+    sandbox.stop().await;
 }
