@@ -65,16 +65,25 @@ async fn d1_start_returns_only_once_the_agent_answers() {
     assert_eq!(out.stdout, "ready\n");
 }
 
+/// Starts sandbox `sb` with a start limit of `limit` and asserts that it fails as a clean
+/// timeout whose message contains `says`.
+async fn start_times_out(server: &MockServer, limit: Duration, says: &str) {
+    let mut spec = spec("sb");
+    spec.start_timeout = limit;
+    let err = backend(server)
+        .start(&spec)
+        .await
+        .expect_err("the start should time out");
+    assert_clean(&err);
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains(says), "{err}");
+}
+
 #[tokio::test]
 async fn d1_an_agent_that_never_answers_fails_the_start_and_releases_it() {
     let (server, fake) = FakeServer::start().await;
     fake.state().agent_delay = Duration::from_secs(3600);
-    let mut spec = spec("sb");
-    spec.start_timeout = Duration::from_millis(600);
-    let err = backend(&server).start(&spec).await.unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("agent did not answer"), "{err}");
+    start_times_out(&server, Duration::from_millis(600), "agent did not answer").await;
     assert_stopped_once(&server, "sb").await;
 }
 
@@ -178,12 +187,7 @@ async fn d2_an_uncertain_start_that_never_runs_fails_and_is_released() {
         .mount(&server)
         .await;
     answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
-    let mut spec = spec("sb");
-    spec.start_timeout = Duration::from_millis(400);
-    let err = backend(&server).start(&spec).await.unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("couldn't verify"), "{err}");
+    start_times_out(&server, Duration::from_millis(400), "couldn't verify").await;
     assert_eq!(params_of(&server, "sandbox.stop").await.len(), 1);
     assert!(params_of(&server, "sandbox.command.run").await.is_empty());
 }
