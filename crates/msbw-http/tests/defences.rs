@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use msbw_backend::{
-    Aftermath, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt,
-    SandboxSpec, Template, VolumeMapping,
+    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend,
+    SandboxBackendExt, SandboxSpec, Template, VolumeMapping,
 };
 use msbw_http::HttpBackend;
 use serde_json::json;
@@ -77,6 +77,14 @@ async fn start_times_out(server: &MockServer, limit: Duration, says: &str) {
     assert_clean(&err);
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains(says), "{err}");
+}
+
+/// Asserts that `err` is a clean `Internal` error whose message contains every one of `says`.
+fn assert_internal_saying(err: &BackendError, says: &[&str]) {
+    assert_clean(err);
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    let text = err.to_string();
+    assert!(says.iter().all(|s| text.contains(s)), "{text}");
 }
 
 #[tokio::test]
@@ -491,13 +499,7 @@ async fn d9_a_masked_command_failure_in_a_running_sandbox_is_internal_with_the_l
         .run_command(&id("sb"), &command("no-such-program", &[], 5))
         .await
         .unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Internal);
-    let text = err.to_string();
-    assert!(
-        text.contains("own log") && text.contains("command does not exist") && text.contains("sh -c"),
-        "{text}"
-    );
+    assert_internal_saying(&err, &["own log", "command does not exist", "sh -c"]);
 }
 
 #[tokio::test]
@@ -572,11 +574,5 @@ async fn d9_when_the_listing_fails_too_both_reasons_are_given() {
         .run_code(&id("sb"), &code("1"))
         .await
         .unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Internal);
-    let text = err.to_string();
-    assert!(
-        text.contains("own log") && text.contains("invalid or expired token"),
-        "{text}"
-    );
+    assert_internal_saying(&err, &["own log", "invalid or expired token"]);
 }
