@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, WrapperConfig};
 use msbw_backend::{
     CodeRequest, CommandRequest, ExecEvent, ExecStatus, SandboxBackend, SandboxId, SandboxSpec, Template,
 };
@@ -19,10 +17,7 @@ use support::Served;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_backend_streams_chunks_while_the_code_still_runs() {
-    let config = WrapperConfig::default();
-    let local = LocalBackend::from_config(&config).unwrap();
-    let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(local)).unwrap();
-    let served = Served::start(wrapper, ServeOptions::default()).await;
+    let served = Served::start(support::local_wrapper(), ServeOptions::default()).await;
     let url = served.url();
 
     let backend = HttpBackend::new(HttpBackendConfig::new(url)).unwrap();

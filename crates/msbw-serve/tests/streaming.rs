@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, WrapperConfig};
 use msbw_protocol::stream::{ChunkStream, NDJSON_CONTENT_TYPE, STREAM_HEADER, STREAM_NDJSON, StreamLine, decode_line};
 use msbw_serve::ServeOptions;
 use serde_json::{Value, json};
@@ -20,10 +17,7 @@ fn rpc(method: &str, params: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_repl_run_sends_chunks_as_they_happen_then_the_answer() {
-    let config = WrapperConfig::default();
-    let local = LocalBackend::from_config(&config).unwrap();
-    let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(local)).unwrap();
-    let served = Served::start(wrapper, ServeOptions::default()).await;
+    let served = Served::start(support::local_wrapper(), ServeOptions::default()).await;
     let base = format!("{}/api/v1", served.url());
     let client = reqwest::Client::new();
     let health: Value = client

@@ -1,8 +1,9 @@
 //! What the serve tests share: `msbw serve` on a loopback port, running until it is stopped.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use microsandbox_wrapper::{MicrosandboxWrapper, ShutdownReport};
+use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, ShutdownReport, WrapperConfig};
 use msbw_serve::{ServeOptions, Server};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -40,4 +41,12 @@ impl Served {
         let _ = self.stop.send(());
         async move { self.task.await.unwrap() }
     }
+}
+
+/// A wrapper over the local backend with the default configuration.
+#[allow(dead_code, reason = "not every test file runs the local backend")]
+pub(crate) fn local_wrapper() -> MicrosandboxWrapper {
+    let config = WrapperConfig::default();
+    let local = LocalBackend::from_config(&config).unwrap();
+    MicrosandboxWrapper::with_backend(config, Arc::new(local)).unwrap()
 }
