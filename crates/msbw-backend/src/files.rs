@@ -300,61 +300,69 @@ if [ -d "$f" ] && [ ! -L "$f" ]; then exit 4; fi
 rm -f -- "$f" 2>/dev/null
 if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
 
-    async fn sh<B: SandboxBackend + ?Sized>(
-        backend: &B,
-        id: &SandboxId,
+    /// One file operation's commands: the sandbox they run in, the operation and the path they
+    /// are about.
+    struct On<'a, B: ?Sized> {
+        backend: &'a B,
+        id: &'a SandboxId,
         operation: Operation,
-        path: &str,
-        script: &str,
-        args: Vec<String>,
-    ) -> Result<ExecOutput, BackendError> {
-        let mut argv = vec![
-            "-c".to_owned(),
-            format!("{PRELUDE}{}{script}", if script == WRITE { WRITE_CHECKS } else { "" }),
-            "sh".to_owned(),
-            path.to_owned(),
-        ];
-        argv.extend(args);
-        let request = CommandRequest {
-            command: "sh".into(),
-            args: argv,
-            timeout: COMMAND_TIMEOUT,
-        };
-        let out = backend
-            .run_command(id, &request)
-            .await
-            .map_err(|e| retag(e, operation))?;
-        check_outcome(backend.name(), id, operation, path, &out)?;
-        Ok(out)
+        path: &'a str,
     }
 
-    /// Runs a script that only reads and returns its output, asked for again when the end line
-    /// did not come back (its output was cut short).
-    async fn sh_read<B: SandboxBackend + ?Sized>(
-        backend: &B,
-        id: &SandboxId,
-        operation: Operation,
-        path: &str,
-        script: &str,
-        args: Vec<String>,
-    ) -> Result<String, BackendError> {
-        let script = format!("{script}{TAIL}");
-        for _ in 0..READ_ATTEMPTS {
-            let out = sh(backend, id, operation, path, &script, args.clone()).await?;
-            if let Some(output) = before_end(&out.stdout) {
-                return Ok(output.to_owned());
+    impl<'a, B: SandboxBackend + ?Sized> On<'a, B> {
+        fn new(backend: &'a B, id: &'a SandboxId, operation: Operation, path: &'a str) -> Self {
+            On {
+                backend,
+                id,
+                operation,
+                path,
             }
         }
-        Err(BackendError::new(
-            ErrorKind::Protocol,
-            operation,
-            format!(
-                "the output of a file command on {} was cut short {READ_ATTEMPTS} times",
-                super::shown(path)
-            ),
-        )
-        .with_backend(backend.name())
-        .with_sandbox(id))
+
+        /// Runs `script` with the path and `args` as its arguments.
+        async fn sh(&self, script: &str, args: Vec<String>) -> Result<ExecOutput, BackendError> {
+            let mut argv = vec![
+                "-c".to_owned(),
+                format!("{PRELUDE}{}{script}", if script == WRITE { WRITE_CHECKS } else { "" }),
+                "sh".to_owned(),
+                self.path.to_owned(),
+            ];
+            argv.extend(args);
+            let request = CommandRequest {
+                command: "sh".into(),
+                args: argv,
+                timeout: COMMAND_TIMEOUT,
+            };
+            let out = self
+                .backend
+                .run_command(self.id, &request)
+                .await
+                .map_err(|e| retag(e, self.operation))?;
+            check_outcome(self.backend.name(), self.id, self.operation, self.path, &out)?;
+            Ok(out)
+        }
+
+        /// Runs a script that only reads and returns its output, asked for again when the end
+        /// line did not come back (its output was cut short).
+        async fn sh_read(&self, script: &str, args: Vec<String>) -> Result<String, BackendError> {
+            let script = format!("{script}{TAIL}");
+            for _ in 0..READ_ATTEMPTS {
+                let out = self.sh(&script, args.clone()).await?;
+                if let Some(output) = before_end(&out.stdout) {
+                    return Ok(output.to_owned());
+                }
+            }
+            Err(BackendError::new(
+                ErrorKind::Protocol,
+                self.operation,
+                format!(
+                    "the output of a file command on {} was cut short {READ_ATTEMPTS} times",
+                    super::shown(self.path)
+                ),
+            )
+            .with_backend(self.backend.name())
+            .with_sandbox(self.id))
+        }
     }
 
     /// The output before the end line, if the end line is there (the last one: the output
@@ -456,18 +464,19 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         data: &[u8],
     ) -> Result<(), BackendError> {
         let op = Operation::WriteFile;
+        let on = On::new(backend, id, op, path);
         super::check_write(path, data.len())?;
         let per_command = WRITE_ARG_BYTES * WRITE_ARGS_PER_COMMAND;
         let mut first = true;
         let mut chunks = data.chunks(per_command).peekable();
         if chunks.peek().is_none() {
-            sh(backend, id, op, path, WRITE, vec!["new".into()]).await?;
+            on.sh(WRITE, vec!["new".into()]).await?;
             return Ok(());
         }
         for chunk in chunks {
             let mut args = vec![if first { "new" } else { "append" }.to_owned()];
             args.extend(chunk.chunks(WRITE_ARG_BYTES).map(|c| STANDARD.encode(c)));
-            sh(backend, id, op, path, WRITE, args).await?;
+            on.sh(WRITE, args).await?;
             first = false;
         }
         Ok(())
@@ -481,9 +490,10 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         max_bytes: u64,
     ) -> Result<Vec<u8>, BackendError> {
         let op = Operation::ReadFile;
+        let on = On::new(backend, id, op, path);
         check_path(path, op, false)?;
         let max_bytes = max_bytes.min(MAX_FILE_BYTES);
-        let out = sh_read(backend, id, op, path, SIZE, Vec::new()).await?;
+        let out = on.sh_read(SIZE, Vec::new()).await?;
         let size: u64 = out.trim().parse().map_err(|_| {
             BackendError::new(
                 ErrorKind::Protocol,
@@ -507,7 +517,7 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
             let args = vec![READ_BLOCK.to_string(), skip.to_string(), blocks.to_string()];
             // Output that lost its end is asked for again (`sh_read`); a chunk still short
             // after that is an error, never a silent cut.
-            let out = sh_read(backend, id, op, path, READ, args).await?;
+            let out = on.sh_read(READ, args).await?;
             let text: String = out.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let chunk = STANDARD.decode(text.as_bytes()).map_err(|e| {
                 BackendError::new(
@@ -545,8 +555,9 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         path: &str,
     ) -> Result<Vec<FileEntry>, BackendError> {
         let op = Operation::ListFiles;
+        let on = On::new(backend, id, op, path);
         check_path(path, op, true)?;
-        let out = sh_read(backend, id, op, path, LIST, vec![MAX_LIST_ENTRIES.to_string()]).await?;
+        let out = on.sh_read(LIST, vec![MAX_LIST_ENTRIES.to_string()]).await?;
         let mut entries = Vec::new();
         let records: Vec<&str> = out.split('/').collect();
         // The last piece follows the last `/`: empty, or the newline a line transport adds.
@@ -586,8 +597,9 @@ if [ -e "$f" ] || [ -L "$f" ]; then exit 5; fi"#;
         path: &str,
     ) -> Result<(), BackendError> {
         let op = Operation::RemoveFile;
+        let on = On::new(backend, id, op, path);
         check_path(path, op, false)?;
-        sh(backend, id, op, path, REMOVE, Vec::new()).await?;
+        on.sh(REMOVE, Vec::new()).await?;
         Ok(())
     }
 }

@@ -3,20 +3,28 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use msbw_config::{MAX_ENV_FILE_BYTES, read_env_file, read_implicit_env_file};
+
+/// `dir/name` with `content`, mode `mode`.
+fn file_in(dir: &Path, name: &str, content: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
 
 #[test]
 fn an_implicit_file_keeps_what_it_may_carry_and_names_what_it_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".env");
-    std::fs::write(
-        &path,
+    let path = file_in(
+        dir.path(),
+        ".env",
         "MSB_API_KEY=k\nMSB_LOCAL_NETWORK=true\nMSB_SHARED_VOLUME_PATH=/:/sandbox/host\nMSB_EXECUTION_TIMEOUT=60\n\
          MSB_DEFAULT_FLAVOR=large\nMSB_SERVER_URL=http://evil.example\nOTHER=1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        0o600,
+    );
     let found = read_implicit_env_file(&path).unwrap().unwrap();
     assert_eq!(found.distrusted, None);
     let names: Vec<&str> = found.vars.iter().map(|(k, _)| k.as_str()).collect();
@@ -43,9 +51,7 @@ fn a_missing_implicit_file_is_none() {
 #[test]
 fn an_implicit_file_others_may_write_is_ignored_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(".env");
-    std::fs::write(&path, "MSB_API_KEY=k\n").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let path = file_in(dir.path(), ".env", "MSB_API_KEY=k\n", 0o666);
     let found = read_implicit_env_file(&path).unwrap().unwrap();
     assert!(found.vars.is_empty());
     assert_eq!(found.distrusted.as_deref(), Some("anyone may write it"));
@@ -54,9 +60,7 @@ fn an_implicit_file_others_may_write_is_ignored_whole() {
 #[test]
 fn an_implicit_pipe_device_or_directory_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("real.env");
-    std::fs::write(&target, "MSB_API_KEY=k\n").unwrap();
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let target = file_in(dir.path(), "real.env", "MSB_API_KEY=k\n", 0o600);
     let link = dir.path().join("link.env");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     assert_eq!(

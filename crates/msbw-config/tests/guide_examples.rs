@@ -1,7 +1,7 @@
 //! Every example configuration of the configuration guide loads without error.
 //!
-//! The shell blocks are copied verbatim from `configuration-guide.md`; the Python blocks are
-//! written with the builder, field for field.
+//! The shell and `.env` blocks are copied verbatim from `configuration-guide.md` into
+//! `guide_examples.md`; the Python blocks are written with the builder, field for field.
 
 use std::time::Duration;
 
@@ -30,6 +30,22 @@ fn exports(block: &str) -> Vec<(String, String)> {
     vars
 }
 
+/// The guide's blocks, one under a heading each.
+const GUIDE: &str = include_str!("guide_examples.md");
+
+/// The fenced block under the heading `## title` of [`GUIDE`].
+fn guide_block(title: &str) -> &'static str {
+    let heading = format!("\n## {title}\n");
+    let at = GUIDE
+        .find(&heading)
+        .unwrap_or_else(|| panic!("no block {title:?} in guide_examples.md"));
+    let rest = &GUIDE[at + heading.len()..];
+    let open = rest.find("```").expect("a fenced block");
+    let body = &rest[open..];
+    let body = &body[body.find('\n').expect("a fence line") + 1..];
+    &body[..body.find("\n```").expect("a closing fence") + 1]
+}
+
 fn load(block: &str) -> WrapperConfig {
     let vars = exports(block);
     assert!(!vars.is_empty(), "no exports found in {block}");
@@ -38,19 +54,7 @@ fn load(block: &str) -> WrapperConfig {
 
 #[test]
 fn the_per_variable_examples_load() {
-    let c = load(
-        r#"export MSB_SERVER_URL="http://microsandbox.example.com:5555"
-export MSB_API_KEY="your-secret-api-key"
-export MSB_SESSION_TIMEOUT="3600"  # 1 hour
-export MSB_MAX_SESSIONS="20"
-export MSB_CLEANUP_INTERVAL="30"
-export MSB_DEFAULT_FLAVOR="medium"
-export MSB_SANDBOX_START_TIMEOUT="300.0"
-export MSB_EXECUTION_TIMEOUT="600"
-export MSB_MAX_TOTAL_MEMORY_MB="8192"  # 8GB
-export MSB_ORPHAN_CLEANUP_INTERVAL="300"
-export MSB_LOG_LEVEL="DEBUG""#,
-    );
+    let c = load(guide_block("per-variable examples"));
     assert_eq!(c.server_url, "http://microsandbox.example.com:5555");
     assert_eq!(c.session_timeout, Duration::from_secs(3600));
     assert_eq!(c.sandbox_start_timeout, Duration::from_secs(300));
@@ -68,100 +72,38 @@ export MSB_LOG_LEVEL="DEBUG""#,
 
 #[test]
 fn the_development_environment_loads() {
-    let c = load(
-        r#"# Development configuration - local server, debug logging
-export MSB_SERVER_URL="http://127.0.0.1:5555"
-export MSB_SESSION_TIMEOUT="1800"
-export MSB_MAX_SESSIONS="5"
-export MSB_DEFAULT_FLAVOR="small"
-export MSB_LOG_LEVEL="DEBUG"
-export MSB_CLEANUP_INTERVAL="30"
-export MSB_SHARED_VOLUME_PATH='["/tmp/dev-data:/sandbox/data"]'"#,
-    );
+    let c = load(guide_block("development"));
     assert_eq!(c.max_concurrent_sessions, 5);
     assert_eq!(c.shared_volume_mappings[0].container_path, "/sandbox/data");
 }
 
 #[test]
 fn the_production_environment_loads() {
-    let c = load(
-        r#"# Production configuration - external server, optimized settings
-export MSB_SERVER_URL="http://microsandbox-prod.internal:5555"
-export MSB_API_KEY="${MICROSANDBOX_API_KEY}"
-export MSB_SESSION_TIMEOUT="3600"
-export MSB_MAX_SESSIONS="50"
-export MSB_DEFAULT_FLAVOR="medium"
-export MSB_EXECUTION_TIMEOUT="900"
-export MSB_MAX_TOTAL_MEMORY_MB="32768"
-export MSB_LOG_LEVEL="INFO"
-export MSB_CLEANUP_INTERVAL="60"
-export MSB_ORPHAN_CLEANUP_INTERVAL="300"
-export MSB_SHARED_VOLUME_PATH='["/data/input:/sandbox/input", "/data/output:/sandbox/output"]'"#,
-    );
+    let c = load(guide_block("production"));
     assert_eq!(c.max_concurrent_sessions, 50);
     assert_eq!(c.default_flavor, SandboxFlavor::Medium);
 }
 
 #[test]
 fn the_testing_environment_loads_with_its_30_second_orphan_interval() {
-    let c = load(
-        r#"# Testing configuration - fast cleanup, small limits
-export MSB_SERVER_URL="http://test-microsandbox:5555"
-export MSB_SESSION_TIMEOUT="300"
-export MSB_MAX_SESSIONS="3"
-export MSB_DEFAULT_FLAVOR="small"
-export MSB_EXECUTION_TIMEOUT="60"
-export MSB_LOG_LEVEL="DEBUG"
-export MSB_CLEANUP_INTERVAL="10"
-export MSB_ORPHAN_CLEANUP_INTERVAL="30""#,
-    );
+    let c = load(guide_block("testing"));
     assert_eq!(c.orphan_cleanup_interval, Duration::from_secs(30));
 }
 
 #[test]
 fn the_high_performance_environment_loads() {
-    let c = load(
-        r#"# High-performance configuration - large resources, many sessions
-export MSB_SERVER_URL="http://hpc-microsandbox:5555"
-export MSB_SESSION_TIMEOUT="7200"
-export MSB_MAX_SESSIONS="100"
-export MSB_DEFAULT_FLAVOR="large"
-export MSB_EXECUTION_TIMEOUT="3600"
-export MSB_MAX_TOTAL_MEMORY_MB="65536"
-export MSB_SANDBOX_START_TIMEOUT="600.0"
-export MSB_CLEANUP_INTERVAL="120"
-export MSB_ORPHAN_CLEANUP_INTERVAL="600""#,
-    );
+    let c = load(guide_block("high performance"));
     assert_eq!(c.max_concurrent_sessions, 100);
     assert_eq!(c.sandbox_start_timeout, Duration::from_secs(600));
 }
 
 #[test]
 fn the_volume_mapping_patterns_load() {
-    let c = load(
-        r#"export MSB_SHARED_VOLUME_PATH='[
-  "/data/raw:/sandbox/input",
-  "/data/processed:/sandbox/output"
-]'"#,
-    );
+    let c = load(guide_block("volumes: input and output"));
     assert_eq!(c.shared_volume_mappings.len(), 2);
-    let c = load(
-        r#"export MSB_SHARED_VOLUME_PATH='[
-  "/pipeline/stage1:/sandbox/stage1",
-  "/pipeline/stage2:/sandbox/stage2",
-  "/pipeline/stage3:/sandbox/stage3",
-  "/pipeline/shared:/sandbox/shared",
-  "/pipeline/logs:/sandbox/logs"
-]'"#,
-    );
+    let c = load(guide_block("volumes: a pipeline"));
     assert_eq!(c.shared_volume_mappings.len(), 5);
-    let c = load(
-        r#"export MSB_SHARED_VOLUME_PATH='[
-  "/project/src:/sandbox/src:ro",
-  "/project/data:/sandbox/data",
-  "/project/output:/sandbox/output"
-]'"#,
-    );
+    let c = load(guide_block("volumes: read-only source"));
     let src = &c.shared_volume_mappings[0];
     assert_eq!((src.container_path.as_str(), src.read_only), ("/sandbox/src", true));
     assert!(!c.shared_volume_mappings[1].read_only);
@@ -171,37 +113,7 @@ fn the_volume_mapping_patterns_load() {
 fn the_env_file_template_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");
-    std::fs::write(
-        &path,
-        "# .env file template
-# Copy this file and customize for your environment
-
-# Server Configuration
-MSB_SERVER_URL=http://127.0.0.1:5555
-MSB_API_KEY=
-
-# Session Configuration
-MSB_SESSION_TIMEOUT=1800
-MSB_MAX_SESSIONS=10
-MSB_CLEANUP_INTERVAL=60
-
-# Sandbox Configuration
-MSB_DEFAULT_FLAVOR=small
-MSB_SANDBOX_START_TIMEOUT=180.0
-MSB_EXECUTION_TIMEOUT=300
-
-# Resource Configuration
-MSB_MAX_TOTAL_MEMORY_MB=
-MSB_SHARED_VOLUME_PATH=[]
-
-# Cleanup Configuration
-MSB_ORPHAN_CLEANUP_INTERVAL=600
-
-# Logging Configuration
-MSB_LOG_LEVEL=INFO
-",
-    )
-    .unwrap();
+    std::fs::write(&path, guide_block("env file template")).unwrap();
     // The process environment wins over the file, so compare against what it adds.
     let from_file = WrapperConfig::from_env_file(&path).unwrap();
     let from_env = WrapperConfig::from_env().unwrap();
@@ -290,58 +202,65 @@ fn the_override_example_works_by_struct_update() {
 #[test]
 fn the_resource_and_security_examples_build() {
     let secs = Duration::from_secs;
-    // Memory-constrained.
-    WrapperConfig {
-        max_concurrent_sessions: 5,
-        default_flavor: SandboxFlavor::Small,
-        max_total_memory_mb: Some(4096),
-        session_timeout: secs(900),
-        cleanup_interval: secs(30),
-        ..Default::default()
+    let examples = [
+        (
+            "memory-constrained",
+            WrapperConfig {
+                max_concurrent_sessions: 5,
+                default_flavor: SandboxFlavor::Small,
+                max_total_memory_mb: Some(4096),
+                session_timeout: secs(900),
+                cleanup_interval: secs(30),
+                ..Default::default()
+            },
+        ),
+        (
+            "cpu-intensive",
+            WrapperConfig {
+                max_concurrent_sessions: 8,
+                default_flavor: SandboxFlavor::Large,
+                session_timeout: secs(3600),
+                default_execution_timeout: secs(1800),
+                ..Default::default()
+            },
+        ),
+        (
+            "high-throughput",
+            WrapperConfig {
+                max_concurrent_sessions: 50,
+                default_flavor: SandboxFlavor::Small,
+                session_timeout: secs(600),
+                cleanup_interval: secs(15),
+                orphan_cleanup_interval: secs(60),
+                ..Default::default()
+            },
+        ),
+        (
+            "restricted",
+            WrapperConfig {
+                shared_volume_mappings: vec![],
+                session_timeout: secs(600),
+                default_execution_timeout: secs(300),
+                max_concurrent_sessions: 5,
+                default_flavor: SandboxFlavor::Small,
+                max_total_memory_mb: Some(2048),
+                ..Default::default()
+            },
+        ),
+        (
+            "audit-friendly",
+            WrapperConfig {
+                session_timeout: secs(1800),
+                cleanup_interval: secs(60),
+                max_concurrent_sessions: 10,
+                max_total_memory_mb: Some(8192),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, example) in examples {
+        if let Err(e) = example.validated() {
+            panic!("the {name} example is refused: {e}");
+        }
     }
-    .validated()
-    .unwrap();
-    // CPU-intensive.
-    WrapperConfig {
-        max_concurrent_sessions: 8,
-        default_flavor: SandboxFlavor::Large,
-        session_timeout: secs(3600),
-        default_execution_timeout: secs(1800),
-        ..Default::default()
-    }
-    .validated()
-    .unwrap();
-    // High-throughput.
-    WrapperConfig {
-        max_concurrent_sessions: 50,
-        default_flavor: SandboxFlavor::Small,
-        session_timeout: secs(600),
-        cleanup_interval: secs(15),
-        orphan_cleanup_interval: secs(60),
-        ..Default::default()
-    }
-    .validated()
-    .unwrap();
-    // Restricted.
-    WrapperConfig {
-        shared_volume_mappings: vec![],
-        session_timeout: secs(600),
-        default_execution_timeout: secs(300),
-        max_concurrent_sessions: 5,
-        default_flavor: SandboxFlavor::Small,
-        max_total_memory_mb: Some(2048),
-        ..Default::default()
-    }
-    .validated()
-    .unwrap();
-    // Audit-friendly.
-    WrapperConfig {
-        session_timeout: secs(1800),
-        cleanup_interval: secs(60),
-        max_concurrent_sessions: 10,
-        max_total_memory_mb: Some(8192),
-        ..Default::default()
-    }
-    .validated()
-    .unwrap();
 }

@@ -143,6 +143,38 @@ impl Client {
         self.authorization.is_some()
     }
 
+    /// The JSON-RPC request of `method` with `params` (a fresh id), encoded and within
+    /// [`MAX_REQUEST_BYTES`].
+    fn encode<P: Serialize>(&self, method: &str, params: &P) -> Result<Vec<u8>, CallError> {
+        let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
+            status: 0,
+            what: format!("a request that cannot be encoded as JSON ({e})"),
+        })?;
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(CallError::TooLarge { bytes: body.len() });
+        }
+        Ok(body)
+    }
+
+    /// A `POST` of `body` to the RPC endpoint, asking for a streamed answer or not, with the key
+    /// when there is one.
+    fn post_rpc(&self, body: &[u8], streamed: bool) -> reqwest::RequestBuilder {
+        let builder = self.http.post(&self.rpc_url).header(CONTENT_TYPE, "application/json");
+        let builder = if streamed {
+            builder
+                .header(ACCEPT, NDJSON_CONTENT_TYPE)
+                .header(STREAM_HEADER, STREAM_NDJSON)
+        } else {
+            builder.header(ACCEPT, "application/json")
+        };
+        let builder = builder.body(body.to_vec());
+        match &self.authorization {
+            Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
+            None => builder,
+        }
+    }
+
     /// Calls a JSON-RPC method and returns its `result`, retrying as `retry` allows. Each
     /// attempt may take `timeout`, answer included.
     pub(crate) async fn rpc<P: Serialize>(
@@ -152,25 +184,10 @@ impl Client {
         timeout: Duration,
         retry: Retry,
     ) -> Result<RawResult, CallError> {
-        let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
-        let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
-            status: 0,
-            what: format!("a request that cannot be encoded as JSON ({e})"),
-        })?;
-        if body.len() > MAX_REQUEST_BYTES {
-            return Err(CallError::TooLarge { bytes: body.len() });
-        }
+        let body = self.encode(method, params)?;
         tracing::debug!(method, bytes = body.len(), "microsandbox rpc");
         self.with_retries(method, retry, || async {
-            let mut builder = self
-                .http
-                .post(&self.rpc_url)
-                .header(CONTENT_TYPE, "application/json")
-                .header(ACCEPT, "application/json")
-                .body(body.clone());
-            if let Some(auth) = &self.authorization {
-                builder = builder.header(AUTHORIZATION, auth.clone());
-            }
+            let builder = self.post_rpc(&body, false);
             let (status, content_type, bytes) = self.exchange(builder, timeout).await?;
             self.read_rpc(status, content_type.as_deref(), &bytes)
         })
@@ -187,26 +204,10 @@ impl Client {
         params: &P,
         timeout: Duration,
     ) -> Result<Streamed, CallError> {
-        let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
-        let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
-            status: 0,
-            what: format!("a request that cannot be encoded as JSON ({e})"),
-        })?;
-        if body.len() > MAX_REQUEST_BYTES {
-            return Err(CallError::TooLarge { bytes: body.len() });
-        }
+        let body = self.encode(method, params)?;
         tracing::debug!(method, bytes = body.len(), "microsandbox rpc (streamed)");
         self.with_retries(method, Retry::UnsentOnly, || async {
-            let mut builder = self
-                .http
-                .post(&self.rpc_url)
-                .header(CONTENT_TYPE, "application/json")
-                .header(ACCEPT, NDJSON_CONTENT_TYPE)
-                .header(STREAM_HEADER, STREAM_NDJSON)
-                .body(body.clone());
-            if let Some(auth) = &self.authorization {
-                builder = builder.header(AUTHORIZATION, auth.clone());
-            }
+            let builder = self.post_rpc(&body, true);
             let response = tokio::time::timeout(timeout, builder.send())
                 .await
                 .map_err(|_| CallError::Timeout { after: timeout })?

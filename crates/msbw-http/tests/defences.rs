@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use msbw_backend::{
-    Aftermath, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt,
-    SandboxSpec, Template, VolumeMapping,
+    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend,
+    SandboxBackendExt, SandboxSpec, Template, VolumeMapping,
 };
 use msbw_http::HttpBackend;
 use serde_json::json;
@@ -65,16 +65,33 @@ async fn d1_start_returns_only_once_the_agent_answers() {
     assert_eq!(out.stdout, "ready\n");
 }
 
+/// Starts sandbox `sb` with a start limit of `limit` and asserts that it fails as a clean
+/// timeout whose message contains `says`.
+async fn start_times_out(server: &MockServer, limit: Duration, says: &str) {
+    let mut spec = spec("sb");
+    spec.start_timeout = limit;
+    let err = backend(server)
+        .start(&spec)
+        .await
+        .expect_err("the start should time out");
+    assert_clean(&err);
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains(says), "{err}");
+}
+
+/// Asserts that `err` is a clean `Internal` error whose message contains every one of `says`.
+fn assert_internal_saying(err: &BackendError, says: &[&str]) {
+    assert_clean(err);
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    let text = err.to_string();
+    assert!(says.iter().all(|s| text.contains(s)), "{text}");
+}
+
 #[tokio::test]
 async fn d1_an_agent_that_never_answers_fails_the_start_and_releases_it() {
     let (server, fake) = FakeServer::start().await;
     fake.state().agent_delay = Duration::from_secs(3600);
-    let mut spec = spec("sb");
-    spec.start_timeout = Duration::from_millis(600);
-    let err = backend(&server).start(&spec).await.unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("agent did not answer"), "{err}");
+    start_times_out(&server, Duration::from_millis(600), "agent did not answer").await;
     assert_stopped_once(&server, "sb").await;
 }
 
@@ -178,12 +195,7 @@ async fn d2_an_uncertain_start_that_never_runs_fails_and_is_released() {
         .mount(&server)
         .await;
     answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
-    let mut spec = spec("sb");
-    spec.start_timeout = Duration::from_millis(400);
-    let err = backend(&server).start(&spec).await.unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Timeout);
-    assert!(err.to_string().contains("couldn't verify"), "{err}");
+    start_times_out(&server, Duration::from_millis(400), "couldn't verify").await;
     assert_eq!(params_of(&server, "sandbox.stop").await.len(), 1);
     assert!(params_of(&server, "sandbox.command.run").await.is_empty());
 }
@@ -487,13 +499,7 @@ async fn d9_a_masked_command_failure_in_a_running_sandbox_is_internal_with_the_l
         .run_command(&id("sb"), &command("no-such-program", &[], 5))
         .await
         .unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Internal);
-    let text = err.to_string();
-    assert!(
-        text.contains("own log") && text.contains("command does not exist") && text.contains("sh -c"),
-        "{text}"
-    );
+    assert_internal_saying(&err, &["own log", "command does not exist", "sh -c"]);
 }
 
 #[tokio::test]
@@ -568,11 +574,5 @@ async fn d9_when_the_listing_fails_too_both_reasons_are_given() {
         .run_code(&id("sb"), &code("1"))
         .await
         .unwrap_err();
-    assert_clean(&err);
-    assert_eq!(err.kind(), ErrorKind::Internal);
-    let text = err.to_string();
-    assert!(
-        text.contains("own log") && text.contains("invalid or expired token"),
-        "{text}"
-    );
+    assert_internal_saying(&err, &["own log", "invalid or expired token"]);
 }

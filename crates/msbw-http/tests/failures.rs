@@ -271,16 +271,7 @@ async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unu
         timeout: Duration::from_secs(1),
     };
     let out = backend.run_command(&id("sb1"), &command).await.unwrap();
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::Unusable,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert_timed_out_unusable(&out);
 }
 
 #[tokio::test]

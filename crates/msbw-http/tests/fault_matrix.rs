@@ -140,6 +140,7 @@ const fn cell(fault: Fault, op: Op, outcome: Outcome, sent: Option<usize>, reach
 const TRIES: usize = 3;
 
 /// The backend matrix. `reached` > 1 only for the idempotent calls (list, stop).
+#[rustfmt::skip]
 const MATRIX: &[Cell] = &[
     // Nothing listens: nothing was sent, so every call is retried and then reported retryable.
     cell(Fault::Refuse, Start, err(Connect, true), None, 0, After::Absent),
@@ -148,340 +149,60 @@ const MATRIX: &[Cell] = &[
     cell(Fault::Refuse, List, err(Connect, true), None, 0, After::Running),
     cell(Fault::Refuse, Stop, err(Connect, true), None, 0, After::Running),
     // The answer breaks after the server ran the request.
-    cell(
-        Fault::ResetMidResponse,
-        Start,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Stopped,
-    ),
-    cell(
-        Fault::ResetMidResponse,
-        Code,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::ResetMidResponse,
-        Command,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::ResetMidResponse,
-        List,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Running,
-    ),
-    cell(
-        Fault::ResetMidResponse,
-        Stop,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Stopped,
-    ),
+    cell(Fault::ResetMidResponse, Start, err(Connect, false), Some(1), 1, After::Stopped),
+    cell(Fault::ResetMidResponse, Code, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::ResetMidResponse, Command, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::ResetMidResponse, List, err(Connect, true), Some(TRIES), TRIES, After::Running),
+    cell(Fault::ResetMidResponse, Stop, err(Connect, true), Some(TRIES), TRIES, After::Stopped),
     // No answer within the limit.
     cell(Fault::Delay, Start, err(Timeout, true), Some(1), 1, After::Stopped),
-    cell(
-        Fault::Delay,
-        Code,
-        Outcome::TimedOut(Unusable),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::Delay,
-        Command,
-        Outcome::TimedOut(Unusable),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::Delay,
-        List,
-        err(Timeout, true),
-        Some(TRIES),
-        TRIES,
-        After::Running,
-    ),
-    cell(
-        Fault::Delay,
-        Stop,
-        err(Timeout, true),
-        Some(TRIES),
-        TRIES,
-        After::Stopped,
-    ),
+    cell(Fault::Delay, Code, Outcome::TimedOut(Unusable), Some(1), 1, After::Running),
+    cell(Fault::Delay, Command, Outcome::TimedOut(Unusable), Some(1), 1, After::Running),
+    cell(Fault::Delay, List, err(Timeout, true), Some(TRIES), TRIES, After::Running),
+    cell(Fault::Delay, Stop, err(Timeout, true), Some(TRIES), TRIES, After::Stopped),
     // The server's masked internal error (the proxy answers it; nothing ran). The listing
     // decides: the sandbox is running, so it is Internal. A listing answered 500 is asked five
     // times (the server's transient 500 while a namespace is created).
-    cell(
-        Fault::Status(500),
-        Start,
-        err(Internal, false),
-        Some(1),
-        0,
-        After::Absent,
-    ),
-    cell(
-        Fault::Status(500),
-        Code,
-        err(Internal, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(500),
-        Command,
-        err(Internal, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(500),
-        List,
-        err(Internal, false),
-        Some(5),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(500),
-        Stop,
-        err(Internal, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
+    cell(Fault::Status(500), Start, err(Internal, false), Some(1), 0, After::Absent),
+    cell(Fault::Status(500), Code, err(Internal, false), Some(1), 0, After::Running),
+    cell(Fault::Status(500), Command, err(Internal, false), Some(1), 0, After::Running),
+    cell(Fault::Status(500), List, err(Internal, false), Some(5), 0, After::Running),
+    cell(Fault::Status(500), Stop, err(Internal, false), Some(1), 0, After::Running),
     // A gateway that cannot reach the server. It may have relayed the request, so only the
     // idempotent calls are retried, and only they are reported retryable.
-    cell(
-        Fault::Status(502),
-        Start,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Absent,
-    ),
-    cell(
-        Fault::Status(502),
-        Code,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(502),
-        Command,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(502),
-        List,
-        err(Connect, true),
-        Some(TRIES),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(502),
-        Stop,
-        err(Connect, true),
-        Some(TRIES),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(503),
-        Start,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Absent,
-    ),
-    cell(
-        Fault::Status(503),
-        Code,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(503),
-        Command,
-        err(Connect, false),
-        Some(1),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(503),
-        List,
-        err(Connect, true),
-        Some(TRIES),
-        0,
-        After::Running,
-    ),
-    cell(
-        Fault::Status(503),
-        Stop,
-        err(Connect, true),
-        Some(TRIES),
-        0,
-        After::Running,
-    ),
+    cell(Fault::Status(502), Start, err(Connect, false), Some(1), 0, After::Absent),
+    cell(Fault::Status(502), Code, err(Connect, false), Some(1), 0, After::Running),
+    cell(Fault::Status(502), Command, err(Connect, false), Some(1), 0, After::Running),
+    cell(Fault::Status(502), List, err(Connect, true), Some(TRIES), 0, After::Running),
+    cell(Fault::Status(502), Stop, err(Connect, true), Some(TRIES), 0, After::Running),
+    cell(Fault::Status(503), Start, err(Connect, false), Some(1), 0, After::Absent),
+    cell(Fault::Status(503), Code, err(Connect, false), Some(1), 0, After::Running),
+    cell(Fault::Status(503), Command, err(Connect, false), Some(1), 0, After::Running),
+    cell(Fault::Status(503), List, err(Connect, true), Some(TRIES), 0, After::Running),
+    cell(Fault::Status(503), Stop, err(Connect, true), Some(TRIES), 0, After::Running),
     // The gateway did relay it: that is why a 502 of a run is never retryable.
-    cell(
-        Fault::BadGatewayAfterSend,
-        Start,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Stopped,
-    ),
-    cell(
-        Fault::BadGatewayAfterSend,
-        Code,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::BadGatewayAfterSend,
-        Command,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::BadGatewayAfterSend,
-        List,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Running,
-    ),
-    cell(
-        Fault::BadGatewayAfterSend,
-        Stop,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Stopped,
-    ),
+    cell(Fault::BadGatewayAfterSend, Start, err(Connect, false), Some(1), 1, After::Stopped),
+    cell(Fault::BadGatewayAfterSend, Code, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::BadGatewayAfterSend, Command, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::BadGatewayAfterSend, List, err(Connect, true), Some(TRIES), TRIES, After::Running),
+    cell(Fault::BadGatewayAfterSend, Stop, err(Connect, true), Some(TRIES), TRIES, After::Stopped),
     // Answers that break the protocol are never retried.
     cell(Fault::Garbage, Start, err(Protocol, false), Some(1), 1, After::Stopped),
     cell(Fault::Garbage, Code, err(Protocol, false), Some(1), 1, After::Running),
-    cell(
-        Fault::Garbage,
-        Command,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
+    cell(Fault::Garbage, Command, err(Protocol, false), Some(1), 1, After::Running),
     cell(Fault::Garbage, List, err(Protocol, false), Some(1), 1, After::Running),
     cell(Fault::Garbage, Stop, err(Protocol, false), Some(1), 1, After::Stopped),
-    cell(
-        Fault::TruncatedJson,
-        Start,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Stopped,
-    ),
-    cell(
-        Fault::TruncatedJson,
-        Code,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::TruncatedJson,
-        Command,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::TruncatedJson,
-        List,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::TruncatedJson,
-        Stop,
-        err(Protocol, false),
-        Some(1),
-        1,
-        After::Stopped,
-    ),
+    cell(Fault::TruncatedJson, Start, err(Protocol, false), Some(1), 1, After::Stopped),
+    cell(Fault::TruncatedJson, Code, err(Protocol, false), Some(1), 1, After::Running),
+    cell(Fault::TruncatedJson, Command, err(Protocol, false), Some(1), 1, After::Running),
+    cell(Fault::TruncatedJson, List, err(Protocol, false), Some(1), 1, After::Running),
+    cell(Fault::TruncatedJson, Stop, err(Protocol, false), Some(1), 1, After::Stopped),
     // The connection closes after the request was sent, before any answer.
-    cell(
-        Fault::DropAfterSend,
-        Start,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Stopped,
-    ),
-    cell(
-        Fault::DropAfterSend,
-        Code,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::DropAfterSend,
-        Command,
-        err(Connect, false),
-        Some(1),
-        1,
-        After::Running,
-    ),
-    cell(
-        Fault::DropAfterSend,
-        List,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Running,
-    ),
-    cell(
-        Fault::DropAfterSend,
-        Stop,
-        err(Connect, true),
-        Some(TRIES),
-        TRIES,
-        After::Stopped,
-    ),
+    cell(Fault::DropAfterSend, Start, err(Connect, false), Some(1), 1, After::Stopped),
+    cell(Fault::DropAfterSend, Code, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::DropAfterSend, Command, err(Connect, false), Some(1), 1, After::Running),
+    cell(Fault::DropAfterSend, List, err(Connect, true), Some(TRIES), TRIES, After::Running),
+    cell(Fault::DropAfterSend, Stop, err(Connect, true), Some(TRIES), TRIES, After::Stopped),
 ];
 
 const NAMESPACE: &str = "faults";
@@ -620,6 +341,22 @@ async fn run_cell(cell: Cell, index: usize) -> Result<(), String> {
             cell.op.name()
         ));
     }
+    verdict(problems)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_against_every_backend_operation() {
+    let cells = MATRIX.iter().copied().enumerate();
+    run_all(
+        cells,
+        |(_, c)| format!("{} × {}", c.fault.name(), c.op.name()),
+        |(i, c)| run_cell(c, i),
+    )
+    .await;
+}
+
+/// A cell's run: passed, or the problems found, one a line.
+fn verdict(problems: Vec<String>) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
@@ -627,22 +364,26 @@ async fn run_cell(cell: Cell, index: usize) -> Result<(), String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_fault_against_every_backend_operation() {
-    let mut cells = tokio::task::JoinSet::new();
+/// Runs every cell, [`CONCURRENT_CELLS`] at once, and fails naming each cell whose run differs.
+async fn run_all<C, Fut>(cells: impl IntoIterator<Item = C>, name: fn(&C) -> String, run: fn(C) -> Fut)
+where
+    C: Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CELLS));
-    for (i, c) in MATRIX.iter().copied().enumerate() {
+    for c in cells {
         let slots = Arc::clone(&slots);
-        cells.spawn(async move {
+        running.spawn(async move {
             let _slot = slots.acquire().await.unwrap();
-            (c, run_cell(c, i).await)
+            (c, run(c).await)
         });
     }
     let mut failures = Vec::new();
-    while let Some(done) = cells.join_next().await {
+    while let Some(done) = running.join_next().await {
         let (c, result) = done.unwrap();
         if let Err(why) = result {
-            failures.push(format!("{} × {}:\n   {why}", c.fault.name(), c.op.name()));
+            failures.push(format!("{}:\n   {why}", name(&c)));
         }
     }
     assert!(
@@ -729,15 +470,18 @@ impl SessionFault {
     }
 }
 
-const fn scell(
-    fault: SessionFault,
-    op: Op,
-    outcome: Outcome,
-    reached: usize,
-    status: Option<SessionStatus>,
-    reservation: Held,
-    known_wrong: Option<&'static str>,
-) -> SessionCell {
+/// A session cell's fields in order, as the table writes them.
+type SessionRow = (
+    SessionFault,
+    Op,
+    Outcome,
+    usize,
+    Option<SessionStatus>,
+    Held,
+    Option<&'static str>,
+);
+
+const fn scell((fault, op, outcome, reached, status, reservation, known_wrong): SessionRow) -> SessionCell {
     SessionCell {
         fault,
         op,
@@ -758,155 +502,28 @@ const GONE: Option<SessionStatus> = None;
 
 /// `start` here is a session's first call, which starts its sandbox; the other operations run in
 /// a session that worked before the fault.
+#[rustfmt::skip]
 const SESSION_MATRIX: &[SessionCell] = &[
-    scell(
-        Proxy(Fault::Refuse),
-        Start,
-        err(Connect, true),
-        0,
-        GONE,
-        Held::Stopping,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Delay),
-        Start,
-        err(Timeout, true),
-        1,
-        GONE,
-        Held::Released,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Status(500)),
-        Start,
-        err(Internal, false),
-        0,
-        GONE,
-        Held::Released,
-        None,
-    ),
-    scell(
-        Proxy(Fault::DropAfterSend),
-        Start,
-        err(Connect, false),
-        1,
-        GONE,
-        Held::Released,
-        None,
-    ),
-    scell(
-        Proxy(Fault::ResetMidResponse),
-        Code,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::ResetMidResponse),
-        Command,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Delay),
-        Code,
-        Outcome::TimedOut(Unusable),
-        1,
-        ERROR,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Delay),
-        Command,
-        Outcome::TimedOut(Unusable),
-        1,
-        ERROR,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Status(500)),
-        Code,
-        err(Internal, false),
-        0,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Status(503)),
-        Code,
-        err(Connect, false),
-        0,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::BadGatewayAfterSend),
-        Code,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::BadGatewayAfterSend),
-        Command,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::Garbage),
-        Code,
-        err(Protocol, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::TruncatedJson),
-        Command,
-        err(Protocol, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::DropAfterSend),
-        Code,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
-    scell(
-        Proxy(Fault::DropAfterSend),
-        Command,
-        err(Connect, false),
-        1,
-        READY,
-        Held::Session,
-        None,
-    ),
+    scell((Proxy(Fault::Refuse), Start, err(Connect, true), 0, GONE, Held::Stopping, None)),
+    scell((Proxy(Fault::Delay), Start, err(Timeout, true), 1, GONE, Held::Released, None)),
+    scell((Proxy(Fault::Status(500)), Start, err(Internal, false), 0, GONE, Held::Released, None)),
+    scell((Proxy(Fault::DropAfterSend), Start, err(Connect, false), 1, GONE, Held::Released, None)),
+    scell((Proxy(Fault::ResetMidResponse), Code, err(Connect, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::ResetMidResponse), Command, err(Connect, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::Delay), Code, Outcome::TimedOut(Unusable), 1, ERROR, Held::Session, None)),
+    scell((Proxy(Fault::Delay), Command, Outcome::TimedOut(Unusable), 1, ERROR, Held::Session, None)),
+    scell((Proxy(Fault::Status(500)), Code, err(Internal, false), 0, READY, Held::Session, None)),
+    scell((Proxy(Fault::Status(503)), Code, err(Connect, false), 0, READY, Held::Session, None)),
+    scell((Proxy(Fault::BadGatewayAfterSend), Code, err(Connect, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::BadGatewayAfterSend), Command, err(Connect, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::Garbage), Code, err(Protocol, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::TruncatedJson), Command, err(Protocol, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::DropAfterSend), Code, err(Connect, false), 1, READY, Held::Session, None)),
+    scell((Proxy(Fault::DropAfterSend), Command, err(Connect, false), 1, READY, Held::Session, None)),
     // Issue 12.1: a call whose code may have reached the vanished sandbox is never sent again;
     // the next call gets a fresh sandbox.
-    scell(Vanish, Code, err(NotFound, false), 1, ERROR, Held::Session, None),
-    scell(Vanish, Command, err(NotFound, false), 1, ERROR, Held::Session, None),
+    scell((Vanish, Code, err(NotFound, false), 1, ERROR, Held::Session, None)),
+    scell((Vanish, Command, err(NotFound, false), 1, ERROR, Held::Session, None)),
 ];
 
 fn manager_outcome<T>(result: &Result<T, ManagerError>, timed_out: impl Fn(&T) -> Option<Aftermath>) -> Outcome {
@@ -1040,37 +657,13 @@ async fn run_session_cell(cell: SessionCell) -> Result<(), String> {
         problems.push(format!("sandboxes left running: {:?}", stub.running()));
     }
     manager.shutdown().await;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n   "))
-    }
+    verdict(problems)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executions_through_the_manager_keep_sessions_and_reservations_straight() {
-    let mut cells = tokio::task::JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CELLS));
-    for c in SESSION_MATRIX.iter().copied() {
-        let slots = Arc::clone(&slots);
-        cells.spawn(async move {
-            let _slot = slots.acquire().await.unwrap();
-            (c, run_session_cell(c).await)
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(done) = cells.join_next().await {
-        let (c, result) = done.unwrap();
-        if let Err(why) = result {
-            failures.push(format!("{} × {}:\n   {why}", c.fault.name(), c.op.name()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} cells differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let name = |c: &SessionCell| format!("{} × {}", c.fault.name(), c.op.name());
+    run_all(SESSION_MATRIX.iter().copied(), name, run_session_cell).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,14 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use msbw_backend::{
-    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecStatus, SandboxBackend, SandboxId,
-    Template,
+    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecStatus, SandboxBackend, SandboxId, Template,
 };
 use msbw_http::{HttpBackend, HttpBackendConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -268,16 +269,7 @@ async fn a_stall_past_the_timeout_and_grace_is_a_timeout_that_leaves_the_sandbox
     let Some(ExecEvent::Finished(out)) = events.last() else {
         panic!("{events:?}")
     };
-    assert!(
-        matches!(
-            out.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::Unusable,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    common::assert_timed_out_unusable(out);
 }
 
 #[tokio::test]

@@ -8,14 +8,13 @@ use base64::engine::general_purpose::STANDARD;
 use microsandbox_wrapper::{FileEntry, WrapperError};
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
 use rmcp::schemars::JsonSchema;
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, tool, tool_router};
+use rmcp::{ErrorData, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
-use super::{McpServer, result};
+use super::{Ctx, McpServer, ToolResult, listing, result};
 use crate::errors::to_rpc;
+use crate::types::{tool_args, tool_outputs};
 
 /// The largest file `read_file` returns to a model (larger files: use a volume or read a part
 /// with execute_command).
@@ -33,107 +32,104 @@ pub(crate) enum Encoding {
     Base64,
 }
 
-/// Arguments of `write_file`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WriteFileArgs {
-    /// The session whose sandbox gets the file. Omit it to create a new session; a session_id
-    /// that does not exist yet is created too.
-    #[serde(default)]
-    pub(crate) session_id: Option<String>,
-    /// Where the file goes inside the sandbox, e.g. "/tmp/data.csv" (absolute, or relative to the
-    /// sandbox's working folder). Missing folders are created; an existing file is replaced;
-    /// ".." is refused.
-    pub(crate) path: String,
-    /// The file's content: text, or base64 when encoding is "base64".
-    pub(crate) content: String,
-    /// "utf8" (default) for text, "base64" for binary content.
-    #[serde(default)]
-    pub(crate) encoding: Option<Encoding>,
+tool_args! {
+    /// Arguments of `write_file`.
+    WriteFileArgs {
+        /// The session whose sandbox gets the file. Omit it to create a new session; a session_id
+        /// that does not exist yet is created too.
+        #[serde(default)]
+        session_id: Option<String>,
+        /// Where the file goes inside the sandbox, e.g. "/tmp/data.csv" (absolute, or relative to the
+        /// sandbox's working folder). Missing folders are created; an existing file is replaced;
+        /// ".." is refused.
+        path: String,
+        /// The file's content: text, or base64 when encoding is "base64".
+        content: String,
+        /// "utf8" (default) for text, "base64" for binary content.
+        #[serde(default)]
+        encoding: Option<Encoding>,
+    }
 }
 
-/// Arguments of `read_file`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReadFileArgs {
-    /// The session whose sandbox holds the file (from an earlier result).
-    pub(crate) session_id: String,
-    /// The file's path inside the sandbox, e.g. "/tmp/result.json".
-    pub(crate) path: String,
-    /// "utf8" to get text (the default; a file that is not valid UTF-8 comes back as base64
-    /// anyway), "base64" to always get base64.
-    #[serde(default)]
-    pub(crate) encoding: Option<Encoding>,
+tool_args! {
+    /// Arguments of `read_file`.
+    ReadFileArgs {
+        /// The session whose sandbox holds the file (from an earlier result).
+        session_id: String,
+        /// The file's path inside the sandbox, e.g. "/tmp/result.json".
+        path: String,
+        /// "utf8" to get text (the default; a file that is not valid UTF-8 comes back as base64
+        /// anyway), "base64" to always get base64.
+        #[serde(default)]
+        encoding: Option<Encoding>,
+    }
 }
 
-/// Arguments of `list_files`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListFilesArgs {
-    /// The session whose sandbox to look in (from an earlier result).
-    pub(crate) session_id: String,
-    /// The folder to list (default "."; the sandbox's working folder). Try "/tmp".
-    #[serde(default)]
-    pub(crate) path: Option<String>,
+tool_args! {
+    /// Arguments of `list_files`.
+    ListFilesArgs {
+        /// The session whose sandbox to look in (from an earlier result).
+        session_id: String,
+        /// The folder to list (default "."; the sandbox's working folder). Try "/tmp".
+        #[serde(default)]
+        path: Option<String>,
+    }
 }
 
-/// What `write_file` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-pub(crate) struct WriteFileOutput {
-    /// The session: pass it to later calls to use the file.
-    pub(crate) session_id: String,
-    /// The path written.
-    pub(crate) path: String,
-    /// How many bytes were written.
-    pub(crate) bytes: u64,
-    /// Whether this call created the session.
-    pub(crate) session_created: bool,
+tool_outputs! {
+    /// What `write_file` returns.
+    WriteFileOutput {
+        /// The session: pass it to later calls to use the file.
+        session_id: String,
+        /// The path written.
+        path: String,
+        /// How many bytes were written.
+        bytes: u64,
+        /// Whether this call created the session.
+        session_created: bool,
+    }
 }
 
-/// What `read_file` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-pub(crate) struct ReadFileOutput {
-    /// The session.
-    pub(crate) session_id: String,
-    /// The path read.
-    pub(crate) path: String,
-    /// The content, as `encoding` says.
-    pub(crate) content: String,
-    /// "utf8" or "base64".
-    pub(crate) encoding: Encoding,
-    /// The file's size in bytes.
-    pub(crate) size: u64,
+tool_outputs! {
+    /// What `read_file` returns.
+    ReadFileOutput {
+        /// The session.
+        session_id: String,
+        /// The path read.
+        path: String,
+        /// The content, as `encoding` says.
+        content: String,
+        /// "utf8" or "base64".
+        encoding: Encoding,
+        /// The file's size in bytes.
+        size: u64,
+    }
 }
 
-/// One entry of `list_files`.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-pub(crate) struct EntryView {
-    /// The name in the folder.
-    pub(crate) name: String,
-    /// The full path (use it with read_file).
-    pub(crate) path: String,
-    /// "file", "dir", "symlink" or "other".
-    pub(crate) kind: String,
-    /// Size in bytes (files; 0 for the rest).
-    pub(crate) size: u64,
+tool_outputs! {
+    /// One entry of `list_files`.
+    EntryView {
+        /// The name in the folder.
+        name: String,
+        /// The full path (use it with read_file).
+        path: String,
+        /// "file", "dir", "symlink" or "other".
+        kind: String,
+        /// Size in bytes (files; 0 for the rest).
+        size: u64,
+    }
 }
 
-/// What `list_files` returns.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(crate = "rmcp::schemars")]
-pub(crate) struct ListFilesOutput {
-    /// The session.
-    pub(crate) session_id: String,
-    /// The folder listed.
-    pub(crate) path: String,
-    /// Its entries, sorted by name (links are not followed).
-    pub(crate) entries: Vec<EntryView>,
+tool_outputs! {
+    /// What `list_files` returns.
+    ListFilesOutput {
+        /// The session.
+        session_id: String,
+        /// The folder listed.
+        path: String,
+        /// Its entries, sorted by name (links are not followed).
+        entries: Vec<EntryView>,
+    }
 }
 
 impl From<&FileEntry> for EntryView {
@@ -167,11 +163,7 @@ at the same path. Missing folders are created, an existing file is replaced. Rea
 (FILE_PERMISSION_ERROR).",
         output_schema = schema_for_type::<WriteFileOutput>()
     )]
-    async fn write_file(
-        &self,
-        Parameters(args): Parameters<WriteFileArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn write_file(&self, Parameters(args): Parameters<WriteFileArgs>, ctx: Ctx) -> ToolResult {
         let scope = self.scope(&ctx);
         let data = match args.encoding.unwrap_or_default() {
             Encoding::Utf8 => args.content.into_bytes(),
@@ -187,7 +179,7 @@ at the same path. Missing folders are created, an existing file is replaced. Rea
             .wrapper
             .write_file(&session, &args.path, data)
             .await
-            .map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+            .map_err(|e| scope.rpc(&e))?;
         let out = WriteFileOutput {
             session_id: scope.unwrap(&session),
             path: args.path,
@@ -211,18 +203,14 @@ that is not UTF-8 (or when encoding is \"base64\") comes back base64-encoded. At
 part with execute_command (e.g. head -c). Errors: FILE_NOT_FOUND_ERROR, FILE_TOO_LARGE_ERROR, FILE_TYPE_ERROR (a folder).",
         output_schema = schema_for_type::<ReadFileOutput>()
     )]
-    async fn read_file(
-        &self,
-        Parameters(args): Parameters<ReadFileArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn read_file(&self, Parameters(args): Parameters<ReadFileArgs>, ctx: Ctx) -> ToolResult {
         let scope = self.scope(&ctx);
         let session = scope.wrap(&args.session_id);
         let data = self
             .wrapper
             .read_file_limited(&session, &args.path, MAX_TOOL_READ_BYTES)
             .await
-            .map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+            .map_err(|e| scope.rpc(&e))?;
         let size = data.len() as u64;
         let (content, encoding) = match args.encoding.unwrap_or_default() {
             Encoding::Base64 => (STANDARD.encode(&data), Encoding::Base64),
@@ -251,11 +239,7 @@ part with execute_command (e.g. head -c). Errors: FILE_NOT_FOUND_ERROR, FILE_TOO
 name. Default folder: the sandbox's working folder.",
         output_schema = schema_for_type::<ListFilesOutput>()
     )]
-    async fn list_files(
-        &self,
-        Parameters(args): Parameters<ListFilesArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn list_files(&self, Parameters(args): Parameters<ListFilesArgs>, ctx: Ctx) -> ToolResult {
         let scope = self.scope(&ctx);
         let session = scope.wrap(&args.session_id);
         let path = args.path.unwrap_or_else(|| ".".to_owned());
@@ -263,21 +247,13 @@ name. Default folder: the sandbox's working folder.",
             .wrapper
             .list_files(&session, &path)
             .await
-            .map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+            .map_err(|e| scope.rpc(&e))?;
         let entries: Vec<EntryView> = entries.iter().map(EntryView::from).collect();
-        let text = if entries.is_empty() {
-            format!("{path} is empty")
-        } else {
-            entries
-                .iter()
-                .map(|e| match e.kind.as_str() {
-                    "file" => format!("{} ({} bytes)", e.name, e.size),
-                    "dir" => format!("{}/", e.name),
-                    kind => format!("{} ({kind})", e.name),
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let text = listing(&entries, &format!("{path} is empty"), |e| match e.kind.as_str() {
+            "file" => format!("{} ({} bytes)", e.name, e.size),
+            "dir" => format!("{}/", e.name),
+            kind => format!("{} ({kind})", e.name),
+        });
         let out = ListFilesOutput {
             session_id: args.session_id,
             path,

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::errors::{cancelled, to_rpc};
 use crate::types::{
-    ExecuteCodeArgs, ExecuteCommandArgs, FlavorArg, GetSessionsArgs, RunOutput, SessionView, SessionsOutput,
-    StatsOutput, StopOutput, StopSessionArgs, VolumeView, VolumesOutput,
+    ExecuteCodeArgs, ExecuteCommandArgs, FlavorArg, GetSessionsArgs, RunOutput, RunResult, SessionView, SessionsOutput,
+    StatsOutput, StopOutput, StopSessionArgs, TemplateArg, VolumeView, VolumesOutput,
 };
 
 #[path = "files.rs"]
@@ -108,7 +108,18 @@ impl Scope {
     fn owns(&self, id: &str) -> bool {
         id.starts_with(&self.0)
     }
+
+    /// The error for the client, with session ids as it knows them.
+    fn rpc(&self, e: &WrapperError) -> ErrorData {
+        to_rpc(e, |s| self.unwrap(s))
+    }
 }
+
+/// The request context a tool gets.
+type Ctx = RequestContext<RoleServer>;
+
+/// What a tool returns.
+type ToolResult = Result<CallToolResult, ErrorData>;
 
 fn timeout_of(t: Option<f64>) -> Result<Option<Duration>, ErrorData> {
     let max = MicrosandboxWrapper::MAX_TIMEOUT.as_secs_f64();
@@ -123,6 +134,19 @@ fn timeout_of(t: Option<f64>) -> Result<Option<Duration>, ErrorData> {
             str::to_owned,
         )),
     }
+}
+
+/// The template of an execution: Python unless the call names one.
+fn template_of(t: Option<TemplateArg>) -> Template {
+    t.map(Template::from).unwrap_or(Template::Python)
+}
+
+/// A list as text a model reads: one line an item, or `empty` when there are none.
+fn listing<T>(items: &[T], empty: &str, line: impl Fn(&T) -> String) -> String {
+    if items.is_empty() {
+        return empty.to_owned();
+    }
+    items.iter().map(line).collect::<Vec<_>>().join("\n")
 }
 
 /// A structured result with a readable text next to it.
@@ -184,13 +208,12 @@ impl McpServer {
     /// streams natively, its sandbox) usable.
     async fn run<T: Send + 'static>(
         &self,
-        ctx: &RequestContext<RoleServer>,
+        ctx: &Ctx,
         session: Option<String>,
         stream: Result<EventStream<T>, WrapperError>,
-        session_of: impl Fn(&T) -> String,
     ) -> Result<T, ErrorData> {
         let scope = self.scope(ctx);
-        let mut stream = stream.map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+        let mut stream = stream.map_err(|e| scope.rpc(&e))?;
         let mut progress = ctx.meta.get_progress_token().map(|token| Progress {
             token,
             peer: ctx.peer.clone(),
@@ -231,28 +254,29 @@ impl McpServer {
         if let Some(p) = progress {
             p.finish().await;
         }
-        match outcome {
-            Ok(r) => {
-                tracing::debug!(session = %scope.unwrap(&session_of(&r)), "call done");
-                Ok(r)
-            }
-            Err(e) => Err(to_rpc(&e, |s| scope.unwrap(s))),
-        }
+        outcome.map_err(|e| scope.rpc(&e))
     }
 
-    /// The session options of an execution tool's call.
-    fn options(
+    /// An execution tool's call: its session in this call's scope, the stream `start` opens with
+    /// the call's session options, run to its result (see [`Self::run`]), as the tool's output.
+    async fn execute<T: RunResult + Send + 'static>(
         &self,
-        session: Option<String>,
-        flavor: Option<FlavorArg>,
-        timeout: Option<f64>,
-    ) -> Result<SessionOptions, ErrorData> {
-        Ok(SessionOptions {
-            session_id: session,
+        ctx: &Ctx,
+        (session_id, flavor, timeout): (Option<String>, Option<FlavorArg>, Option<f64>),
+        start: impl FnOnce(SessionOptions) -> Result<EventStream<T>, WrapperError>,
+    ) -> ToolResult {
+        let scope = self.scope(ctx);
+        let session = self.session_for(&scope, session_id);
+        let options = SessionOptions {
+            session_id: session.clone(),
             flavor: flavor.map(Into::into),
             timeout: timeout_of(timeout)?,
             must_exist: false,
-        })
+        };
+        let r = self.run(ctx, session, start(options)).await?;
+        let out = r.output(scope.unwrap(r.session_id()));
+        tracing::debug!(session = %out.session_id, "call done");
+        Ok(result(&out, out.text(), !out.success))
     }
 
     /// Run code.
@@ -263,22 +287,11 @@ Omit session_id to start a new session. Code that raises or times out is a norma
 (the traceback is in stderr); an error is returned only for bad arguments, a limit reached or an unknown problem around the code.",
         output_schema = schema_for_type::<RunOutput>()
     )]
-    async fn execute_code(
-        &self,
-        Parameters(args): Parameters<ExecuteCodeArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let scope = self.scope(&ctx);
-        let session = self.session_for(&scope, args.session_id);
-        let call = CodeCall {
-            code: args.code,
-            template: args.template.map(Template::from).unwrap_or(Template::Python),
-            options: self.options(session.clone(), args.flavor, args.timeout)?,
-        };
-        let stream = self.wrapper.execute_code_stream(call);
-        let r = self.run(&ctx, session, stream, |r| r.session_id.clone()).await?;
-        let out = RunOutput::from_code(&r, scope.unwrap(&r.session_id));
-        Ok(result(&out, out.text(), !out.success))
+    async fn execute_code(&self, Parameters(args): Parameters<ExecuteCodeArgs>, ctx: Ctx) -> ToolResult {
+        let call = CodeCall::new(args.code).template(template_of(args.template));
+        let start = |options| self.wrapper.execute_code_stream(CodeCall { options, ..call });
+        self.execute(&ctx, (args.session_id, args.flavor, args.timeout), start)
+            .await
     }
 
     /// Run a command.
@@ -289,23 +302,11 @@ Files persist within a session: pass the session_id from an earlier result. A no
 result with success=false.",
         output_schema = schema_for_type::<RunOutput>()
     )]
-    async fn execute_command(
-        &self,
-        Parameters(args): Parameters<ExecuteCommandArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let scope = self.scope(&ctx);
-        let session = self.session_for(&scope, args.session_id);
-        let call = CommandCall {
-            command: args.command,
-            args: args.args,
-            template: args.template.map(Template::from).unwrap_or(Template::Python),
-            options: self.options(session.clone(), args.flavor, args.timeout)?,
-        };
-        let stream = self.wrapper.execute_command_stream(call);
-        let r = self.run(&ctx, session, stream, |r| r.session_id.clone()).await?;
-        let out = RunOutput::from_command(&r, scope.unwrap(&r.session_id));
-        Ok(result(&out, out.text(), !out.success))
+    async fn execute_command(&self, Parameters(args): Parameters<ExecuteCommandArgs>, ctx: Ctx) -> ToolResult {
+        let call = CommandCall::new(args.command, args.args).template(template_of(args.template));
+        let start = |options| self.wrapper.execute_command_stream(CommandCall { options, ..call });
+        self.execute(&ctx, (args.session_id, args.flavor, args.timeout), start)
+            .await
     }
 
     /// List sessions.
@@ -313,17 +314,13 @@ result with success=false.",
         description = "List your live sandbox sessions (id, template, flavor, state, executions, idle time), or only the one named by session_id.",
         output_schema = schema_for_type::<SessionsOutput>()
     )]
-    async fn get_sessions(
-        &self,
-        Parameters(args): Parameters<GetSessionsArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn get_sessions(&self, Parameters(args): Parameters<GetSessionsArgs>, ctx: Ctx) -> ToolResult {
         let scope = self.scope(&ctx);
         let wanted = args.session_id.as_deref().map(|s| scope.wrap(s));
         let sessions = self
             .wrapper
             .get_sessions(wanted.as_deref())
-            .map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+            .map_err(|e| scope.rpc(&e))?;
         let sessions: Vec<SessionView> = sessions
             .iter()
             .filter(|s| scope.owns(&s.session_id))
@@ -335,20 +332,12 @@ result with success=false.",
                 str::to_owned,
             ));
         }
-        let text = if sessions.is_empty() {
-            "no live sessions".to_owned()
-        } else {
-            sessions
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{}: {} {} {} ({} executions, idle {} s)",
-                        s.session_id, s.template, s.flavor, s.status, s.executions, s.idle_seconds
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let text = listing(&sessions, "no live sessions", |s| {
+            format!(
+                "{}: {} {} {} ({} executions, idle {} s)",
+                s.session_id, s.template, s.flavor, s.status, s.executions, s.idle_seconds
+            )
+        });
         Ok(result(&SessionsOutput { sessions }, text, false))
     }
 
@@ -357,17 +346,13 @@ result with success=false.",
         description = "Stop a session and discard its sandbox (variables and files in it are lost). Frees a slot when the session limit is reached.",
         output_schema = schema_for_type::<StopOutput>()
     )]
-    async fn stop_session(
-        &self,
-        Parameters(args): Parameters<StopSessionArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    async fn stop_session(&self, Parameters(args): Parameters<StopSessionArgs>, ctx: Ctx) -> ToolResult {
         let scope = self.scope(&ctx);
         let stopped = self
             .wrapper
             .stop_session(&scope.wrap(&args.session_id))
             .await
-            .map_err(|e| to_rpc(&e, |s| scope.unwrap(s)))?;
+            .map_err(|e| scope.rpc(&e))?;
         if !stopped {
             return Err(to_rpc(
                 &WrapperError::SessionNotFound {
@@ -389,29 +374,17 @@ result with success=false.",
         description = "List the host folders mapped into every sandbox (host path, path inside the sandbox, read-only or not). Empty: sandboxes see no host files.",
         output_schema = schema_for_type::<VolumesOutput>()
     )]
-    async fn get_volume_mappings(&self) -> Result<CallToolResult, ErrorData> {
+    async fn get_volume_mappings(&self) -> ToolResult {
         let volumes: Vec<VolumeView> = self
             .wrapper
             .get_volume_mappings()
             .iter()
             .map(VolumeView::from)
             .collect();
-        let text = if volumes.is_empty() {
-            "no host folders are mapped into sandboxes".to_owned()
-        } else {
-            volumes
-                .iter()
-                .map(|v| {
-                    format!(
-                        "{} -> {}{}",
-                        v.host_path,
-                        v.container_path,
-                        if v.read_only { " (read-only)" } else { "" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let text = listing(&volumes, "no host folders are mapped into sandboxes", |v| {
+            let read_only = if v.read_only { " (read-only)" } else { "" };
+            format!("{} -> {}{read_only}", v.host_path, v.container_path)
+        });
         Ok(result(&VolumesOutput { volumes }, text, false))
     }
 
@@ -420,7 +393,7 @@ result with success=false.",
         description = "Show the server's resource use against its limits: live sessions of all clients and the session limit, reserved memory and the memory limit.",
         output_schema = schema_for_type::<StatsOutput>()
     )]
-    async fn get_resource_stats(&self) -> Result<CallToolResult, ErrorData> {
+    async fn get_resource_stats(&self) -> ToolResult {
         let stats = self
             .wrapper
             .get_resource_stats()

@@ -3,30 +3,22 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, WrapperConfig};
 use msbw_backend::{
     CodeRequest, CommandRequest, ExecEvent, ExecStatus, SandboxBackend, SandboxId, SandboxSpec, Template,
 };
 use msbw_http::{HttpBackend, HttpBackendConfig};
-use msbw_serve::{ServeOptions, Server};
+use msbw_serve::ServeOptions;
+use support::Served;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_backend_streams_chunks_while_the_code_still_runs() {
-    let config = WrapperConfig::default();
-    let local = LocalBackend::from_config(&config).unwrap();
-    let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(local)).unwrap();
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, ServeOptions::default())
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
+    let served = Served::start(support::local_wrapper(), ServeOptions::default()).await;
+    let url = served.url();
 
     let backend = HttpBackend::new(HttpBackendConfig::new(url)).unwrap();
     assert!(backend.capabilities().await.streaming, "msbw serve announces streaming");
@@ -94,6 +86,5 @@ async fn http_backend_streams_chunks_while_the_code_still_runs() {
     assert_eq!(out.stdout, "out\n");
 
     backend.stop(&id).await.unwrap();
-    let _ = stop.send(());
-    task.await.unwrap();
+    served.stop().await;
 }

@@ -4,41 +4,28 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use microsandbox_wrapper::backend::fake::FakeBackend;
-use microsandbox_wrapper::{MicrosandboxWrapper, ShutdownReport, WrapperConfig};
-use msbw_serve::{Limits, ServeOptions, Server};
+use microsandbox_wrapper::{MicrosandboxWrapper, WrapperConfig};
+use msbw_serve::{Limits, ServeOptions};
+use support::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 /// Longer than any wait below is expected to take.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<ShutdownReport>,
-}
-
-async fn serve(limits: Limits) -> Running {
+async fn serve(limits: Limits) -> Served {
     let wrapper = MicrosandboxWrapper::with_backend(WrapperConfig::default(), Arc::new(FakeBackend::new())).unwrap();
     let options = ServeOptions {
         limits,
         ..Default::default()
     };
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, options)
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    Running { addr, stop, task }
+    Served::start(wrapper, options).await
 }
 
 const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: test\r\n\r\n";
@@ -109,8 +96,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         .await
         .unwrap();
     closed_by_server(&mut half).await;
-    let _ = s.stop.send(());
-    s.task.await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -129,8 +115,7 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes(
     let answer = read_answer(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     closed_by_server(&mut conn).await;
-    let _ = s.stop.send(());
-    s.task.await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -155,8 +140,7 @@ async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
     drop(first);
     let answer = read_answer(&mut third).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "served once one closed: {answer}");
-    let _ = s.stop.send(());
-    s.task.await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -172,11 +156,10 @@ async fn shutdown_closes_idle_connections_at_once_and_does_not_wait_for_half_sen
     read_answer(&mut idle).await;
     let mut half = TcpStream::connect(s.addr).await.unwrap();
     half.write_all(b"POST /api/v1/rpc HTTP/1.1\r\nHost: te").await.unwrap();
-    let _ = s.stop.send(());
+    let stopped = s.stop();
     closed_by_server(&mut idle).await;
-    tokio::time::timeout(DEADLINE, s.task)
+    tokio::time::timeout(DEADLINE, stopped)
         .await
-        .expect("shutdown is bounded whatever clients do")
-        .unwrap();
+        .expect("shutdown is bounded whatever clients do");
     closed_by_server(&mut half).await;
 }

@@ -6,14 +6,17 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 #![allow(unsafe_code)] // a GlobalAlloc is unsafe to implement
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use microsandbox_wrapper::backend::fake::{FakeBackend, Reply};
 use microsandbox_wrapper::{ExecOutput, MicrosandboxWrapper, WrapperConfig};
-use msbw_serve::{ServeOptions, Server};
+use msbw_serve::ServeOptions;
 use serde_json::json;
+use support::Served;
 
 struct Counting;
 
@@ -49,14 +52,8 @@ const LINES: usize = 1_000_000;
 async fn a_million_output_lines_cost_a_few_times_their_bytes() {
     let fake = FakeBackend::with_script(|_, _| Reply::Output(ExecOutput::completed("x\n".repeat(LINES), "", None)));
     let wrapper = MicrosandboxWrapper::with_backend(WrapperConfig::default(), Arc::new(fake)).unwrap();
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, ServeOptions::default())
-        .await
-        .unwrap();
-    let url = format!("http://{}/api/v1/rpc", server.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
+    let served = Served::start(wrapper, ServeOptions::default()).await;
+    let url = format!("{}/api/v1/rpc", served.url());
     let client = reqwest::Client::new();
     let start = json!({"jsonrpc": "2.0", "method": "sandbox.start", "id": 1,
         "params": {"sandbox": "big", "namespace": "default", "config": {"image": "microsandbox/python"}}});
@@ -88,6 +85,5 @@ async fn a_million_output_lines_cost_a_few_times_their_bytes() {
         "peak {peak} bytes for {output_bytes} bytes of output ({} bytes per line)",
         peak / LINES
     );
-    let _ = stop.send(());
-    task.await.unwrap();
+    served.stop().await;
 }

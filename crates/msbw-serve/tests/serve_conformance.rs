@@ -3,14 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod support;
+
 use microsandbox_wrapper::backend::conformance::{ConformanceOptions, run_all};
 use microsandbox_wrapper::{
     BackendKind, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, SandboxBackend, WrapperConfig,
 };
-use msbw_serve::{ServeOptions, Server, key as auth};
-use tokio::sync::oneshot;
+use msbw_serve::{ServeOptions, key as auth};
+use support::Served;
 
-async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+async fn serve_local(key: Option<&str>) -> Served {
     let config = WrapperConfig {
         backend: BackendKind::Local,
         ..WrapperConfig::default()
@@ -20,25 +22,12 @@ async fn serve_local(key: Option<&str>) -> (String, oneshot::Sender<()>, tokio::
         key: key.map(microsandbox_wrapper::ApiKey::from),
         ..Default::default()
     };
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, options)
-        .await
-        .unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let report = server
-            .run(async move {
-                let _ = rx.await;
-            })
-            .await;
-        assert!(report.failed.is_empty(), "{report:?}");
-    });
-    (url, tx, task)
+    Served::start(wrapper, options).await
 }
 
 async fn conformance(key: Option<&str>) {
-    let (url, stop, task) = serve_local(key).await;
-    let mut config = HttpBackendConfig::new(url);
+    let served = serve_local(key).await;
+    let mut config = HttpBackendConfig::new(served.url());
     if let Some(k) = key {
         config = config.with_api_key(auth::mint(k, "*", std::time::Duration::from_secs(3600)));
     }
@@ -60,8 +49,8 @@ async fn conformance(key: Option<&str>) {
     )
     .await;
     println!("{report}");
-    let _ = stop.send(());
-    task.await.unwrap();
+    let shutdown = served.stop().await;
+    assert!(shutdown.failed.is_empty(), "{shutdown:?}");
     report.assert_all_passed();
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use microsandbox_wrapper::backend::SandboxSpec;
@@ -11,7 +13,8 @@ use microsandbox_wrapper::{
     BackendKind, CodeCall, FileErrorKind, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, SandboxBackend,
     SandboxId, Template, WrapperConfig, WrapperError,
 };
-use msbw_serve::{ServeOptions, Server};
+use msbw_serve::ServeOptions;
+use support::Served;
 
 const SIZE: usize = 64 * 1024 * 1024;
 
@@ -96,19 +99,8 @@ async fn a_64_mib_file_round_trips_through_the_facade_over_the_local_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_file_round_trips_through_msbw_serve() {
     let data = payload();
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        local_wrapper().await,
-        ServeOptions::default(),
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    let backend = HttpBackend::new(HttpBackendConfig::new(url)).unwrap();
+    let served = Served::start(local_wrapper().await, ServeOptions::default()).await;
+    let backend = HttpBackend::new(HttpBackendConfig::new(served.url())).unwrap();
     assert!(backend.capabilities().await.native_files);
     let spec = SandboxSpec::new(SandboxId::new("default", "files-big").unwrap(), Template::Python);
     backend.start(&spec).await.unwrap();
@@ -131,7 +123,6 @@ async fn a_64_mib_file_round_trips_through_msbw_serve() {
     assert_eq!(err.file_kind(), Some(FileErrorKind::TooLarge), "{err}");
 
     backend.stop(&spec.id).await.unwrap();
-    let _ = tx.send(());
-    let report = task.await.unwrap();
+    let report = served.stop().await;
     assert!(report.failed.is_empty(), "{report:?}");
 }

@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
-use std::sync::Arc;
+mod support;
 
-use microsandbox_wrapper::{LocalBackend, MicrosandboxWrapper, WrapperConfig};
 use msbw_protocol::stream::{ChunkStream, NDJSON_CONTENT_TYPE, STREAM_HEADER, STREAM_NDJSON, StreamLine, decode_line};
-use msbw_serve::{ServeOptions, Server};
+use msbw_serve::ServeOptions;
 use serde_json::{Value, json};
+use support::Served;
 
 fn rpc(method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
@@ -17,17 +17,8 @@ fn rpc(method: &str, params: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_repl_run_sends_chunks_as_they_happen_then_the_answer() {
-    let config = WrapperConfig::default();
-    let local = LocalBackend::from_config(&config).unwrap();
-    let wrapper = MicrosandboxWrapper::with_backend(config, Arc::new(local)).unwrap();
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), wrapper, ServeOptions::default())
-        .await
-        .unwrap();
-    let base = format!("http://{}/api/v1", server.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
+    let served = Served::start(support::local_wrapper(), ServeOptions::default()).await;
+    let base = format!("{}/api/v1", served.url());
     let client = reqwest::Client::new();
     let health: Value = client
         .get(format!("{base}/health"))
@@ -86,6 +77,5 @@ async fn a_streamed_repl_run_sends_chunks_as_they_happen_then_the_answer() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["result"]["output"][1]["text"], "b");
-    let _ = stop.send(());
-    task.await.unwrap();
+    served.stop().await;
 }

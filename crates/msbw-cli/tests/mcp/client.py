@@ -18,7 +18,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from common import check, error_of, sleepers
+from common import check, error_of, run_then_cancel, sleepers
 
 TOOLS = {"execute_code", "execute_command", "get_sessions", "stop_session", "get_volume_mappings", "get_resource_stats"}
 
@@ -74,24 +74,8 @@ async def scenario(session, marker):
     check(any("MSB_MAX_SESSIONS" in s for s in err.data["suggestions"]), "limit suggestions")
 
     # Cancel a long run: the sleep ends on the host, the session id stays usable.
-    started = anyio.Event()
-
-    async def on_start(p, total, message):
-        started.set()
-
-    code = f"import subprocess\nsubprocess.run(['sleep', '{marker}'])\nprint('not cancelled')"
     t0 = time.monotonic()
-    async with anyio.create_task_group() as tg:
-
-        async def long_run():
-            await session.call_tool("execute_code", {"code": code, "session_id": sid, "timeout": 120}, progress_callback=on_start)
-
-        tg.start_soon(long_run)
-        with anyio.fail_after(60):
-            await started.wait()
-            while not sleepers(marker):
-                await anyio.sleep(0.05)
-        tg.cancel_scope.cancel()
+    await run_then_cancel(session, sid, marker)
     with anyio.fail_after(30):
         while sleepers(marker):
             await anyio.sleep(0.05)

@@ -1,8 +1,10 @@
-"""What the MCP client scripts share: failing a check, and the error of a call that must fail."""
+"""What the MCP client scripts share: failing a check, the error of a call that must fail, and a
+cancelled run."""
 
 import os
 import sys
 
+import anyio
 from mcp.shared.exceptions import MCPError
 
 
@@ -37,3 +39,25 @@ def sleepers(marker):
         if cmdline == want and not zombie:
             found.append(int(pid))
     return found
+
+
+async def run_then_cancel(session, sid, marker):
+    """Runs `sleep MARKER` in session `sid` with progress asked for, waits until it started and
+    runs on the host, then cancels the call (without waiting for its answer)."""
+    started = anyio.Event()
+
+    async def on_start(p, total, message):
+        started.set()
+
+    code = f"import subprocess\nsubprocess.run(['sleep', '{marker}'])\nprint('not cancelled')"
+    async with anyio.create_task_group() as tg:
+
+        async def long_run():
+            await session.call_tool("execute_code", {"code": code, "session_id": sid, "timeout": 120}, progress_callback=on_start)
+
+        tg.start_soon(long_run)
+        with anyio.fail_after(60):
+            await started.wait()
+            while not sleepers(marker):
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()

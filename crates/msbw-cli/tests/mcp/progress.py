@@ -18,7 +18,7 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from common import check, sleepers
+from common import check, run_then_cancel, sleepers
 
 
 async def scenario(session, marker):
@@ -60,23 +60,7 @@ async def scenario(session, marker):
     seen["chunks"] = [m for _, _, m in messages[1:-1]]
 
     # Cancel: the run ends on the host, the session answers the next call promptly.
-    started = anyio.Event()
-
-    async def on_start(p, total, message):
-        started.set()
-
-    code = f"import subprocess\nsubprocess.run(['sleep', '{marker}'])\nprint('not cancelled')"
-    async with anyio.create_task_group() as tg:
-
-        async def long_run():
-            await session.call_tool("execute_code", {"code": code, "session_id": sid, "timeout": 120}, progress_callback=on_start)
-
-        tg.start_soon(long_run)
-        with anyio.fail_after(60):
-            await started.wait()
-            while not sleepers(marker):
-                await anyio.sleep(0.05)
-        tg.cancel_scope.cancel()
+    await run_then_cancel(session, sid, marker)
     t0 = time.monotonic()
     with anyio.fail_after(20):
         r = await session.call_tool("execute_code", {"code": "print('next')", "session_id": sid})

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use msbw_backend::{BackendError, SandboxId};
+use msbw_backend::{Aftermath, BackendError, ExecOutput, ExecStatus, SandboxId};
 use msbw_http::{HttpBackend, HttpBackendConfig, RetryPolicy};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
@@ -511,4 +511,18 @@ pub fn raw_server(listener: std::net::TcpListener, answer: Option<String>) -> Ar
         }
     });
     connections
+}
+
+/// Asserts that `out` is a timeout after which the sandbox is unusable.
+pub fn assert_timed_out_unusable(out: &ExecOutput) {
+    assert!(
+        matches!(
+            out.status,
+            ExecStatus::TimedOut {
+                aftermath: Aftermath::Unusable,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
 }
