@@ -145,7 +145,7 @@ impl Client {
 
     /// The JSON-RPC request of `method` with `params` (a fresh id), encoded and within
     /// [`MAX_REQUEST_BYTES`].
-    fn encode<P: Serialize>(&self, method: &str, params: &P) -> Result<Vec<u8>, CallError> {
+    fn encode<P: Serialize>(&self, method: &str, params: &P) -> Result<bytes::Bytes, CallError> {
         let request = Call::new(method, params, self.next_id.fetch_add(1, Ordering::Relaxed));
         let body = serde_json::to_vec(&request).map_err(|e| CallError::Protocol {
             status: 0,
@@ -154,12 +154,13 @@ impl Client {
         if body.len() > MAX_REQUEST_BYTES {
             return Err(CallError::TooLarge { bytes: body.len() });
         }
-        Ok(body)
+        // Shared, not copied, by every attempt.
+        Ok(bytes::Bytes::from(body))
     }
 
     /// A `POST` of `body` to the RPC endpoint, asking for a streamed answer or not, with the key
     /// when there is one.
-    fn post_rpc(&self, body: &[u8], streamed: bool) -> reqwest::RequestBuilder {
+    fn post_rpc(&self, body: &bytes::Bytes, streamed: bool) -> reqwest::RequestBuilder {
         let builder = self.http.post(&self.rpc_url).header(CONTENT_TYPE, "application/json");
         let builder = if streamed {
             builder
@@ -168,7 +169,7 @@ impl Client {
         } else {
             builder.header(ACCEPT, "application/json")
         };
-        let builder = builder.body(body.to_vec());
+        let builder = builder.body(body.clone());
         match &self.authorization {
             Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
             None => builder,
