@@ -149,6 +149,8 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
             ..Limits::default()
         },
     };
+    // Watched before the listener answers anything (see `Signals`).
+    let signals = crate::shutdown::signal();
     let watched = wrapper.clone();
     let bound = match &args.unix {
         Some(path) => Server::bind_unix(path, wrapper, options).await,
@@ -185,7 +187,7 @@ pub(crate) async fn run(mut config: WrapperConfig, args: ServeArgs) -> u8 {
     let report = server
         .run(async move {
             tokio::select! {
-                () = crate::shutdown::signal() => {}
+                () = signals => {}
                 () = idle(watched, activity, idle_exit) => {
                     tracing::info!("no session and no connection for the idle time: exiting");
                 }

@@ -5,14 +5,36 @@ use microsandbox_wrapper::ShutdownReport;
 
 use crate::exit;
 
-/// Completes on Ctrl-C or SIGTERM (on Ctrl-C alone if SIGTERM cannot be watched).
-pub(crate) async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { term.as_mut()?.recv().await } => {}
+/// Ctrl-C and SIGTERM, watched from the moment this is made: a server that answers before its
+/// shutdown future is first polled must not die of a SIGTERM's default action meanwhile.
+pub(crate) struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Starts watching both signals (one that cannot be watched is left to its default).
+    pub(crate) fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
     }
+
+    /// Completes on the first of the two.
+    pub(crate) async fn recv(mut self) {
+        tokio::select! {
+            Some(()) = async { self.interrupt.as_mut()?.recv().await } => {}
+            Some(()) = async { self.terminate.as_mut()?.recv().await } => {}
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM, watched from the call on.
+pub(crate) fn signal() -> impl std::future::Future<Output = ()> {
+    Signals::install().recv()
 }
 
 /// Logs what could not be stopped, prints `msbw FRONT: stopped N sandboxes`, and returns the
