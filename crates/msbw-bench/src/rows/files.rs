@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use microsandbox_wrapper::manager::{FileCall, FileOutcome};
 
-use super::Def;
-use crate::measure::{Ctx, Rep, interleave};
-use crate::report::{Goal, Outcome, Row};
+use super::{Def, warm_local_vs_host};
+use crate::measure::{Ctx, Rep};
+use crate::report::{Goal, Outcome};
 
 pub(crate) const ROWS: &[Def] = &[Def {
     id: "files.round_trip_64mib",
@@ -71,15 +71,11 @@ fn round_trip(ctx: &Ctx) -> Result<Outcome, String> {
             ..Rep::default()
         })
     };
-    let (ours, theirs) = interleave(ctx.reps(), ours, host)?;
-    ctx.run(async move {
-        manager.shutdown().await;
-        Ok(())
-    })?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
-        ours.latency_side("write + read"),
-        theirs.latency_side("host cp"),
-        "ours/theirs time",
+    warm_local_vs_host(
+        ctx,
+        manager.clone(),
+        ("write + read", ours),
+        ("host cp", host),
         Goal::AtMost(20.0),
-    )))
+    )
 }

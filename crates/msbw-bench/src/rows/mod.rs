@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
 
-use crate::measure::Ctx;
-use crate::report::Outcome;
+use crate::measure::{Ctx, Rep, interleave};
+use crate::report::{Goal, Outcome, Row};
 
 /// A manager over a fresh local backend with the session `session` already warm, or the reason
 /// to skip the row when the local backend cannot run on this host.
@@ -36,6 +36,28 @@ pub(crate) fn warm_local_manager(ctx: &Ctx, session: &'static str) -> Result<Res
         Ok(())
     })?;
     Ok(Ok(manager))
+}
+
+/// A latency row of a warm local manager's operation against a host program: both sides
+/// interleaved, then the manager shut down, compared as ours/theirs time against `goal`.
+pub(crate) fn warm_local_vs_host(
+    ctx: &Ctx,
+    manager: SessionManager,
+    (ours_name, ours): (&str, impl FnMut() -> Result<Rep, String>),
+    (host_name, host): (&str, impl FnMut() -> Result<Rep, String>),
+    goal: Goal,
+) -> Result<Outcome, String> {
+    let (ours, theirs) = interleave(ctx.reps(), ours, host)?;
+    ctx.run(async move {
+        manager.shutdown().await;
+        Ok(())
+    })?;
+    Ok(Outcome::Measured(Row::ours_over_theirs(
+        ours.latency_side(ours_name),
+        theirs.latency_side(host_name),
+        "ours/theirs time",
+        goal,
+    )))
 }
 
 /// A row: what it is called and the function that measures it.

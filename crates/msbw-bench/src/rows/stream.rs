@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use microsandbox_wrapper::CodeCall;
 use microsandbox_wrapper::manager::CallEvent;
 
-use super::Def;
-use crate::measure::{Ctx, Rep, interleave};
-use crate::report::{Goal, Outcome, Row};
+use super::{Def, warm_local_vs_host};
+use crate::measure::{Ctx, Rep};
+use crate::report::{Goal, Outcome};
 
 pub(crate) const ROWS: &[Def] = &[Def {
     id: "stream.first_output",
@@ -63,17 +63,13 @@ fn first_output(ctx: &Ctx) -> Result<Outcome, String> {
         }
         Ok(rep)
     };
-    let (ours, theirs) = interleave(ctx.reps(), ours, host)?;
-    ctx.run(async move {
-        manager.shutdown().await;
-        Ok(())
-    })?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
-        ours.latency_side("stream"),
-        theirs.latency_side("host python3"),
-        "ours/theirs time",
+    warm_local_vs_host(
+        ctx,
+        manager.clone(),
+        ("stream", ours),
+        ("host python3", host),
         Goal::AtMost(1.0),
-    )))
+    )
 }
 
 /// Spawns `python3 -c code` and times its first byte of stdout; waits for it to end.
