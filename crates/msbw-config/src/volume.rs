@@ -120,7 +120,13 @@ fn normalise(path: &str) -> Result<String, String> {
             other => parts.push(other),
         }
     }
-    Ok(format!("/{}", parts.join("/")))
+    let normalised = format!("/{}", parts.join("/"));
+    // `/a /` normalises to `/a `: the white space would then end the path (and be trimmed away
+    // when the mapping is read back).
+    if normalised.trim_end() != normalised {
+        return Err(format!("{path:?} has a last part that ends with white space"));
+    }
+    Ok(normalised)
 }
 
 /// Parses `MSB_SHARED_VOLUME_PATH`: a JSON array of entries (over one or several lines), or the
