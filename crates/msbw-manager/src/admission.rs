@@ -292,6 +292,13 @@ mod tests {
         reg.insert(Entry::new(id, token, Template::Python, flavor, sandbox, Arc::default()));
     }
 
+    /// Asks for session `id` of `flavor`, which must be admitted as a new session, and adds it.
+    fn admitted(reg: &mut Registry, id: &str, flavor: SandboxFlavor, l: &Limits) {
+        let d = decide(reg, &ask(id, flavor), &Progress::default(), l);
+        assert!(matches!(d, Decision::Create), "{id}: {d:?}");
+        create(reg, id, flavor);
+    }
+
     /// Ends the call that holds `id`: the session becomes idle.
     fn finish(reg: &mut Registry, id: &str) {
         if let Some(e) = reg.session_mut(id) {
@@ -304,11 +311,7 @@ mod tests {
     fn an_existing_session_is_reused_without_a_reservation() {
         let mut reg = Registry::default();
         let l = limits(1, None, LimitPolicy::Reject);
-        assert!(matches!(
-            decide(&mut reg, &ask("a", SandboxFlavor::Small), &Progress::default(), &l),
-            Decision::Create
-        ));
-        create(&mut reg, "a", SandboxFlavor::Small);
+        admitted(&mut reg, "a", SandboxFlavor::Small, &l);
         for _ in 0..3 {
             assert!(matches!(
                 decide(&mut reg, &ask("a", SandboxFlavor::Small), &Progress::default(), &l),
@@ -322,11 +325,7 @@ mod tests {
     fn another_template_or_flavor_is_a_mismatch_and_a_missing_session_may_be_refused() {
         let mut reg = Registry::default();
         let l = limits(4, None, LimitPolicy::Reject);
-        assert!(matches!(
-            decide(&mut reg, &ask("a", SandboxFlavor::Small), &Progress::default(), &l),
-            Decision::Create
-        ));
-        create(&mut reg, "a", SandboxFlavor::Small);
+        admitted(&mut reg, "a", SandboxFlavor::Small, &l);
         let d = decide(&mut reg, &ask("a", SandboxFlavor::Large), &Progress::default(), &l);
         assert!(matches!(d, Decision::Reject(ManagerError::SessionMismatch(_))), "{d:?}");
         let mut must_exist = ask("b", SandboxFlavor::Small);
@@ -344,11 +343,7 @@ mod tests {
         let full = |policy| {
             let mut reg = Registry::default();
             let l = limits(1, None, policy);
-            assert!(matches!(
-                decide(&mut reg, &ask("a", SandboxFlavor::Small), &Progress::default(), &l),
-                Decision::Create
-            ));
-            create(&mut reg, "a", SandboxFlavor::Small);
+            admitted(&mut reg, "a", SandboxFlavor::Small, &l);
             (reg, l)
         };
         let (mut reg, l) = full(LimitPolicy::Reject);
@@ -404,11 +399,7 @@ mod tests {
     fn the_memory_limit_counts_the_flavor() {
         let mut reg = Registry::default();
         let l = limits(10, Some(3072), LimitPolicy::Reject);
-        assert!(matches!(
-            decide(&mut reg, &ask("m", SandboxFlavor::Medium), &Progress::default(), &l),
-            Decision::Create
-        ));
-        create(&mut reg, "m", SandboxFlavor::Medium);
+        admitted(&mut reg, "m", SandboxFlavor::Medium, &l);
         let d = decide(&mut reg, &ask("m2", SandboxFlavor::Medium), &Progress::default(), &l);
         assert!(
             matches!(
