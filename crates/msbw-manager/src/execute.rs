@@ -80,10 +80,16 @@ pub(crate) struct CallGuard {
     /// Set while the backend runs something for this call; if the guard drops with it set, the
     /// call was cancelled mid-execution and the sandbox may still be busy.
     in_backend: bool,
+    /// Set when the execution's end gave the hold back already (in the same registry-lock
+    /// acquisition that recorded the outcome).
+    released: bool,
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Some(entry) = self.inner.lock().incarnation(&self.session_id, self.token) {
             entry.active_calls = entry.active_calls.saturating_sub(1);
             entry.touch();
@@ -231,6 +237,7 @@ impl Inner {
             session_id: session_id.to_owned(),
             token,
             in_backend: false,
+            released: false,
         }
     }
 
@@ -384,7 +391,6 @@ impl Inner {
     /// After waiting for an existing session's lock: the session as it is now, if it is still
     /// the same incarnation. A session in error gets a fresh sandbox name to start.
     fn claim(&self, plan: &Plan, guard: CallGuard, exec: OwnedMutexGuard<()>) -> Option<Acquired> {
-        let fresh = self.fresh_sandbox(&plan.session_id);
         let mut reg = self.lock();
         let entry = reg.incarnation(&plan.session_id, guard.token)?;
         let mut acquired = Acquired {
@@ -398,6 +404,8 @@ impl Inner {
             replaces: None,
         };
         if entry.status == SessionStatus::Error {
+            // Rare (the sandbox was lost): the new name is made under the lock.
+            let fresh = self.fresh_sandbox(&plan.session_id);
             acquired.replaces = Some(std::mem::replace(&mut entry.sandbox, fresh.clone()));
             acquired.sandbox = fresh;
             acquired.needs_start = true;
@@ -438,13 +446,11 @@ impl Inner {
         work: &Work,
         sink: Option<&Sink>,
     ) -> Result<Executed, ManagerError> {
-        let session_id = acquired.session_id().to_owned();
-        let token = acquired.token();
         if sink.is_some_and(Sink::is_closed) {
             // Nobody waits for it any more, and nothing was sent: not run at all.
-            return Err(cancelled(&session_id));
+            return Err(cancelled(acquired.session_id()));
         }
-        self.set_status(&session_id, token, SessionStatus::Running, None);
+        self.set_status(acquired.session_id(), acquired.token(), SessionStatus::Running, None);
         let limit = work.timeout();
         acquired.guard.in_backend = true;
         let run = async {
@@ -477,8 +483,8 @@ impl Inner {
                     SessionStatus::Error
                 };
                 tracing::info!(sandbox = %acquired.sandbox, "the caller dropped the stream; the execution was cancelled");
-                self.finish_execution(&session_id, token, status, true);
-                Err(cancelled(&session_id))
+                self.finish_execution(acquired, status, true);
+                Err(cancelled(acquired.session_id()))
             }
             Ok(Ok(Consumed::Done(out))) => {
                 let status = match out.status {
@@ -488,32 +494,32 @@ impl Inner {
                     } => SessionStatus::Error,
                     _ => SessionStatus::Ready,
                 };
-                self.finish_execution(&session_id, token, status, false);
+                self.finish_execution(acquired, status, false);
                 Ok(Executed::Done(out))
             }
             // Gone before anything was sent: the caller may send the work to a replacement.
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound && e.is_unsent() => {
-                self.finish_execution(&session_id, token, SessionStatus::Error, false);
+                self.finish_execution(acquired, SessionStatus::Error, false);
                 Ok(Executed::Vanished(e))
             }
             // Gone while the work may have reached it: never sent again (it could run twice).
             // The session is in error, so its next call starts a fresh sandbox.
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
                 tracing::warn!(sandbox = %acquired.sandbox, "the session's sandbox vanished during the call; not repeating it");
-                self.finish_execution(&session_id, token, SessionStatus::Error, false);
+                self.finish_execution(acquired, SessionStatus::Error, false);
                 Err(ManagerError::SandboxLost(SandboxLost {
-                    session_id,
+                    session_id: acquired.session_id().to_owned(),
                     sandbox: acquired.sandbox.clone(),
                     source: Box::new(e),
                 }))
             }
             Ok(Err(e)) => {
-                self.finish_execution(&session_id, token, SessionStatus::Ready, false);
-                Err(ManagerError::backend(Phase::Executing, &session_id, e))
+                self.finish_execution(acquired, SessionStatus::Ready, false);
+                Err(ManagerError::backend(Phase::Executing, acquired.session_id(), e))
             }
             Err(_) => {
                 tracing::warn!(sandbox = %acquired.sandbox, "the backend did not return in time; the sandbox will be replaced");
-                self.finish_execution(&session_id, token, SessionStatus::Error, false);
+                self.finish_execution(acquired, SessionStatus::Error, false);
                 Ok(Executed::Done(ExecOutput {
                     stdout: String::new(),
                     stderr: String::new(),
@@ -527,13 +533,20 @@ impl Inner {
         }
     }
 
-    fn finish_execution(&self, session_id: &str, token: u64, status: SessionStatus, cancelled: bool) {
-        if let Some(entry) = self.lock().incarnation(session_id, token) {
+    /// Records an execution's outcome and gives the call's hold on the session back, in one
+    /// registry-lock acquisition (the call ends with its execution; the execution lock is
+    /// released when `acquired` drops).
+    fn finish_execution(&self, acquired: &mut Acquired, status: SessionStatus, cancelled: bool) {
+        let guard = &mut acquired.guard;
+        if let Some(entry) = self.lock().incarnation(&guard.session_id, guard.token) {
             entry.status = status;
             entry.executions += 1;
             entry.last_cancelled = cancelled;
+            entry.active_calls = entry.active_calls.saturating_sub(1);
             entry.touch();
         }
+        guard.released = true;
+        self.call_ended();
     }
 
     /// One call: acquire, start if needed, execute. A sandbox found gone before the work was
