@@ -116,6 +116,9 @@ pub(crate) struct Acquired {
     needs_start: bool,
     /// The sandbox to stop before starting a replacement.
     replaces: Option<SandboxId>,
+    /// Whether the session's status says `Running` already (set by the claim of a warm
+    /// session, in the same lock acquisition).
+    running: bool,
 }
 
 impl Acquired {
@@ -155,6 +158,18 @@ impl Acquired {
 
     pub(crate) fn take_replaced(&mut self) -> Option<SandboxId> {
         self.replaces.take()
+    }
+}
+
+impl Inner {
+    /// Marks the acquired session as running work on the backend (its status `Running`, unless
+    /// its claim did that already; a cancelled call then leaves it in error).
+    pub(crate) fn begin(&self, acquired: &mut Acquired) {
+        if !acquired.running {
+            self.set_status(acquired.session_id(), acquired.token(), SessionStatus::Running, None);
+            acquired.running = true;
+        }
+        acquired.set_in_backend(true);
     }
 }
 
@@ -243,6 +258,12 @@ impl Inner {
 
     /// Finds or creates the session and takes its execution lock, honouring the limits.
     pub(crate) async fn acquire(self: &Arc<Self>, plan: &Plan) -> Result<Acquired, ManagerError> {
+        self.acquire_with(plan, false).await
+    }
+
+    /// [`acquire`](Self::acquire); with `to_run`, a warm session's claim also marks it
+    /// `Running` (so the execution's [`begin`](Self::begin) needs no lock of its own).
+    async fn acquire_with(self: &Arc<Self>, plan: &Plan, to_run: bool) -> Result<Acquired, ManagerError> {
         let wait_started = Instant::now();
         let deadline = wait_started + self.config().limit_wait_timeout;
         let limits = Limits::of(self.config());
@@ -271,7 +292,7 @@ impl Inner {
                 Next::Existing { token, lock } => {
                     let guard = self.guard(&plan.session_id, token);
                     let exec = lock.lock_owned().await;
-                    if let Some(acquired) = self.claim(plan, guard, exec) {
+                    if let Some(acquired) = self.claim(plan, guard, exec, to_run) {
                         return Ok(acquired);
                     }
                     // The session went away while we waited for it (its start failed, or it was
@@ -352,6 +373,7 @@ impl Inner {
                     created: true,
                     needs_start: pooled.is_none(),
                     replaces: None,
+                    running: false,
                 }))
             }
             Decision::YieldPooled {
@@ -390,7 +412,7 @@ impl Inner {
 
     /// After waiting for an existing session's lock: the session as it is now, if it is still
     /// the same incarnation. A session in error gets a fresh sandbox name to start.
-    fn claim(&self, plan: &Plan, guard: CallGuard, exec: OwnedMutexGuard<()>) -> Option<Acquired> {
+    fn claim(&self, plan: &Plan, guard: CallGuard, exec: OwnedMutexGuard<()>, to_run: bool) -> Option<Acquired> {
         let mut reg = self.lock();
         let entry = reg.incarnation(&plan.session_id, guard.token)?;
         let mut acquired = Acquired {
@@ -402,8 +424,12 @@ impl Inner {
             created: false,
             needs_start: false,
             replaces: None,
+            running: false,
         };
-        if entry.status == SessionStatus::Error {
+        if to_run && entry.status == SessionStatus::Ready {
+            entry.status = SessionStatus::Running;
+            acquired.running = true;
+        } else if entry.status == SessionStatus::Error {
             // Rare (the sandbox was lost): the new name is made under the lock.
             let fresh = self.fresh_sandbox(&plan.session_id);
             acquired.replaces = Some(std::mem::replace(&mut entry.sandbox, fresh.clone()));
@@ -450,9 +476,8 @@ impl Inner {
             // Nobody waits for it any more, and nothing was sent: not run at all.
             return Err(cancelled(acquired.session_id()));
         }
-        self.set_status(acquired.session_id(), acquired.token(), SessionStatus::Running, None);
         let limit = work.timeout();
-        acquired.guard.in_backend = true;
+        self.begin(acquired);
         let run = async {
             let backend = self.backend();
             let sandbox = &acquired.sandbox;
@@ -558,7 +583,7 @@ impl Inner {
         let mut plan = plan;
         let mut attempt = 0;
         loop {
-            let mut acquired = self.acquire(&plan).await?;
+            let mut acquired = self.acquire_with(&plan, true).await?;
             created |= acquired.created;
             tracing::Span::current().record("sandbox", tracing::field::display(&acquired.sandbox));
             if self.ensure_started(&mut acquired).await? {

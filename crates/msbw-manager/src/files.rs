@@ -178,8 +178,7 @@ impl Inner {
         let session_id = acquired.session_id().to_owned();
         let token = acquired.token();
         let sandbox = acquired.sandbox().clone();
-        self.set_status(&session_id, token, SessionStatus::Running, None);
-        acquired.set_in_backend(true);
+        self.begin(&mut acquired);
         let backend = self.backend();
         let path = call.path.as_str();
         let work = async {
