@@ -10,7 +10,6 @@ use msbw_backend::{
     Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend,
     SandboxBackendExt, SandboxSpec, Template, VolumeMapping,
 };
-use msbw_http::HttpBackend;
 use serde_json::json;
 use wiremock::{MockServer, ResponseTemplate};
 
@@ -21,25 +20,16 @@ fn spec(name: &str) -> SandboxSpec {
 }
 
 fn code(text: &str) -> CodeRequest {
-    CodeRequest {
-        language: Template::Python,
-        code: text.into(),
-        timeout: Duration::from_secs(2),
-    }
+    code_request(text, Duration::from_secs(2))
 }
 
 fn command(program: &str, args: &[&str], seconds: u64) -> CommandRequest {
-    CommandRequest {
-        command: program.into(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        timeout: Duration::from_secs(seconds),
-    }
+    command_request(program, args, Duration::from_secs(seconds))
 }
 
 /// A server whose start succeeds and whose listing says `listed`.
 async fn starting_server(listed: &[(&str, bool)]) -> MockServer {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(listed)).await;
+    let server = server_answering("sandbox.metrics.get", metrics(listed)).await;
     answer(&server, "sandbox.start", ok(json!("Sandbox sb started successfully"))).await;
     answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     server
@@ -97,9 +87,7 @@ async fn d1_an_agent_that_never_answers_fails_the_start_and_releases_it() {
 
 #[tokio::test]
 async fn d1_a_sandbox_that_dies_while_its_agent_starts_fails_fast() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
+    let server = server_answering_in_turn(
         "sandbox.metrics.get",
         vec![(metrics(&[]), 1)],
         metrics(&[("sb", false)]),
@@ -139,8 +127,7 @@ async fn d1_a_masked_failure_right_after_start_is_retried() {
 
 #[tokio::test]
 async fn d1_no_retry_for_a_sandbox_this_backend_did_not_just_start() {
-    let server = MockServer::start().await;
-    answer_in_turn(&server, "sandbox.repl.run", vec![(masked(), 1)], repl_result(&[])).await;
+    let server = server_answering_in_turn("sandbox.repl.run", vec![(masked(), 1)], repl_result(&[])).await;
     answer(&server, "sandbox.metrics.get", metrics(&[("sb", true)])).await;
     let err = backend(&server).run_code(&id("sb"), &code("x = 1")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal);
@@ -155,9 +142,7 @@ async fn d1_no_retry_for_a_sandbox_this_backend_did_not_just_start() {
 
 #[tokio::test]
 async fn d2_an_uncertain_start_is_confirmed_with_the_listing() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
+    let server = server_answering_in_turn(
         "sandbox.metrics.get",
         vec![(metrics(&[]), 1), (metrics(&[("sb", false)]), 2)],
         metrics(&[("sb", true)]),
@@ -186,8 +171,7 @@ async fn d2_an_uncertain_start_is_confirmed_with_the_listing() {
 
 #[tokio::test]
 async fn d2_an_uncertain_start_that_never_runs_fails_and_is_released() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[("sb", false)])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[("sb", false)])).await;
     rpc("sandbox.start")
         .respond_with(ok(json!(
             "Sandbox sb was started, but couldn't verify it's running: boom"
@@ -303,9 +287,8 @@ async fn d5_invalid_specs_are_refused_before_anything_is_sent() {
         assert_clean(&err);
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
     }
-    let mut config = config(&server.uri());
-    config.python_image = " ".into();
-    let err = HttpBackend::new(config).unwrap().start(&spec("sb")).await.unwrap_err();
+    let blank_image = backend_with(&server, |c| c.python_image = " ".into());
+    let err = blank_image.start(&spec("sb")).await.unwrap_err();
     assert!(err.to_string().contains("MSB_PYTHON_IMAGE"), "{err}");
     assert!(
         server.received_requests().await.unwrap().is_empty(),
@@ -381,8 +364,7 @@ async fn d6_every_start_sends_the_complete_configuration() {
 
 #[tokio::test]
 async fn d7_a_failed_start_is_released() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[])).await;
     answer(&server, "sandbox.start", masked()).await;
     answer(&server, "sandbox.stop", ok(json!("Sandbox sb stopped successfully"))).await;
     let err = keyed_backend(&server).start(&spec("sb")).await.unwrap_err();
@@ -401,8 +383,7 @@ async fn d7_a_failed_start_is_released() {
 
 #[tokio::test]
 async fn d7_a_start_slower_than_its_timeout_is_abandoned_and_released() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[])).await;
     answer(
         &server,
         "sandbox.start",
@@ -423,8 +404,7 @@ async fn d7_a_start_slower_than_its_timeout_is_abandoned_and_released() {
 
 #[tokio::test]
 async fn d7_a_start_answer_of_the_wrong_shape_is_released() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[])).await;
     answer(&server, "sandbox.start", ok(json!({"started": true}))).await;
     answer(&server, "sandbox.stop", ok(json!("stopped"))).await;
     let err = backend(&server).start(&spec("sb")).await.unwrap_err();
@@ -454,9 +434,9 @@ async fn d8_a_sandbox_started_before_a_restart_is_used_without_starting_it() {
 #[tokio::test]
 async fn d8_a_sandbox_that_went_away_is_not_taken_for_running() {
     let (server, fake) = FakeServer::start().await;
-    let mut config = config(&server.uri());
-    config.readiness_window = Duration::ZERO; // as long after the start
-    let backend = HttpBackend::new(config).unwrap();
+    let backend = backend_with(&server, |c| {
+        c.readiness_window = Duration::ZERO; // as long after the start
+    });
     backend.start(&spec("sb")).await.unwrap();
     if let Some(sb) = fake.state().sandboxes.values_mut().next() {
         sb.running = false; // it crashed, or another client stopped it
@@ -491,9 +471,9 @@ async fn d9_code_on_an_unknown_or_stopped_sandbox_is_not_found() {
 #[tokio::test]
 async fn d9_a_masked_command_failure_in_a_running_sandbox_is_internal_with_the_likely_causes() {
     let (server, _fake) = FakeServer::start().await;
-    let mut config = config(&server.uri());
-    config.readiness_window = Duration::ZERO;
-    let backend = HttpBackend::new(config).unwrap();
+    let backend = backend_with(&server, |c| {
+        c.readiness_window = Duration::ZERO;
+    });
     backend.start(&spec("sb")).await.unwrap();
     let err = backend
         .run_command(&id("sb"), &command("no-such-program", &[], 5))
@@ -562,8 +542,7 @@ async fn d9_asking_for_an_unknown_name_falls_back_to_the_namespace() {
 
 #[tokio::test]
 async fn d9_when_the_listing_fails_too_both_reasons_are_given() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.repl.run", masked()).await;
+    let server = server_answering("sandbox.repl.run", masked()).await;
     answer(
         &server,
         "sandbox.metrics.get",

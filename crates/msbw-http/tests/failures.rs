@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use msbw_backend::{
-    Aftermath, CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, Operation, SandboxBackend, SandboxSpec,
-    Template,
+    Aftermath, CodeRequest, ErrorKind, ExecStatus, ListFilter, Operation, SandboxBackend, SandboxSpec, Template,
 };
 use msbw_http::HttpBackend;
 use serde_json::json;
@@ -33,11 +32,7 @@ async fn list_error(response: ResponseTemplate) -> msbw_backend::BackendError {
 }
 
 fn code(timeout: Duration) -> CodeRequest {
-    CodeRequest {
-        language: Template::Python,
-        code: "print(1)".into(),
-        timeout,
-    }
+    code_request("print(1)", timeout)
 }
 
 #[tokio::test]
@@ -88,8 +83,7 @@ async fn unauthorised_answers_say_which_problem_it_is() {
 
 #[tokio::test]
 async fn a_missing_key_is_named_as_such() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", rest(401, "Invalid credentials", 1001)).await;
+    let server = server_answering("sandbox.metrics.get", rest(401, "Invalid credentials", 1001)).await;
     let err = backend(&server).list(&ListFilter::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     assert!(err.to_string().contains("none is configured"), "{err}");
@@ -208,22 +202,13 @@ async fn a_key_echoed_by_the_server_is_scrubbed() {
 
 #[tokio::test]
 async fn a_slow_listing_times_out() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        "sandbox.metrics.get",
-        metrics(&[]).set_delay(Duration::from_secs(5)),
-    )
-    .await;
-    let mut config = config(&server.uri());
-    config.request_timeout = Duration::from_millis(200);
-    config.retry = msbw_http::RetryPolicy::none();
+    let server = server_answering("sandbox.metrics.get", metrics(&[]).set_delay(Duration::from_secs(5))).await;
+    let backend = backend_with(&server, |c| {
+        c.request_timeout = Duration::from_millis(200);
+        c.retry = msbw_http::RetryPolicy::none();
+    });
     let started = Instant::now();
-    let err = HttpBackend::new(config)
-        .unwrap()
-        .list(&ListFilter::default())
-        .await
-        .unwrap_err();
+    let err = backend.list(&ListFilter::default()).await.unwrap_err();
     assert_clean(&err);
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.is_retryable());
@@ -233,22 +218,16 @@ async fn a_slow_listing_times_out() {
 
 #[tokio::test]
 async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unusable() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        "sandbox.repl.run",
-        repl_result(&[]).set_delay(Duration::from_secs(5)),
-    )
-    .await;
+    let server = server_answering("sandbox.repl.run", repl_result(&[]).set_delay(Duration::from_secs(5))).await;
     answer(
         &server,
         "sandbox.command.run",
         command_result(0, &[]).set_delay(Duration::from_secs(5)),
     )
     .await;
-    let mut config = config(&server.uri());
-    config.exec_grace = Duration::from_millis(300);
-    let backend = HttpBackend::new(config).unwrap();
+    let backend = backend_with(&server, |c| {
+        c.exec_grace = Duration::from_millis(300);
+    });
     let out = backend
         .run_code(&id("sb1"), &code(Duration::from_millis(400)))
         .await
@@ -265,19 +244,14 @@ async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unu
         1,
         "rounded up"
     );
-    let command = CommandRequest {
-        command: "sleep".into(),
-        args: vec!["100".into()],
-        timeout: Duration::from_secs(1),
-    };
+    let command = command_request("sleep", &["100"], Duration::from_secs(1));
     let out = backend.run_command(&id("sb1"), &command).await.unwrap();
     assert_timed_out_unusable(&out);
 }
 
 #[tokio::test]
 async fn a_start_rejected_by_validation_is_rejected_and_needs_no_release() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[])).await;
     rpc("sandbox.start")
         .respond_with(rest(
             400,
@@ -340,11 +314,7 @@ async fn invalid_input_is_refused_without_a_request() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("2 MiB"), "{err}");
     for command in ["", "  ", "bad\0program"] {
-        let request = CommandRequest {
-            command: command.into(),
-            args: vec![],
-            timeout: Duration::from_secs(1),
-        };
+        let request = command_request(command, &[], Duration::from_secs(1));
         let err = backend.run_command(&id("sb1"), &request).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{command:?}");
         assert_clean(&err);
@@ -364,14 +334,7 @@ async fn invalid_input_is_refused_without_a_request() {
 
 #[tokio::test]
 async fn a_namespace_listing_masked_while_its_first_sandbox_is_created_is_asked_again() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
-        "sandbox.metrics.get",
-        vec![(masked(), 2)],
-        metrics(&[("s1", true)]),
-    )
-    .await;
+    let server = server_answering_in_turn("sandbox.metrics.get", vec![(masked(), 2)], metrics(&[("s1", true)])).await;
     let list = backend(&server).list(&ListFilter::namespace("default")).await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(methods(&server).await, ["sandbox.metrics.get"; 3]);

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test code")]
 
+mod common;
 mod faults;
 
 use std::sync::Arc;
@@ -233,19 +234,11 @@ fn backend(url: &str) -> HttpBackend {
 }
 
 fn code() -> CodeRequest {
-    CodeRequest {
-        language: Template::Python,
-        code: "print('once')".into(),
-        timeout: Duration::from_secs(1),
-    }
+    common::code_request("print('once')", Duration::from_secs(1))
 }
 
 fn command() -> CommandRequest {
-    CommandRequest {
-        command: "echo".into(),
-        args: vec!["once".into()],
-        timeout: Duration::from_secs(1),
-    }
+    common::command_request("echo", &["once"], Duration::from_secs(1))
 }
 
 fn classify(result: Result<Option<ExecOutput>, BackendError>) -> Outcome {

@@ -6,17 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use msbw_backend::{
-    CodeRequest, CommandRequest, ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt, SandboxSpec, Template,
-    VolumeMapping,
-};
+use msbw_backend::{ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt, SandboxSpec, Template, VolumeMapping};
 use serde_json::json;
 use wiremock::{MockServer, ResponseTemplate};
 
 async fn server_with_running(name: &str) -> MockServer {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[(name, true)])).await;
-    server
+    server_answering("sandbox.metrics.get", metrics(&[(name, true)])).await
 }
 
 #[tokio::test]
@@ -34,13 +29,7 @@ async fn health_reads_the_message_and_sends_no_key() {
 
 #[tokio::test]
 async fn start_sends_the_full_config_then_waits_for_the_agent() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        "sandbox.metrics.get",
-        rest(400, "Namespace directory 'default' does not exist", 2001),
-    )
-    .await;
+    let server = server_answering("sandbox.metrics.get", not_found_namespace("default")).await;
     rpc("sandbox.start")
         .respond_with(ok(json!("Sandbox sb1 started successfully")))
         .expect(1)
@@ -96,8 +85,7 @@ async fn start_sends_the_full_config_then_waits_for_the_agent() {
 
 #[tokio::test]
 async fn node_sandboxes_use_the_node_image_and_host_directory_images_get_a_shell() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", metrics(&[])).await;
+    let server = server_answering("sandbox.metrics.get", metrics(&[])).await;
     answer(&server, "sandbox.start", ok(json!("Sandbox n started successfully"))).await;
     answer(&server, "sandbox.command.run", command_result(0, &[])).await;
     let backend = backend(&server);
@@ -181,13 +169,7 @@ async fn list_asks_every_namespace_and_keeps_running_sandboxes() {
 
 #[tokio::test]
 async fn list_of_a_namespace_that_never_had_a_sandbox_is_empty() {
-    let server = MockServer::start().await;
-    answer(
-        &server,
-        "sandbox.metrics.get",
-        rest(400, "Namespace directory 'fresh' does not exist", 2001),
-    )
-    .await;
+    let server = server_answering("sandbox.metrics.get", not_found_namespace("fresh")).await;
     let backend = backend(&server);
     assert!(backend.list(&ListFilter::namespace("fresh")).await.unwrap().is_empty());
     assert!(!backend.is_running(&id("x")).await.unwrap());
@@ -206,22 +188,14 @@ async fn run_code_sends_language_code_and_whole_seconds() {
         .mount(&server)
         .await;
     let backend = keyed_backend(&server);
-    let request = CodeRequest {
-        language: Template::Python,
-        code: "print(x + 1)".into(),
-        timeout: Duration::from_millis(2500),
-    };
+    let request = code_request("print(x + 1)", Duration::from_millis(2500));
     let out = backend.run_code(&id("sb1"), &request).await.unwrap();
     // Verbatim (the manager trims): each line with its newline, trailing spaces kept.
     assert_eq!(out.stdout, "42\ndone  \n");
     assert_eq!(out.stderr, "<stdin>:1: DeprecationWarning: old\n");
     assert_eq!(out.status, ExecStatus::Completed, "a warning is not a failure");
     assert_eq!(out.exit_code, None);
-    let node = CodeRequest {
-        language: Template::Node,
-        code: "console.log(42)".into(),
-        timeout: Duration::from_secs(7),
-    };
+    let node = code_in(Template::Node, "console.log(42)", Duration::from_secs(7));
     backend.run_code(&id("sb1"), &node).await.unwrap();
     let mut params = params_of(&server, "sandbox.repl.run").await;
     // Python code gets the end-of-output statement after a blank line (a fresh marker each call).
@@ -250,14 +224,10 @@ async fn run_code_sends_language_code_and_whole_seconds() {
 async fn python_code_is_sent_unchanged_when_the_stderr_settle_is_off() {
     let server = server_with_running("sb1").await;
     answer(&server, "sandbox.repl.run", repl_result(&[])).await;
-    let mut config = config(&server.uri());
-    config.python_stderr_settle = Duration::ZERO;
-    let backend = msbw_http::HttpBackend::new(config).unwrap();
-    let request = CodeRequest {
-        language: Template::Python,
-        code: "for i in range(2):\n    print(i)\n".into(),
-        timeout: Duration::from_secs(1),
-    };
+    let backend = backend_with(&server, |c| {
+        c.python_stderr_settle = Duration::ZERO;
+    });
+    let request = code_request("for i in range(2):\n    print(i)\n", Duration::from_secs(1));
     backend.run_code(&id("sb1"), &request).await.unwrap();
     assert_eq!(
         params_of(&server, "sandbox.repl.run").await[0]["code"],
@@ -276,11 +246,7 @@ async fn run_code_reports_a_python_exception_as_raised() {
         ))
         .mount(&server)
         .await;
-    let request = CodeRequest {
-        language: Template::Python,
-        code: "1/0".into(),
-        timeout: Duration::from_secs(5),
-    };
+    let request = code_request("1/0", Duration::from_secs(5));
     let out = backend(&server).run_code(&id("sb1"), &request).await.unwrap();
     assert_eq!(out.status, ExecStatus::Raised);
     assert!(
@@ -301,11 +267,7 @@ async fn run_code_reports_a_node_error_written_to_stdout_as_raised() {
         )]))
         .mount(&server)
         .await;
-    let request = CodeRequest {
-        language: Template::Node,
-        code: "foo".into(),
-        timeout: Duration::from_secs(5),
-    };
+    let request = code_in(Template::Node, "foo", Duration::from_secs(5));
     let out = backend(&server).run_code(&id("sb1"), &request).await.unwrap();
     assert_eq!(out.status, ExecStatus::Raised);
 }
@@ -319,11 +281,7 @@ async fn run_command_sends_command_args_timeout_and_returns_the_exit_code() {
         command_result(3, &[("stdout", "out"), ("stderr", "err")]),
     )
     .await;
-    let request = CommandRequest {
-        command: "sh".into(),
-        args: vec!["-c".into(), "echo out; echo err >&2; exit 3".into()],
-        timeout: Duration::from_secs(10),
-    };
+    let request = command_request("sh", &["-c", "echo out; echo err >&2; exit 3"], Duration::from_secs(10));
     let out = keyed_backend(&server).run_command(&id("sb1"), &request).await.unwrap();
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("out\n", "err\n"));
     assert_eq!(out.exit_code, Some(3));

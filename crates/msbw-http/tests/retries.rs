@@ -7,19 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use msbw_backend::{
-    CodeRequest, CommandRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend, SandboxSpec, Template,
-};
+use msbw_backend::{CodeRequest, ErrorKind, ExecStatus, ListFilter, SandboxBackend, SandboxSpec, Template};
 use msbw_http::{HttpBackend, RetryPolicy};
 use serde_json::json;
-use wiremock::{MockServer, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 fn code() -> CodeRequest {
-    CodeRequest {
-        language: Template::Python,
-        code: "print(1)".into(),
-        timeout: Duration::from_secs(1),
-    }
+    code_request("print(1)", Duration::from_secs(1))
 }
 
 fn unavailable() -> ResponseTemplate {
@@ -28,14 +22,8 @@ fn unavailable() -> ResponseTemplate {
 
 #[tokio::test]
 async fn listing_retries_gateway_errors_then_succeeds() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
-        "sandbox.metrics.get",
-        vec![(unavailable(), 2)],
-        metrics(&[("a", true)]),
-    )
-    .await;
+    let server =
+        server_answering_in_turn("sandbox.metrics.get", vec![(unavailable(), 2)], metrics(&[("a", true)])).await;
     let listed = backend(&server).list(&ListFilter::default()).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(requests(&server).await.len(), 3);
@@ -43,8 +31,7 @@ async fn listing_retries_gateway_errors_then_succeeds() {
 
 #[tokio::test]
 async fn retries_are_bounded() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.metrics.get", unavailable()).await;
+    let server = server_answering("sandbox.metrics.get", unavailable()).await;
     let err = backend(&server).list(&ListFilter::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert!(err.to_string().contains("HTTP 503"), "{err}");
@@ -53,9 +40,7 @@ async fn retries_are_bounded() {
 
 #[tokio::test]
 async fn stop_and_health_retry_too() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
+    let server = server_answering_in_turn(
         "sandbox.stop",
         vec![(unavailable(), 1)],
         ok(json!("Sandbox a stopped successfully")),
@@ -76,9 +61,7 @@ async fn stop_and_health_retry_too() {
 
 #[tokio::test]
 async fn a_slow_listing_is_retried_but_slow_code_is_not() {
-    let server = MockServer::start().await;
-    answer_in_turn(
-        &server,
+    let server = server_answering_in_turn(
         "sandbox.metrics.get",
         vec![(metrics(&[]).set_delay(Duration::from_secs(3)), 1)],
         metrics(&[("a", true)]),
@@ -90,18 +73,14 @@ async fn a_slow_listing_is_retried_but_slow_code_is_not() {
         command_result(0, &[]).set_delay(Duration::from_secs(3)),
     )
     .await;
-    let mut config = config(&server.uri());
-    config.request_timeout = Duration::from_millis(300);
-    config.exec_grace = Duration::from_millis(200);
-    let backend = HttpBackend::new(config).unwrap();
+    let backend = backend_with(&server, |c| {
+        c.request_timeout = Duration::from_millis(300);
+        c.exec_grace = Duration::from_millis(200);
+    });
     assert_eq!(backend.list(&ListFilter::default()).await.unwrap().len(), 1);
     assert_eq!(params_of(&server, "sandbox.metrics.get").await.len(), 2);
 
-    let request = CommandRequest {
-        command: "sleep".into(),
-        args: vec!["100".into()],
-        timeout: Duration::from_secs(1),
-    };
+    let request = command_request("sleep", &["100"], Duration::from_secs(1));
     let out = backend.run_command(&id("a"), &request).await.unwrap();
     assert!(out.timed_out(), "{out:?}");
     assert_eq!(
@@ -113,8 +92,7 @@ async fn a_slow_listing_is_retried_but_slow_code_is_not() {
 
 #[tokio::test]
 async fn code_commands_and_starts_are_not_resent_after_a_gateway_error() {
-    let server = MockServer::start().await;
-    answer(&server, "sandbox.repl.run", unavailable()).await;
+    let server = server_answering("sandbox.repl.run", unavailable()).await;
     answer(&server, "sandbox.command.run", unavailable()).await;
     answer(&server, "sandbox.metrics.get", metrics(&[])).await;
     answer(&server, "sandbox.start", unavailable()).await;
@@ -122,11 +100,7 @@ async fn code_commands_and_starts_are_not_resent_after_a_gateway_error() {
     let backend = backend(&server);
     let err = backend.run_code(&id("a"), &code()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect);
-    let request = CommandRequest {
-        command: "echo".into(),
-        args: vec![],
-        timeout: Duration::from_secs(1),
-    };
+    let request = command_request("echo", &[], Duration::from_secs(1));
     backend.run_command(&id("a"), &request).await.unwrap_err();
     let err = backend
         .start(&SandboxSpec::new(id("a"), Template::Python))

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use msbw_backend::{
-    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecStatus, SandboxBackend, SandboxId, Template,
-};
+use msbw_backend::{BackendError, CodeRequest, ErrorKind, ExecEvent, ExecStatus, SandboxBackend, SandboxId};
 use msbw_http::{HttpBackend, HttpBackendConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,6 +23,26 @@ struct Script {
     streaming: bool,
     parts: Vec<Vec<u8>>,
     stall: bool,
+}
+
+impl Script {
+    /// A stream of `parts`, then the connection closed.
+    fn stream(parts: Vec<Vec<u8>>) -> Self {
+        Script {
+            streaming: true,
+            parts,
+            stall: false,
+        }
+    }
+
+    /// A stream of `parts`, then the connection kept open without more bytes.
+    fn stalling(parts: Vec<Vec<u8>>) -> Self {
+        Script {
+            streaming: true,
+            parts,
+            stall: true,
+        }
+    }
 }
 
 /// A loopback server answering health with `streaming` announced (or not) and every RPC with
@@ -115,11 +133,7 @@ fn id() -> SandboxId {
 }
 
 fn code(seconds: u64) -> CodeRequest {
-    CodeRequest {
-        language: Template::Python,
-        code: "print('x')".into(),
-        timeout: Duration::from_secs(seconds),
-    }
+    common::code_request("print('x')", Duration::from_secs(seconds))
 }
 
 const FINAL_REPL: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"status":"success","language":"python","output":[{"stream":"stdout","text":"x"}]}}"#;
@@ -143,15 +157,11 @@ fn lines(parts: &[&[u8]]) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn a_well_formed_stream_yields_its_chunks_then_the_result_read_as_a_buffered_answer() {
-    let (url, saw_header) = stub(Script {
-        streaming: true,
-        parts: lines(&[
-            br#"{"event":"stdout","data":"x"}"#,
-            br#"{"event":"stderr","data_base64":"/w=="}"#,
-            FINAL_REPL,
-        ]),
-        stall: false,
-    })
+    let (url, saw_header) = stub(Script::stream(lines(&[
+        br#"{"event":"stdout","data":"x"}"#,
+        br#"{"event":"stderr","data_base64":"/w=="}"#,
+        FINAL_REPL,
+    ])))
     .await;
     let backend = backend(&url, 1 << 20);
     assert!(backend.capabilities().await.streaming);
@@ -193,11 +203,11 @@ async fn without_the_announcement_the_buffered_call_is_sent() {
 
 #[tokio::test]
 async fn a_malformed_line_is_a_protocol_error_after_the_chunks_before_it() {
-    let (url, _) = stub(Script {
-        streaming: true,
-        parts: lines(&[br#"{"event":"stdout","data":"x"}"#, b"not json at all", FINAL_REPL]),
-        stall: false,
-    })
+    let (url, _) = stub(Script::stream(lines(&[
+        br#"{"event":"stdout","data":"x"}"#,
+        b"not json at all",
+        FINAL_REPL,
+    ])))
     .await;
     let (events, error) = drain(&backend(&url, 1 << 20), &code(5)).await;
     assert_eq!(events, vec![ExecEvent::Stdout("x".into())]);
@@ -208,11 +218,9 @@ async fn a_malformed_line_is_a_protocol_error_after_the_chunks_before_it() {
 #[tokio::test]
 async fn an_oversized_line_is_a_protocol_error() {
     // A line without end, longer than the answer bound: refused once it passes the bound.
-    let (url, _) = stub(Script {
-        streaming: true,
-        parts: vec![[&br#"{"event":"stdout","data":""#[..], &vec![b'x'; 256 * 1024]].concat()],
-        stall: true,
-    })
+    let (url, _) = stub(Script::stalling(vec![
+        [&br#"{"event":"stdout","data":""#[..], &vec![b'x'; 256 * 1024]].concat(),
+    ]))
     .await;
     let (events, error) = drain(&backend(&url, 64 * 1024), &code(30)).await;
     assert!(events.is_empty(), "{events:?}");
@@ -222,12 +230,7 @@ async fn an_oversized_line_is_a_protocol_error() {
     let mut long = br#"{"event":"stdout","data":""#.to_vec();
     long.resize((1 << 20) + 16, b'x');
     long.extend_from_slice(b"\"}\n");
-    let (url, _) = stub(Script {
-        streaming: true,
-        parts: vec![long, [FINAL_REPL, b"\n"].concat()],
-        stall: false,
-    })
-    .await;
+    let (url, _) = stub(Script::stream(vec![long, [FINAL_REPL, b"\n"].concat()])).await;
     let (events, error) = drain(&backend(&url, 4 << 20), &code(30)).await;
     assert!(events.is_empty(), "{events:?}");
     assert_eq!(error.expect("too long").kind(), ErrorKind::Protocol);
@@ -257,12 +260,7 @@ async fn a_body_without_its_final_line_or_with_lines_after_it_is_a_protocol_erro
 
 #[tokio::test]
 async fn a_stall_past_the_timeout_and_grace_is_a_timeout_that_leaves_the_sandbox_unusable() {
-    let (url, _) = stub(Script {
-        streaming: true,
-        parts: lines(&[br#"{"event":"stdout","data":"x"}"#]),
-        stall: true,
-    })
-    .await;
+    let (url, _) = stub(Script::stalling(lines(&[br#"{"event":"stdout","data":"x"}"#]))).await;
     let (events, error) = drain(&backend(&url, 1 << 20), &code(1)).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(events[0], ExecEvent::Stdout("x".into()));
@@ -274,21 +272,13 @@ async fn a_stall_past_the_timeout_and_grace_is_a_timeout_that_leaves_the_sandbox
 
 #[tokio::test]
 async fn a_streamed_command_carries_its_exit_code() {
-    let (url, _) = stub(Script {
-        streaming: true,
-        parts: lines(&[
+    let (url, _) = stub(Script::stream(lines(&[
             br#"{"event":"stderr","data":"e"}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":{"command":"sh","args":[],"exit_code":3,"success":false,"output":[{"stream":"stderr","text":"e"}]}}"#,
-        ]),
-        stall: false,
-    })
+        ])))
     .await;
     let backend = backend(&url, 1 << 20);
-    let request = CommandRequest {
-        command: "sh".into(),
-        args: vec![],
-        timeout: Duration::from_secs(5),
-    };
+    let request = common::command_request("sh", &[], Duration::from_secs(5));
     let events: Vec<_> = backend
         .run_command_stream(&id(), &request)
         .await

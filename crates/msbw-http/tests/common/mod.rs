@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use msbw_backend::{Aftermath, BackendError, ExecOutput, ExecStatus, SandboxId};
+use msbw_backend::{Aftermath, BackendError, CodeRequest, CommandRequest, ExecOutput, ExecStatus, SandboxId, Template};
 use msbw_http::{HttpBackend, HttpBackendConfig, RetryPolicy};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
@@ -39,6 +39,13 @@ pub fn backend(server: &MockServer) -> HttpBackend {
     HttpBackend::new(config(&server.uri())).expect("valid test config")
 }
 
+/// A backend for the mock server, without a key, with `edit` applied to the test settings.
+pub fn backend_with(server: &MockServer, edit: impl FnOnce(&mut HttpBackendConfig)) -> HttpBackend {
+    let mut config = config(&server.uri());
+    edit(&mut config);
+    HttpBackend::new(config).expect("valid test config")
+}
+
 /// A backend for the mock server, with [`KEY`].
 pub fn keyed_backend(server: &MockServer) -> HttpBackend {
     HttpBackend::new(config(&server.uri()).with_api_key(KEY)).expect("valid test config")
@@ -47,6 +54,29 @@ pub fn keyed_backend(server: &MockServer) -> HttpBackend {
 /// A sandbox id.
 pub fn id(name: &str) -> SandboxId {
     SandboxId::new("default", name).expect("valid id")
+}
+
+/// A request to run `code` in `language` with `timeout`.
+pub fn code_in(language: Template, code: &str, timeout: Duration) -> CodeRequest {
+    CodeRequest {
+        language,
+        code: code.into(),
+        timeout,
+    }
+}
+
+/// A request to run Python `code` with `timeout`.
+pub fn code_request(code: &str, timeout: Duration) -> CodeRequest {
+    code_in(Template::Python, code, timeout)
+}
+
+/// A request to run `program` with `args` and `timeout`.
+pub fn command_request(program: &str, args: &[&str], timeout: Duration) -> CommandRequest {
+    CommandRequest {
+        command: program.into(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        timeout,
+    }
 }
 
 /// A mock of one RPC method.
@@ -69,6 +99,24 @@ pub fn healthy() -> ResponseTemplate {
 /// Answers every call of the RPC method `name` with `answer`.
 pub async fn answer(server: &MockServer, name: &str, answer: ResponseTemplate) {
     rpc(name).respond_with(answer).mount(server).await;
+}
+
+/// A new mock server that answers every call of the RPC method `name` with `answer`.
+pub async fn server_answering(name: &str, answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    self::answer(&server, name, answer).await;
+    server
+}
+
+/// A new mock server that answers the calls of the RPC method `name` as [`answer_in_turn`] does.
+pub async fn server_answering_in_turn(
+    name: &str,
+    first: Vec<(ResponseTemplate, u64)>,
+    then: ResponseTemplate,
+) -> MockServer {
+    let server = MockServer::start().await;
+    answer_in_turn(&server, name, first, then).await;
+    server
 }
 
 /// Answers the calls of the RPC method `name` in turn: each of `first` for as many calls as it
@@ -247,7 +295,8 @@ impl FakeServer {
     }
 }
 
-fn not_found_namespace(ns: &str) -> ResponseTemplate {
+/// The real server's answer for a namespace that has no directory yet.
+pub fn not_found_namespace(ns: &str) -> ResponseTemplate {
     rest(400, &format!("Namespace directory '{ns}' does not exist"), 2001)
 }
 
