@@ -65,8 +65,8 @@ pub use msbw_backend::{
     FileErrorKind, FileKind, ListFilter, SandboxBackend, SandboxBackendExt, SandboxId, SandboxInfo, Template,
 };
 pub use msbw_config::{
-    self as config, ApiKey, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem, LimitPolicy, LogLevel,
-    PoolEntry, SandboxFlavor, VolumeMapping, WarmPool, WrapperConfig,
+    self as config, ApiKey, BackendConfig, BackendKind, BackendSettings, ConfigError, ConfigKey, ConfigProblem,
+    LimitPolicy, LogLevel, PoolEntry, SandboxFlavor, VolumeMapping, WarmPool, WrapperConfig,
 };
 #[cfg(feature = "http")]
 pub use msbw_http::{HttpBackend, HttpBackendConfig};

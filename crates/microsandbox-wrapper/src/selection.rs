@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msbw_backend::SandboxBackend;
-use msbw_config::{BackendKind, ConfigError, ConfigProblem, WrapperConfig, redact_url};
+use msbw_config::{BackendConfig, BackendKind, ConfigError, ConfigProblem, WrapperConfig, redact_url};
 use serde::Serialize;
 
 use crate::WrapperError;

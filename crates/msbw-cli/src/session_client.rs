@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, ExecEvent, ExecOutput, ExecStream, SandboxSpec};
 use microsandbox_wrapper::{
-    BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecStatus, ExecutionResult,
-    HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo, SessionOptions,
-    Template, WrapperConfig, WrapperError,
+    BackendConfig, BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecStatus,
+    ExecutionResult, HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo,
+    SessionOptions, Template, WrapperConfig, WrapperError,
 };
 use msbw_protocol::stream::ChunkStream;
 

@@ -5,7 +5,30 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ConfigError, ConfigProblem};
-use crate::{BackendKind, ConfigKey};
+use crate::{BackendKind, ConfigKey, WrapperConfig};
+
+/// A backend's own configuration, built from the wrapper's: the backend names the problems
+/// of its settings and builds itself from a valid [`WrapperConfig`]; reading `(name, value)`
+/// pairs comes with it.
+pub trait BackendConfig: Sized {
+    /// Every problem with this backend's own settings (empty when they are valid).
+    fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem>;
+
+    /// This backend's configuration from the wrapper's, its own settings validated.
+    fn from_wrapper(config: &WrapperConfig) -> Result<Self, ConfigError>;
+
+    /// The configuration from `(name, value)` pairs, as if they were the environment (`MSB_*`):
+    /// every problem, the wrapper's settings' and this backend's, is reported at once.
+    fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let config = WrapperConfig::from_vars_checked(vars, Self::settings_problems)?;
+        Self::from_wrapper(&config)
+    }
+}
 
 /// The text of every backend-owned setting that was given, by key.
 ///

@@ -34,7 +34,7 @@ mod url;
 mod volume;
 mod warm_pool;
 
-pub use backend_settings::{BackendSettings, value};
+pub use backend_settings::{BackendConfig, BackendSettings, value};
 pub use config::{ConfigBuilder, ConfigReport, DEFAULT_SERVER_URL, WrapperConfig, process_vars};
 pub use env_file::{
     ImplicitEnvFile, ImplicitRule, MAX_ENV_FILE_BYTES, implicit_rule, read_env_file, read_implicit_env_file,

@@ -5,7 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use msbw_backend::Template;
-use msbw_config::{ApiKey, BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig, redact_url};
+use msbw_config::{
+    ApiKey, BackendConfig, BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig, redact_url,
+};
 
 use crate::RetryPolicy;
 
@@ -92,44 +94,6 @@ impl HttpBackendConfig {
     /// The settings only this backend reads, which it parses and validates itself.
     pub const SETTINGS: [ConfigKey; 2] = [ConfigKey::PythonImage, ConfigKey::NodeImage];
 
-    /// The defaults with the wrapper configuration's server URL, API key and start timeout, and
-    /// this backend's own settings (`MSB_PYTHON_IMAGE`, `MSB_NODE_IMAGE`) from its
-    /// [`backend_settings`](WrapperConfig::backend_settings), validated.
-    pub fn from_wrapper(config: &WrapperConfig) -> Result<Self, ConfigError> {
-        let settings = &config.backend_settings;
-        ConfigError::check(Self::settings_problems(settings))?;
-        Ok(HttpBackendConfig {
-            api_key: config.api_key.clone(),
-            python_image: settings.text(ConfigKey::PythonImage).to_owned(),
-            node_image: settings.text(ConfigKey::NodeImage).to_owned(),
-            start_timeout: config.sandbox_start_timeout,
-            ..HttpBackendConfig::new(config.server_url.clone())
-        })
-    }
-
-    /// The configuration from `(name, value)` pairs, as if they were the environment (`MSB_*`):
-    /// every problem, the wrapper's settings' and this backend's, is reported at once.
-    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        let config = WrapperConfig::from_vars_checked(vars, Self::settings_problems)?;
-        Self::from_wrapper(&config)
-    }
-
-    /// Every problem with this backend's own settings (empty when they are valid).
-    pub fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
-        Self::SETTINGS
-            .into_iter()
-            .filter_map(|key| {
-                let image = settings.text(key);
-                image_problem(image).map(|why| ConfigProblem::new(key, image, why))
-            })
-            .collect()
-    }
-
     /// Sets the API key.
     pub fn with_api_key(mut self, key: impl Into<ApiKey>) -> Self {
         self.api_key = Some(key.into());
@@ -172,6 +136,34 @@ impl fmt::Debug for HttpBackendConfig {
             .field("python_stderr_settle", &self.python_stderr_settle)
             .field("unix_socket", &self.unix_socket)
             .finish()
+    }
+}
+
+impl BackendConfig for HttpBackendConfig {
+    /// Every problem with this backend's own settings (empty when they are valid).
+    fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
+        Self::SETTINGS
+            .into_iter()
+            .filter_map(|key| {
+                let image = settings.text(key);
+                image_problem(image).map(|why| ConfigProblem::new(key, image, why))
+            })
+            .collect()
+    }
+
+    /// The defaults with the wrapper configuration's server URL, API key and start timeout, and
+    /// this backend's own settings (`MSB_PYTHON_IMAGE`, `MSB_NODE_IMAGE`) from its
+    /// [`backend_settings`](WrapperConfig::backend_settings), validated.
+    fn from_wrapper(config: &WrapperConfig) -> Result<Self, ConfigError> {
+        let settings = &config.backend_settings;
+        ConfigError::check(Self::settings_problems(settings))?;
+        Ok(HttpBackendConfig {
+            api_key: config.api_key.clone(),
+            python_image: settings.text(ConfigKey::PythonImage).to_owned(),
+            node_image: settings.text(ConfigKey::NodeImage).to_owned(),
+            start_timeout: config.sandbox_start_timeout,
+            ..HttpBackendConfig::new(config.server_url.clone())
+        })
     }
 }
 

@@ -116,6 +116,7 @@ use msbw_backend::{
 use msbw_config::WrapperConfig;
 
 pub use config::HttpBackendConfig;
+pub use msbw_config::BackendConfig;
 pub use retry::RetryPolicy;
 
 use client::Client;

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use msbw_config::{BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig};
+use msbw_config::{BackendConfig, BackendSettings, ConfigError, ConfigKey, ConfigProblem, WrapperConfig};
 
 /// Settings of the local backend. Start from [`LocalConfig::default`] (or
-/// [`LocalConfig::from_config`] / [`LocalConfig::from_vars`]) and change fields as needed.
+/// [`LocalConfig::from_config`] / [`BackendConfig::from_vars`]) and change fields as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LocalConfig {
@@ -75,26 +75,6 @@ impl LocalConfig {
         Self::from_settings(&config.backend_settings)
     }
 
-    /// The configuration from `(name, value)` pairs, as if they were the environment (`MSB_*`):
-    /// every problem, the wrapper's settings' and this backend's, is reported at once.
-    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        let config = WrapperConfig::from_vars_checked(vars, Self::settings_problems)?;
-        Self::from_settings(&config.backend_settings)
-    }
-
-    /// Every problem with this backend's own settings (empty when they are valid).
-    pub fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
-        Self::from_settings(settings)
-            .err()
-            .map(|e| e.problems().to_vec())
-            .unwrap_or_default()
-    }
-
     fn from_settings(settings: &BackendSettings) -> Result<Self, ConfigError> {
         let key = ConfigKey::LocalNetwork;
         let text = settings.text(key);
@@ -126,6 +106,21 @@ impl LocalConfig {
             return Some("the sandbox uid range must be non-empty, above 0 and below 2^32".into());
         }
         None
+    }
+}
+
+impl BackendConfig for LocalConfig {
+    /// Every problem with this backend's own settings (empty when they are valid).
+    fn settings_problems(settings: &BackendSettings) -> Vec<ConfigProblem> {
+        Self::from_settings(settings)
+            .err()
+            .map(|e| e.problems().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// [`LocalConfig::from_config`].
+    fn from_wrapper(config: &WrapperConfig) -> Result<Self, ConfigError> {
+        Self::from_config(config)
     }
 }
 

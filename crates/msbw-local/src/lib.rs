@@ -66,5 +66,6 @@ mod volumes;
 
 pub use backend::LocalBackend;
 pub use config::LocalConfig;
+pub use msbw_config::BackendConfig;
 pub use probe::{HostSupport, ProcessLimit};
 pub use seccomp::SeccompSummary;
