@@ -73,7 +73,7 @@ pub use msbw_http::{HttpBackend, HttpBackendConfig};
 #[cfg(feature = "local")]
 pub use msbw_local::{HostSupport, LocalBackend, LocalConfig, ProcessLimit};
 pub use msbw_manager::{
-    self as manager, CallEvent, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, FileCall,
+    self as manager, Call, CallEvent, CleanupReport, CodeCall, CommandCall, CommandResult, ExecutionResult, FileCall,
     FileOutcome, FileResult, FileWork, LimitExceeded, OrphanReport, PoolStats, Resource, ResourceStats, SandboxLost,
     SessionInfo, SessionManager, SessionMismatch, SessionOptions, SessionSpec, SessionStatus, ShutdownReport, TaskKind,
     TaskStatus,
@@ -244,8 +244,7 @@ impl MicrosandboxWrapper {
     /// Runs code in a session: `wrapper.execute_code("print(1)")` or
     /// `wrapper.execute_code(CodeCall::new(code).session("s").template(Template::Node))`.
     pub async fn execute_code(&self, call: impl Into<CodeCallArg>) -> Result<ExecutionResult, WrapperError> {
-        let call = call.into().0;
-        self.manager.execute_code(call).await.map_err(|e| self.err(e, None))
+        self.execute(call.into().0).await
     }
 
     /// Runs code in a session with its output streamed: stdout and stderr chunks as the code
@@ -256,35 +255,40 @@ impl MicrosandboxWrapper {
         &self,
         call: impl Into<CodeCallArg>,
     ) -> Result<EventStream<ExecutionResult>, WrapperError> {
-        let stream = self
-            .manager
-            .execute_code_stream(call.into().0)
-            .map_err(|e| self.err(e, None))?;
-        Ok(EventStream::new(stream, None, self.error_url().map(str::to_owned)))
+        self.execute_stream(call.into().0)
     }
 
     /// Runs a command in a session with its output streamed (see
     /// [`execute_code_stream`](Self::execute_code_stream)).
     pub fn execute_command_stream(&self, call: CommandCall) -> Result<EventStream<CommandResult>, WrapperError> {
-        let command = call.command.clone();
-        let stream = self
-            .manager
-            .execute_command_stream(call)
-            .map_err(|e| self.err(e, Some(&command)))?;
-        Ok(EventStream::new(
-            stream,
-            Some(command),
-            self.error_url().map(str::to_owned),
-        ))
+        self.execute_stream(call)
     }
 
     /// Runs a command in a session. A non-zero exit code is a result, not an error.
     pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, WrapperError> {
-        let command = call.command.clone();
+        self.execute(call).await
+    }
+
+    /// Runs a code or a command call (see [`Call`]): what [`execute_code`](Self::execute_code)
+    /// or [`execute_command`](Self::execute_command) does, for a front that handles both kinds
+    /// through one path.
+    pub async fn execute<C: Call>(&self, call: C) -> Result<C::Result, WrapperError> {
+        let command = call.program().map(str::to_owned);
         self.manager
-            .execute_command(call)
+            .execute(call)
             .await
-            .map_err(|e| self.err(e, Some(&command)))
+            .map_err(|e| self.err(e, command.as_deref()))
+    }
+
+    /// Runs a code or a command call with its output streamed (see
+    /// [`execute_code_stream`](Self::execute_code_stream)).
+    pub fn execute_stream<C: Call>(&self, call: C) -> Result<EventStream<C::Result>, WrapperError> {
+        let command = call.program().map(str::to_owned);
+        let stream = self
+            .manager
+            .execute_stream(call)
+            .map_err(|e| self.err(e, command.as_deref()))?;
+        Ok(EventStream::new(stream, command, self.error_url().map(str::to_owned)))
     }
 
     /// The live sessions, or the one named.

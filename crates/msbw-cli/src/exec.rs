@@ -12,6 +12,7 @@ use msbw_protocol::stream::{ChunkLine, ChunkStream};
 
 use crate::cli::{ExecArgs, Global, RunArgs, SessionArgs};
 use crate::out::{errln, outln, usage};
+
 use crate::{exit, input, print_error, progress};
 
 fn session_options(args: &SessionArgs, file: Option<&Path>) -> Result<(Template, SessionOptions), String> {
@@ -151,39 +152,17 @@ pub(crate) async fn exec(config: WrapperConfig, args: ExecArgs, global: &Global)
         template,
         options,
     };
-    let mut printer = Printer::new(&args.session, global);
-    let ran = match call.options.session_id {
-        // A named session lives in the session server; its output streams when the server
-        // announces streaming (`msbw serve` does), else it arrives at the end.
-        Some(_) => {
-            crate::session_client::execute_code(config, global, call, &mut |stream, bytes| printer.chunk(stream, bytes))
-                .await
-        }
-        None => {
-            with_wrapper(config, global, async |w| {
-                printer.follow(w.execute_code_stream(call)?).await
-            })
-            .await
-        }
-    };
-    match ran {
-        Ended::Done(Ok(r)) => {
-            printer.result(&r, r.status);
-            match r.status {
-                // Through a server, the local node driver's exit note arrives on a completed run.
-                ExecStatus::Completed if r.template == Template::Node => own_exit_status(&r).unwrap_or(exit::OK),
-                ExecStatus::Completed => exit::OK,
-                ExecStatus::Raised => own_exit_status(&r).unwrap_or(exit::FAILED),
-                ExecStatus::TimedOut { .. } => exit::TIMED_OUT,
-            }
-        }
-        Ended::Done(Err(e)) => {
-            printer.finish_lines();
-            print_error(&e, global.json || printer.jsonl);
-            exit::for_error(&e)
-        }
-        Ended::Signalled(code) => code,
-    }
+    execute(config, global, &args.session, call, |r| {
+        let code = match r.status {
+            // Through a server, the local node driver's exit note arrives on a completed run.
+            ExecStatus::Completed if r.template == Template::Node => own_exit_status(r).unwrap_or(exit::OK),
+            ExecStatus::Completed => exit::OK,
+            ExecStatus::Raised => own_exit_status(r).unwrap_or(exit::FAILED),
+            ExecStatus::TimedOut { .. } => exit::TIMED_OUT,
+        };
+        (r.status, code)
+    })
+    .await
 }
 
 /// The status the code asked to exit with, as the backend reported it: Python's `SystemExit: N`
@@ -217,31 +196,43 @@ pub(crate) async fn run(config: WrapperConfig, args: RunArgs, global: &Global) -
         template,
         options,
     };
-    let mut printer = Printer::new(&args.session, global);
-    let ran = match call.options.session_id {
-        // A named session lives in the session server; its output streams when the server
-        // announces streaming (`msbw serve` does), else it arrives at the end.
-        Some(_) => {
-            crate::session_client::execute_command(config, global, call, &mut |stream, bytes| {
-                printer.chunk(stream, bytes)
-            })
-            .await
-        }
-        None => {
-            with_wrapper(config, global, async |w| {
-                printer.follow(w.execute_command_stream(call)?).await
-            })
-            .await
-        }
+    execute(config, global, &args.session, call, |r| {
+        let code = match (r.status, r.exit_code) {
+            (ExecStatus::TimedOut { .. }, _) => exit::TIMED_OUT,
+            (_, Some(code)) => u8::try_from(code.rem_euclid(256)).unwrap_or(exit::FAILED),
+            (_, None) => exit::KILLED,
+        };
+        (r.status, code)
+    })
+    .await
+}
+
+/// Runs a call and prints its output as it comes, then its result (or its error); returns the
+/// exit status: `status` gives a result's status and exit status. A named session lives in the session server; its
+/// output streams when the server announces streaming (`msbw serve` does), else it arrives at
+/// the end. Without one, the call runs in a wrapper of this process.
+async fn execute<C>(
+    config: WrapperConfig,
+    global: &Global,
+    session: &SessionArgs,
+    call: C,
+    status: impl FnOnce(&C::Result) -> (ExecStatus, u8),
+) -> u8
+where
+    C: microsandbox_wrapper::Call,
+    C::Result: serde::Serialize,
+{
+    let mut printer = Printer::new(session, global);
+    let ran = if call.options().session_id.is_some() {
+        crate::session_client::execute(config, global, call, &mut |stream, bytes| printer.chunk(stream, bytes)).await
+    } else {
+        with_wrapper(config, global, async |w| printer.follow(w.execute_stream(call)?).await).await
     };
     match ran {
         Ended::Done(Ok(r)) => {
-            printer.result(&r, r.status);
-            match (r.status, r.exit_code) {
-                (ExecStatus::TimedOut { .. }, _) => exit::TIMED_OUT,
-                (_, Some(code)) => u8::try_from(code.rem_euclid(256)).unwrap_or(exit::FAILED),
-                (_, None) => exit::KILLED,
-            }
+            let (status, code) = status(&r);
+            printer.result(&r, status);
+            code
         }
         Ended::Done(Err(e)) => {
             printer.finish_lines();

@@ -10,11 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, ExecEvent, ExecOutput, ExecStream, SandboxSpec};
+use microsandbox_wrapper::backend::{ExecEvent, ExecOutput, ExecStream, SandboxSpec};
 use microsandbox_wrapper::{
-    BackendConfig, BackendError, BackendKind, CodeCall, CommandCall, CommandResult, ConfigKey, ErrorKind, ExecStatus,
-    ExecutionResult, HttpBackend, HttpBackendConfig, ListFilter, SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo,
-    SessionOptions, Template, WrapperConfig, WrapperError,
+    BackendConfig, BackendError, BackendKind, Call, ConfigKey, ErrorKind, HttpBackend, HttpBackendConfig, ListFilter,
+    SandboxBackend, SandboxFlavor, SandboxId, SandboxInfo, SessionOptions, Template, WrapperConfig, WrapperError,
 };
 use msbw_protocol::stream::ChunkStream;
 
@@ -263,86 +262,32 @@ impl Opened {
             created,
         })
     }
-
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
 }
 
-/// `msbw exec --session ID`: the code runs in the server's session, created if needed; its
-/// output goes to `on_chunk` as it comes.
-pub(crate) async fn execute_code(
+/// `msbw exec --session ID` and `msbw run --session ID`: the call runs in the server's session,
+/// created if needed; its output goes to `on_chunk` as it comes.
+pub(crate) async fn execute<C: Call>(
     config: WrapperConfig,
     global: &Global,
-    call: CodeCall,
+    call: C,
     on_chunk: &mut (dyn FnMut(ChunkStream, &[u8]) + Send),
-) -> Ended<ExecutionResult> {
+) -> Ended<C::Result> {
     connected(config, global, true, async |remote| {
         let remote = remote.ok_or_else(not_started)?;
-        let opened = Opened::new(remote, &call.options, call.template).await?;
-        let request = CodeRequest {
-            language: call.template,
-            code: call.code,
-            timeout: remote.timeout(call.options.timeout),
-        };
+        let work = call
+            .work(remote.timeout(call.options().timeout))
+            .map_err(WrapperError::from)?;
+        let opened = Opened::new(remote, call.options(), call.template()).await?;
         let out = async {
-            let stream = remote.backend.run_code_stream(&opened.id, &request).await?;
+            let stream = work.stream(&remote.backend, &opened.id).await?;
             remote.follow(stream, on_chunk).await
         }
         .await
-        .map_err(|e| remote.error(e, false, &opened.session, None))?;
-        Ok(ExecutionResult {
-            stdout: out.stdout.trim_end().to_owned(),
-            stderr: out.stderr.trim_end().to_owned(),
-            success: out.status == ExecStatus::Completed,
-            status: out.status,
-            execution_time_ms: opened.elapsed_ms(),
-            session_created: opened.created,
-            sandbox_replaced: false,
-            template: call.template,
-            session_id: opened.session,
-            sandbox: opened.id,
-        })
-    })
-    .await
-}
-
-/// `msbw run --session ID`: the command runs in the server's session, created if needed; its
-/// output goes to `on_chunk` as it comes.
-pub(crate) async fn execute_command(
-    config: WrapperConfig,
-    global: &Global,
-    call: CommandCall,
-    on_chunk: &mut (dyn FnMut(ChunkStream, &[u8]) + Send),
-) -> Ended<CommandResult> {
-    connected(config, global, true, async |remote| {
-        let remote = remote.ok_or_else(not_started)?;
-        let opened = Opened::new(remote, &call.options, call.template).await?;
-        let request = CommandRequest {
-            command: call.command.clone(),
-            args: call.args,
-            timeout: remote.timeout(call.options.timeout),
-        };
-        let out = async {
-            let stream = remote.backend.run_command_stream(&opened.id, &request).await?;
-            remote.follow(stream, on_chunk).await
-        }
-        .await
-        .map_err(|e| remote.error(e, false, &opened.session, Some(&call.command)))?;
-        Ok(CommandResult {
-            stdout: out.stdout.trim_end().to_owned(),
-            stderr: out.stderr.trim_end().to_owned(),
-            success: out.success(),
-            exit_code: out.exit_code,
-            status: out.status,
-            execution_time_ms: opened.elapsed_ms(),
-            session_created: opened.created,
-            sandbox_replaced: false,
-            command: call.command,
-            args: request.args,
-            session_id: opened.session,
-            sandbox: opened.id,
-        })
+        .map_err(|e| remote.error(e, false, &opened.session, call.program()))?;
+        let mut ran = microsandbox_wrapper::manager::Ran::new(out, opened.session, opened.id);
+        ran.created = opened.created;
+        ran.elapsed = opened.began.elapsed();
+        Ok(call.result(ran))
     })
     .await
 }

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use msbw_backend::{
-    Aftermath, BackendError, CodeRequest, CommandRequest, ErrorKind, ExecEvent, ExecOutput, ExecStatus, ExecStream,
-    Operation, SandboxId, Template,
+    Aftermath, BackendError, ErrorKind, ExecEvent, ExecOutput, ExecStatus, ExecStream, Operation, SandboxId, Template,
 };
 use msbw_config::SandboxFlavor;
 use tokio::sync::OwnedMutexGuard;
@@ -30,15 +29,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::admission::{self, Ask, Decision, Limits, Progress};
-use crate::calls::{MAX_CALL_TIMEOUT, MAX_INPUT_BYTES, SessionOptions};
+use crate::calls::{MAX_CALL_TIMEOUT, SessionOptions};
 use crate::detach::FinishOnDrop;
 use crate::error::{SandboxLost, until, within};
+use crate::kind::{Call, Ran, Work};
 use crate::lifecycle::Inner;
 use crate::session::{Entry, Extras, SessionStatus};
 use crate::stream::{CallStream, Chunk, Sink};
-use crate::{
-    CodeCall, CommandCall, CommandResult, ExecutionResult, ManagerError, Phase, SessionInfo, SessionSpec, naming,
-};
+use crate::{ManagerError, Phase, SessionInfo, SessionSpec, naming};
 
 /// How much longer than an execution's own timeout the manager waits for the backend before it
 /// gives up on the sandbox (the backend enforces the timeout; this guards against a backend that
@@ -53,22 +51,6 @@ pub(crate) struct Plan {
     pub(crate) flavor: SandboxFlavor,
     /// What a new session's sandboxes get; `None`: the session must exist.
     pub(crate) create: Option<Arc<Extras>>,
-}
-
-/// What one execution does on the backend.
-#[derive(Debug, Clone)]
-pub(crate) enum Work {
-    Code(CodeRequest),
-    Command(CommandRequest),
-}
-
-impl Work {
-    fn timeout(&self) -> Duration {
-        match self {
-            Work::Code(r) => r.timeout,
-            Work::Command(r) => r.timeout,
-        }
-    }
 }
 
 /// A call's hold on a session: while it exists the session counts as busy (never reaped or
@@ -221,16 +203,6 @@ async fn reader_gone(sink: Option<&Sink>) {
         Some(sink) => sink.closed().await,
         None => std::future::pending().await,
     }
-}
-
-/// What a successful run produced.
-pub(crate) struct Ran {
-    out: ExecOutput,
-    session_id: String,
-    sandbox: SandboxId,
-    created: bool,
-    replaced: bool,
-    elapsed: Duration,
 }
 
 /// What the admission loop does once the registry lock is released.
@@ -665,92 +637,38 @@ impl Inner {
         Ok((timeout, plan))
     }
 
-    /// Checks a code call and turns it into its plan and work.
-    fn code_work(&self, call: &CodeCall) -> Result<(Plan, Work), ManagerError> {
+    /// Checks a call and turns it into its plan and work.
+    fn work_of<C: Call>(&self, call: &C) -> Result<(Plan, Work), ManagerError> {
         self.ensure_running()?;
-        if call.code.len() > MAX_INPUT_BYTES {
-            return Err(ManagerError::invalid(
-                "code",
-                format!("is larger than {MAX_INPUT_BYTES} bytes"),
-            ));
+        let (timeout, plan) = self.resolve(call.options(), call.template())?;
+        Ok((plan, call.work(timeout)?))
+    }
+
+    fn span_of<C: Call>(&self, plan: &Plan, call: &C) -> tracing::Span {
+        let backend = self.backend().name();
+        match call.program() {
+            None => {
+                tracing::info_span!("execute_code", session_id = %plan.session_id, flavor = %plan.flavor, template = %call.template(), backend, sandbox = tracing::field::Empty)
+            }
+            Some(command) => {
+                tracing::info_span!("execute_command", session_id = %plan.session_id, flavor = %plan.flavor, command = %command, backend, sandbox = tracing::field::Empty)
+            }
         }
-        let (timeout, plan) = self.resolve(&call.options, call.template)?;
-        let work = Work::Code(CodeRequest {
-            language: call.template,
-            code: call.code.clone(),
-            timeout,
-        });
-        Ok((plan, work))
     }
 
-    fn code_span(&self, plan: &Plan, template: Template) -> tracing::Span {
-        tracing::info_span!("execute_code", session_id = %plan.session_id, flavor = %plan.flavor, template = %template, backend = self.backend().name(), sandbox = tracing::field::Empty)
-    }
-
-    /// Runs code in a session.
-    pub(crate) async fn execute_code(self: &Arc<Self>, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
-        let (plan, work) = self.code_work(&call)?;
-        let span = self.code_span(&plan, call.template);
+    /// Runs a call in a session.
+    pub(crate) async fn execute_call<C: Call>(self: &Arc<Self>, call: C) -> Result<C::Result, ManagerError> {
+        let (plan, work) = self.work_of(&call)?;
+        let span = self.span_of(&plan, &call);
         let ran = self.spawn_run(plan, work).instrument(span).await?;
-        Ok(code_result(call.template, ran))
+        Ok(call.result(ran))
     }
 
-    /// Runs code in a session, its output streamed.
-    pub(crate) fn execute_code_stream(
-        self: &Arc<Self>,
-        call: CodeCall,
-    ) -> Result<CallStream<ExecutionResult>, ManagerError> {
-        let (plan, work) = self.code_work(&call)?;
-        let _span = self.code_span(&plan, call.template).entered();
-        let template = call.template;
-        Ok(self.spawn_stream(plan, work, move |ran| code_result(template, ran)))
-    }
-
-    /// Checks a command call and turns it into its plan and work.
-    fn command_work(&self, call: &CommandCall) -> Result<(Plan, Work), ManagerError> {
-        self.ensure_running()?;
-        if call.command.trim().is_empty() {
-            return Err(ManagerError::invalid("command", "is empty"));
-        }
-        let size = call.command.len() + call.args.iter().map(String::len).sum::<usize>();
-        if size > MAX_INPUT_BYTES {
-            return Err(ManagerError::invalid(
-                "command",
-                format!("and its arguments are larger than {MAX_INPUT_BYTES} bytes"),
-            ));
-        }
-        if call.command.contains('\0') || call.args.iter().any(|a| a.contains('\0')) {
-            return Err(ManagerError::invalid("command", "contains a NUL byte"));
-        }
-        let (timeout, plan) = self.resolve(&call.options, call.template)?;
-        let work = Work::Command(CommandRequest {
-            command: call.command.clone(),
-            args: call.args.clone(),
-            timeout,
-        });
-        Ok((plan, work))
-    }
-
-    fn command_span(&self, plan: &Plan, command: &str) -> tracing::Span {
-        tracing::info_span!("execute_command", session_id = %plan.session_id, flavor = %plan.flavor, command = %command, backend = self.backend().name(), sandbox = tracing::field::Empty)
-    }
-
-    /// Runs a command in a session.
-    pub(crate) async fn execute_command(self: &Arc<Self>, call: CommandCall) -> Result<CommandResult, ManagerError> {
-        let (plan, work) = self.command_work(&call)?;
-        let span = self.command_span(&plan, &call.command);
-        let ran = self.spawn_run(plan, work).instrument(span).await?;
-        Ok(command_result(call, ran))
-    }
-
-    /// Runs a command in a session, its output streamed.
-    pub(crate) fn execute_command_stream(
-        self: &Arc<Self>,
-        call: CommandCall,
-    ) -> Result<CallStream<CommandResult>, ManagerError> {
-        let (plan, work) = self.command_work(&call)?;
-        let _span = self.command_span(&plan, &call.command).entered();
-        Ok(self.spawn_stream(plan, work, move |ran| command_result(call, ran)))
+    /// Runs a call in a session, its output streamed.
+    pub(crate) fn execute_stream<C: Call>(self: &Arc<Self>, call: C) -> Result<CallStream<C::Result>, ManagerError> {
+        let (plan, work) = self.work_of(&call)?;
+        let _span = self.span_of(&plan, &call).entered();
+        Ok(self.spawn_stream(plan, work, move |ran| call.result(ran)))
     }
 
     /// Opens a session now (its sandbox starts before this returns). An existing session with
@@ -795,38 +713,6 @@ impl Inner {
     }
 }
 
-fn code_result(template: Template, ran: Ran) -> ExecutionResult {
-    ExecutionResult {
-        success: ran.out.status == ExecStatus::Completed,
-        stdout: trimmed(ran.out.stdout),
-        stderr: trimmed(ran.out.stderr),
-        status: ran.out.status,
-        execution_time_ms: ms(ran.elapsed),
-        session_created: ran.created,
-        sandbox_replaced: ran.replaced,
-        template,
-        session_id: ran.session_id,
-        sandbox: ran.sandbox,
-    }
-}
-
-fn command_result(call: CommandCall, ran: Ran) -> CommandResult {
-    CommandResult {
-        success: ran.out.success(),
-        stdout: trimmed(ran.out.stdout),
-        stderr: trimmed(ran.out.stderr),
-        exit_code: ran.out.exit_code,
-        status: ran.out.status,
-        execution_time_ms: ms(ran.elapsed),
-        session_created: ran.created,
-        sandbox_replaced: ran.replaced,
-        command: call.command,
-        args: call.args,
-        session_id: ran.session_id,
-        sandbox: ran.sandbox,
-    }
-}
-
 /// The error of an execution whose caller dropped its stream (nobody receives it).
 fn cancelled(session_id: &str) -> ManagerError {
     ManagerError::Internal(format!("the caller cancelled the execution in session {session_id}"))
@@ -843,14 +729,4 @@ pub(crate) fn session_id_of(id: Option<&str>) -> Result<String, ManagerError> {
         }
         Some(id) => Ok(id.to_owned()),
     }
-}
-
-/// The text without its trailing whitespace, in place.
-fn trimmed(mut text: String) -> String {
-    text.truncate(text.trim_end().len());
-    text
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

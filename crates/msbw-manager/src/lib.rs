@@ -23,6 +23,7 @@ mod detach;
 mod error;
 mod execute;
 pub mod files;
+mod kind;
 mod lifecycle;
 pub mod naming;
 pub mod orphans;
@@ -48,6 +49,7 @@ pub use calls::{
 pub use cleanup::CleanupReport;
 pub use error::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch, StartTimedOut};
 pub use files::{FileCall, FileOutcome, FileResult, FileWork};
+pub use kind::{Call, Ran, Work};
 pub use orphans::OrphanReport;
 pub use ownership::Ownership;
 pub use pool::PoolStats;
@@ -135,12 +137,12 @@ impl SessionManager {
 
     /// Runs code in a session (see [`CodeCall`]).
     pub async fn execute_code(&self, call: CodeCall) -> Result<ExecutionResult, ManagerError> {
-        self.inner.execute_code(call).await
+        self.inner.execute_call(call).await
     }
 
     /// Runs a command in a session (see [`CommandCall`]).
     pub async fn execute_command(&self, call: CommandCall) -> Result<CommandResult, ManagerError> {
-        self.inner.execute_command(call).await
+        self.inner.execute_call(call).await
     }
 
     /// Runs code in a session with its output streamed: chunks as the code writes them, then the
@@ -148,13 +150,24 @@ impl SessionManager {
     /// later (limits, the start, the execution) comes through the stream. The session is held
     /// for the stream's life; dropping the stream cancels the execution (see [`stream`]).
     pub fn execute_code_stream(&self, call: CodeCall) -> Result<CallStream<ExecutionResult>, ManagerError> {
-        self.inner.execute_code_stream(call)
+        self.inner.execute_stream(call)
     }
 
     /// Runs a command in a session with its output streamed (see
     /// [`execute_code_stream`](Self::execute_code_stream)).
     pub fn execute_command_stream(&self, call: CommandCall) -> Result<CallStream<CommandResult>, ManagerError> {
-        self.inner.execute_command_stream(call)
+        self.inner.execute_stream(call)
+    }
+
+    /// Runs a code or a command call (see [`Call`]): one path for fronts that take both kinds.
+    pub async fn execute<C: Call>(&self, call: C) -> Result<C::Result, ManagerError> {
+        self.inner.execute_call(call).await
+    }
+
+    /// Runs a code or a command call with its output streamed (see
+    /// [`execute_code_stream`](Self::execute_code_stream)).
+    pub fn execute_stream<C: Call>(&self, call: C) -> Result<CallStream<C::Result>, ManagerError> {
+        self.inner.execute_stream(call)
     }
 
     /// Writes, reads, lists or removes a file in a session's sandbox (see [`files`]).

@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::response::Response;
 use microsandbox_wrapper::SessionSpec;
 use microsandbox_wrapper::{
-    CallEvent, CodeCall, CommandCall, ConfigKey, EventStream, ExecStatus, MicrosandboxWrapper, SandboxFlavor,
-    SandboxId, SessionInfo, SessionOptions, Template, VolumeMapping, WrapperError,
+    Call, CallEvent, CodeCall, CommandCall, ConfigKey, ExecStatus, MicrosandboxWrapper, SandboxFlavor, SandboxId,
+    SessionInfo, SessionOptions, Template, VolumeMapping,
 };
 use msbw_protocol::envelope::Request;
 use msbw_protocol::params::{CommandParams, MetricsParams, ReplParams, Seconds, StartParams, StopParams};
@@ -29,14 +29,18 @@ type Answer = Result<Response, RestError>;
 /// Where a streamed answer's lines go (see `msbw_protocol::stream`).
 pub(crate) type Lines = tokio::sync::mpsc::Sender<bytes::Bytes>;
 
-/// Follows a streamed call, sending each chunk as a line (split to fit a line), and returns its
-/// result. A client that went away ends it, which cancels the execution.
-async fn streamed<T: Send + 'static>(
-    stream: Result<EventStream<T>, WrapperError>,
-    lines: &Lines,
-) -> Result<T, RestError> {
+/// Runs a call and returns its result. With `lines`, the call streams: each chunk goes there as a
+/// line (split to fit a line), and a client that went away ends it, which cancels the execution.
+async fn executed<C: Call>(
+    wrapper: &MicrosandboxWrapper,
+    call: C,
+    lines: Option<&Lines>,
+) -> Result<C::Result, RestError> {
     use futures_util::StreamExt;
-    let mut stream = stream.map_err(|e| RestError::from_wrapper(&e))?;
+    let Some(lines) = lines else {
+        return wrapper.execute(call).await.map_err(|e| RestError::from_wrapper(&e));
+    };
+    let mut stream = wrapper.execute_stream(call).map_err(|e| RestError::from_wrapper(&e))?;
     while let Some(event) = stream.next().await {
         let (which, bytes) = match event.map_err(|e| RestError::from_wrapper(&e))? {
             CallEvent::Stdout(b) => (ChunkStream::Stdout, b),
@@ -342,14 +346,7 @@ pub(crate) async fn repl(state: &AppState, caller: &Caller, request: &Request, l
         template: session.template,
         options: existing_session(&session, p.timeout),
     };
-    let r = match lines {
-        None => state
-            .wrapper
-            .execute_code(call)
-            .await
-            .map_err(|e| RestError::from_wrapper(&e))?,
-        Some(lines) => streamed(state.wrapper.execute_code_stream(call), lines).await?,
-    };
+    let r = executed(&state.wrapper, call, lines).await?;
     let mut output = Output::new(r.stdout, r.stderr);
     if let ExecStatus::TimedOut { after, .. } = r.status {
         output.push_line(
@@ -383,14 +380,7 @@ pub(crate) async fn command(state: &AppState, caller: &Caller, request: &Request
         template: session.template,
         options: existing_session(&session, p.timeout),
     };
-    let r = match lines {
-        None => state
-            .wrapper
-            .execute_command(call)
-            .await
-            .map_err(|e| RestError::from_wrapper(&e))?,
-        Some(lines) => streamed(state.wrapper.execute_command_stream(call), lines).await?,
-    };
+    let r = executed(&state.wrapper, call, lines).await?;
     if let ExecStatus::TimedOut { after, .. } = r.status {
         return Err(RestError::internal(format!(
             "command {program:?} timed out after {} seconds",
