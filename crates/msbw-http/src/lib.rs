@@ -107,6 +107,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use msbw_backend::stream::buffered;
 #[cfg(doc)]
 use msbw_backend::{Aftermath, ExecStatus};
 use msbw_backend::{
@@ -278,12 +279,19 @@ impl SandboxBackend for HttpBackend {
         self.run_command_in(id, request).await
     }
 
+    // Streamed when the server announces streaming, else the buffered default.
     async fn run_code_stream(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
-        self.run_code_stream_in(id, request).await
+        if !self.announced(|h| h.streaming).await {
+            return Ok(buffered(self.run_code_in(id, request).await?));
+        }
+        self.stream_code(id, request)
     }
 
     async fn run_command_stream(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
-        self.run_command_stream_in(id, request).await
+        if !self.announced(|h| h.streaming).await {
+            return Ok(buffered(self.run_command_in(id, request).await?));
+        }
+        self.stream_command(id, request)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {

@@ -141,15 +141,8 @@ impl HttpBackend {
         }
     }
 
-    /// `run_code_stream`: streamed when the server announces it, else the buffered default.
-    pub(crate) async fn run_code_stream_in(
-        &self,
-        id: &SandboxId,
-        request: &CodeRequest,
-    ) -> Result<ExecStream, BackendError> {
-        if !self.announced(|h| h.streaming).await {
-            return Ok(stream::buffered(self.run_code_in(id, request).await?));
-        }
+    /// `run_code_stream` on a server that announces streaming.
+    pub(crate) fn stream_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
         let cx = self.cx(Operation::RunCode, Some(id), method::REPL_RUN);
         let (params, _, seconds) = self.code_params(id, request, &cx, false)?;
         let call = self.stream_call(id, Operation::RunCode, method::REPL_RUN, seconds);
@@ -162,15 +155,8 @@ impl HttpBackend {
         }))
     }
 
-    /// `run_command_stream`: streamed when the server announces it, else the buffered default.
-    pub(crate) async fn run_command_stream_in(
-        &self,
-        id: &SandboxId,
-        request: &CommandRequest,
-    ) -> Result<ExecStream, BackendError> {
-        if !self.announced(|h| h.streaming).await {
-            return Ok(stream::buffered(self.run_command_in(id, request).await?));
-        }
+    /// `run_command_stream` on a server that announces streaming.
+    pub(crate) fn stream_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
         let cx = self.cx(Operation::RunCommand, Some(id), method::COMMAND_RUN);
         let (params, seconds) = self.command_params(id, request, &cx)?;
         let call = self.stream_call(id, Operation::RunCommand, method::COMMAND_RUN, seconds);
