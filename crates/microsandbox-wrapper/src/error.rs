@@ -10,6 +10,16 @@ use msbw_backend::{BackendError, ErrorKind, FileErrorKind, SandboxId};
 use msbw_config::{ConfigError, ConfigKey};
 use msbw_manager::{LimitExceeded, ManagerError, Phase, Resource, SandboxLost, SessionMismatch};
 
+/// Why an execution failed (when the failure is an error, not a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecutionFailure {
+    /// The backend failed while running it.
+    Backend,
+    /// The sandbox went away and could not be replaced.
+    SandboxLost,
+}
+
 /// The broad class of an error, for routing and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCategory {
@@ -48,16 +58,6 @@ impl fmt::Display for ErrorCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Why an execution failed (when the failure is an error, not a result).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExecutionFailure {
-    /// The backend failed while running it.
-    Backend,
-    /// The sandbox went away and could not be replaced.
-    SandboxLost,
 }
 
 /// Everything that can go wrong in the wrapper.

@@ -733,17 +733,15 @@ impl ConfigBuilder {
         max_concurrent_starts: u32,
         /// Sets `shutdown_timeout`.
         shutdown_timeout: Duration,
+        /// Sets the memory limit across all sessions, in MB.
+        max_total_memory_mb: u64,
+        /// Sets the warm pool.
+        warm_pool: WarmPool,
     }
 
     /// Sets the API key.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
         self.config.api_key = Some(key.into());
-        self
-    }
-
-    /// Sets the memory limit across all sessions, in MB.
-    pub fn max_total_memory_mb(mut self, limit: u64) -> Self {
-        self.config.max_total_memory_mb = Some(limit);
         self
     }
 
@@ -758,12 +756,6 @@ impl ConfigBuilder {
                 allowed: ConfigKey::SharedVolumePath.allowed(),
             }),
         }
-        self
-    }
-
-    /// Sets the warm pool.
-    pub fn warm_pool(mut self, pool: WarmPool) -> Self {
-        self.config.warm_pool = pool;
         self
     }
 

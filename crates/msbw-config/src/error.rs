@@ -20,15 +20,14 @@ pub struct ConfigProblem {
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}) = {:?}: {}; allowed: {}",
-            self.key.var_name(),
-            self.key.field_name(),
-            self.value,
-            self.message,
-            self.allowed
-        )
+        let ConfigProblem {
+            key,
+            value,
+            message,
+            allowed,
+        } = self;
+        let (var, field) = (key.var_name(), key.field_name());
+        write!(f, "{var} ({field}) = {value:?}: {message}; allowed: {allowed}")
     }
 }
 
@@ -43,13 +42,8 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            self.key.var_name(),
-            self.key.field_name(),
-            self.message
-        )
+        let (var, field) = (self.key.var_name(), self.key.field_name());
+        write!(f, "{var} ({field}): {}", self.message)
     }
 }
 
