@@ -222,6 +222,21 @@ static void free_vec(char **v)
     free(v);
 }
 
+/* The setters' work: *slot becomes a copy of v (of s), what it held is freed. */
+static int32_t replace_vec(char ***slot, const char *const *v)
+{
+    free_vec(*slot);
+    *slot = dup_vec(v);
+    return 0;
+}
+
+static int32_t replace_str(char **slot, const char *s)
+{
+    free(*slot);
+    *slot = dup_or_null(s);
+    return 0;
+}
+
 static char **vec_push(char **v, char *s)
 {
     size_t n = vec_len(v);
@@ -462,11 +477,7 @@ int32_t krun_set_net_mac(uint32_t id, const uint8_t *mac) { (void)mac; return ge
 int32_t krun_set_port_map(uint32_t id, const char *const *port_map)
 {
     struct ctx *c = get_ctx(id);
-    if (!c)
-        return -EINVAL;
-    free_vec(c->port_map);
-    c->port_map = dup_vec(port_map);
-    return 0;
+    return c ? replace_vec(&c->port_map, port_map) : -EINVAL;
 }
 
 int32_t krun_set_tsi_scope(uint32_t id, const char *ip, const char *subnet, uint8_t scope)
@@ -488,11 +499,7 @@ int32_t krun_set_snd_device(uint32_t id, bool enable) { (void)enable; return get
 int32_t krun_set_rlimits(uint32_t id, const char *const *rlimits)
 {
     struct ctx *c = get_ctx(id);
-    if (!c)
-        return -EINVAL;
-    free_vec(c->rlimits);
-    c->rlimits = dup_vec(rlimits);
-    return 0;
+    return c ? replace_vec(&c->rlimits, rlimits) : -EINVAL;
 }
 
 int32_t krun_set_smbios_oem_strings(uint32_t id, const char *const *s) { (void)s; return get_ctx(id) ? 0 : -EINVAL; }
@@ -500,11 +507,7 @@ int32_t krun_set_smbios_oem_strings(uint32_t id, const char *const *s) { (void)s
 int32_t krun_set_workdir(uint32_t id, const char *workdir)
 {
     struct ctx *c = get_ctx(id);
-    if (!c)
-        return -EINVAL;
-    free(c->workdir);
-    c->workdir = dup_or_null(workdir);
-    return 0;
+    return c ? replace_str(&c->workdir, workdir) : -EINVAL;
 }
 
 int32_t krun_set_exec(uint32_t id, const char *exec_path, const char *const *argv,
@@ -525,11 +528,7 @@ int32_t krun_set_exec(uint32_t id, const char *exec_path, const char *const *arg
 int32_t krun_set_env(uint32_t id, const char *const *envp)
 {
     struct ctx *c = get_ctx(id);
-    if (!c)
-        return -EINVAL;
-    free_vec(c->envp);
-    c->envp = dup_vec(envp);
-    return 0;
+    return c ? replace_vec(&c->envp, envp) : -EINVAL;
 }
 
 int32_t krun_set_tee_config_file(uint32_t id, const char *p) { (void)p; return get_ctx(id) ? 0 : -EINVAL; }
@@ -545,11 +544,7 @@ int32_t krun_get_shutdown_eventfd(uint32_t id) { (void)id; return -EINVAL; }
 int32_t krun_set_console_output(uint32_t id, const char *path)
 {
     struct ctx *c = get_ctx(id);
-    if (!c)
-        return -EINVAL;
-    free(c->console_output);
-    c->console_output = dup_or_null(path);
-    return 0;
+    return c ? replace_str(&c->console_output, path) : -EINVAL;
 }
 
 /* "Boot" the VM: run the agent on the host (see the header comment). */

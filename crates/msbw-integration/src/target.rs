@@ -24,20 +24,14 @@ pub enum Mode {
     External,
 }
 
-impl Mode {
-    /// The mode's name on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
+/// The mode's name on the command line.
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Mode::Dev => "dev",
             Mode::Keyed => "keyed",
             Mode::External => "external",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        })
     }
 }
 

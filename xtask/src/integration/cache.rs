@@ -25,14 +25,15 @@ pub(crate) const MSB_VERSION: &str = "0.2.6";
 /// The environment variable that moves the cache.
 pub(crate) const CACHE_VAR: &str = "MSBW_INTEGRATION_CACHE";
 
-/// Where everything is, once built.
+/// Where everything is, once built (in the order it is built).
 #[derive(Debug, Clone)]
 pub(crate) struct Binaries {
+    /// The stand-in's folder (only for checking that msbrun loads it).
+    libdir: PathBuf,
+    pub(crate) portal: PathBuf,
     pub(crate) msbserver: PathBuf,
     pub(crate) msb: PathBuf,
     pub(crate) msbrun: PathBuf,
-    pub(crate) portal: PathBuf,
-    pub(crate) libdir: PathBuf,
 }
 
 /// How long one build step took, and whether it did anything.
@@ -91,11 +92,11 @@ pub(crate) fn ensure(
     let portal_root = cache.join(format!("microsandbox-portal-{MSB_VERSION}"));
     let cli_root = cache.join(format!("microsandbox-cli-{MSB_VERSION}"));
     let bins = Binaries {
+        libdir: libdir.clone(),
+        portal: portal_root.join("bin/portal"),
         msbserver: cli_root.join("bin/msbserver"),
         msb: cli_root.join("bin/msb"),
         msbrun: cli_root.join("bin/msbrun"),
-        portal: portal_root.join("bin/portal"),
-        libdir: libdir.clone(),
     };
     std::fs::create_dir_all(&libdir).map_err(|e| format!("cannot create {}: {e}", libdir.display()))?;
     let mut steps = Vec::new();
@@ -174,11 +175,10 @@ fn standin(src: &Path, libdir: &Path, portal: &Path, force: bool) -> Result<Step
             .stdin(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run the C compiler {cc:?}: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{cc} failed to compile {} ({status})", src.display()))
+        if !status.success() {
+            return Err(format!("{cc} failed to compile {} ({status})", src.display()));
         }
+        Ok(())
     };
     let result = compile(&tmp.join("libkrun.so"), &[&define])
         .and_then(|()| compile(&tmp.join("libmsbw_loopback.so"), &["-DMSBW_LOOPBACK_SHIM"]))

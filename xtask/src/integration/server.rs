@@ -297,15 +297,11 @@ print("msb_" + head + "." + body + "." + sig)
             .output()
             .map_err(|e| format!("cannot run python3 to mint a key: {e}"))?;
         let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if out.status.success() && token.starts_with("msb_") {
-            Ok(token)
-        } else {
-            Err(format!(
-                "minting a key failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+        if !(out.status.success() && token.starts_with("msb_")) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("minting a key failed ({}): {}", out.status, stderr.trim()));
         }
+        Ok(token)
     }
 }
 

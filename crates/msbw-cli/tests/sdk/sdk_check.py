@@ -15,12 +15,18 @@ def expect(condition, what):
         sys.exit(1)
 
 
+async def state_persists(sb, define, use, what):
+    """Runs `define`, then `use`, which must print 42; returns the second execution."""
+    await sb.run(define)
+    ex = await sb.run(use)
+    out = await ex.output()
+    expect(out.strip() == "42", f"{what}: got {out!r}")
+    return ex
+
+
 async def python_sandbox():
     async with PythonSandbox.create(name="sdk-python") as sb:
-        await sb.run("x = 41")
-        ex = await sb.run("print(x + 1)")
-        out = await ex.output()
-        expect(out.strip() == "42", f"state persists across run calls: got {out!r}")
+        ex = await state_persists(sb, "x = 41", "print(x + 1)", "state persists across run calls")
         expect(not ex.has_error(), "print(x + 1) has no error")
         bad = await sb.run("1/0")
         expect(bad.has_error(), "an exception is reported as an error")
@@ -40,10 +46,7 @@ async def python_sandbox():
 
 async def node_sandbox():
     async with NodeSandbox.create(name="sdk-node") as sb:
-        await sb.run("var y = 41;")
-        ex = await sb.run("console.log(y + 1)")
-        out = await ex.output()
-        expect(out.strip() == "42", f"node state persists: got {out!r}")
+        await state_persists(sb, "var y = 41;", "console.log(y + 1)", "node state persists")
         cmd = await sb.command.run("sh", ["-c", "exit 2"])
         expect(cmd.exit_code == 2 and not cmd.success, f"node sandbox command exit 2: got {cmd.exit_code}")
         metrics = await sb.metrics.all()

@@ -56,53 +56,37 @@ pub async fn run(target: &Target) -> SuiteReport {
         })
         .await;
 
-    report
-        .check(
+    let stripped = key.strip_prefix("msb_").unwrap_or(key);
+    let wrong = tamper(key);
+    // Keys the server must refuse: the check, the key, what it is, and what the refusal says.
+    let refused_keys = [
+        (
             "no_key_is_unauthorized_and_says_none_is_configured",
-            CHECK_LIMIT,
-            async {
-                let anonymous = target.backend_with_key(None)?;
-                refused_everywhere(
-                    target,
-                    &backend,
-                    &anonymous,
-                    "no key",
-                    &["requires an API key", "none is configured"],
-                )
-                .await
-            },
-        )
-        .await;
-
-    report
-        .check("a_key_without_the_msb_prefix_is_unauthorized", CHECK_LIMIT, async {
-            let stripped = key.strip_prefix("msb_").unwrap_or(key);
-            let other = target.backend_with_key(Some(stripped))?;
-            refused_everywhere(
-                target,
-                &backend,
-                &other,
-                "a key without msb_",
-                &["invalid credentials", "refused the API key"],
-            )
-            .await
-        })
-        .await;
-
-    report
-        .check("a_wrong_key_is_unauthorized_and_says_why", CHECK_LIMIT, async {
-            let wrong = tamper(key);
-            let other = target.backend_with_key(Some(&wrong))?;
-            refused_everywhere(
-                target,
-                &backend,
-                &other,
-                "a key with a wrong signature",
-                &["invalid or expired token", "not signed with this server's key"],
-            )
-            .await
-        })
-        .await;
+            None,
+            "no key",
+            ["requires an API key", "none is configured"],
+        ),
+        (
+            "a_key_without_the_msb_prefix_is_unauthorized",
+            Some(stripped),
+            "a key without msb_",
+            ["invalid credentials", "refused the API key"],
+        ),
+        (
+            "a_wrong_key_is_unauthorized_and_says_why",
+            Some(wrong.as_str()),
+            "a key with a wrong signature",
+            ["invalid or expired token", "not signed with this server's key"],
+        ),
+    ];
+    for (name, refused_key, what, cause) in refused_keys {
+        report
+            .check(name, CHECK_LIMIT, async {
+                let refused = target.backend_with_key(refused_key)?;
+                refused_everywhere(target, &backend, &refused, what, &cause).await
+            })
+            .await;
+    }
 
     let Some(control) = &target.control else {
         let why = "minting keys needs the server's key, which only the harness that runs the server has \

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use msbw_backend::{
-    CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, ListFilter, SandboxBackend, SandboxBackendExt,
-    SandboxId, Template,
+    CodeRequest, CommandRequest, ErrorKind, ExecOutput, ExecStatus, SandboxBackend, SandboxBackendExt, SandboxId,
+    Template,
 };
 use msbw_http::HttpBackend;
 
 use crate::report::{Outcome, SuiteReport, ensure};
-use crate::suites::{CHECK_LIMIT, expect_kind, no_sandbox_left};
+use crate::suites::{CHECK_LIMIT, expect_kind, listed, no_sandbox_left};
 use crate::target::Target;
 
 /// How long the stand-in holds the agent back in the readiness check.
@@ -133,6 +133,22 @@ async fn python(backend: &dyn SandboxBackend, id: &SandboxId, source: &str) -> R
     Ok(out.stdout.trim_end().to_owned())
 }
 
+/// Starts the Python sandbox `id`.
+async fn start_python(target: &Target, backend: &HttpBackend, id: &SandboxId) -> Result<(), String> {
+    backend
+        .start(&target.spec(id.clone(), Template::Python))
+        .await
+        .map_err(|e| format!("start failed: {e}"))
+}
+
+/// Whether the listing shows `id` running.
+async fn listed_running(backend: &HttpBackend, id: &SandboxId) -> Result<bool, String> {
+    backend
+        .is_running(id)
+        .await
+        .map_err(|e| format!("listing {id} failed: {e}"))
+}
+
 /// Stops the sandboxes whatever happened, then returns the body's result.
 async fn stopping<T>(backend: &dyn SandboxBackend, ids: &[SandboxId], result: Result<T, String>) -> Result<T, String> {
     for id in ids {
@@ -188,10 +204,7 @@ async fn never_ready(target: &Target, backend: &HttpBackend) -> Result<(), Strin
         ensure(took < Duration::from_secs(30), || {
             format!("the start gave up only after {took:?}, far beyond its 3 s budget")
         })?;
-        let running = backend
-            .is_running(&id)
-            .await
-            .map_err(|e| format!("listing failed: {e}"))?;
+        let running = listed_running(backend, &id).await?;
         ensure(!running, || {
             format!("the failed start left {id} running (it must be stopped again): {error}")
         })
@@ -240,8 +253,7 @@ const STDERR_CELLS: usize = 25;
 /// bounded time, whatever it returns).
 async fn stderr_complete(target: &Target, backend: &HttpBackend) -> Result<(), String> {
     let id = target.id("df", "stderr")?;
-    let spec = target.spec(id.clone(), Template::Python);
-    backend.start(&spec).await.map_err(|e| format!("start failed: {e}"))?;
+    start_python(target, backend, &id).await?;
     let id_ref = &id;
     let run = |source: &'static str| async move {
         backend
@@ -325,10 +337,7 @@ async fn concurrent_starts(target: &Target, backend: &Arc<HttpBackend>) -> Resul
                 failures.join("; ")
             )
         })?;
-        let listed = backend
-            .list(&ListFilter::namespace(&target.namespace))
-            .await
-            .map_err(|e| format!("listing failed: {e}"))?;
+        let listed = listed(backend.as_ref(), target).await?;
         let missing: Vec<String> = ids
             .iter()
             .filter(|id| !listed.iter().any(|s| s.id == **id))
@@ -361,16 +370,7 @@ async fn masked_not_found(target: &Target, backend: &HttpBackend) -> Result<(), 
         timeout: Duration::from_secs(10),
     };
     let unknown = target.id("df", "nobody")?;
-    expect_kind(
-        "code in an unknown sandbox",
-        ErrorKind::NotFound,
-        backend.run_code(&unknown, &code("print(1)")).await,
-    )?;
-    expect_kind(
-        "a command in an unknown sandbox",
-        ErrorKind::NotFound,
-        backend.run_command(&unknown, &command).await,
-    )?;
+    code_and_command_not_found(backend, &unknown, &command, "an unknown sandbox").await?;
     match backend.stop(&unknown).await {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -382,23 +382,11 @@ async fn masked_not_found(target: &Target, backend: &HttpBackend) -> Result<(), 
     }
 
     let id = target.id("df", "stopped")?;
-    backend
-        .start(&target.spec(id.clone(), Template::Python))
-        .await
-        .map_err(|e| format!("start failed: {e}"))?;
+    start_python(target, backend, &id).await?;
     let result = async {
         python(backend, &id, "print('up')").await?;
         backend.stop(&id).await.map_err(|e| format!("stop failed: {e}"))?;
-        expect_kind(
-            "code in a stopped sandbox",
-            ErrorKind::NotFound,
-            backend.run_code(&id, &code("print(1)")).await,
-        )?;
-        expect_kind(
-            "a command in a stopped sandbox",
-            ErrorKind::NotFound,
-            backend.run_command(&id, &command).await,
-        )?;
+        code_and_command_not_found(backend, &id, &command, "a stopped sandbox").await?;
         let fresh = target.backend()?;
         let e = expect_kind(
             "code in a stopped sandbox, through a backend that never saw it",
@@ -413,15 +401,25 @@ async fn masked_not_found(target: &Target, backend: &HttpBackend) -> Result<(), 
     stopping(backend, &[id], result).await
 }
 
+/// Code and `command` in `id` (`which` sandbox, for reports) are both `NotFound`.
+async fn code_and_command_not_found(
+    backend: &HttpBackend,
+    id: &SandboxId,
+    command: &CommandRequest,
+    which: &str,
+) -> Result<(), String> {
+    let code = backend.run_code(id, &code("print(1)")).await;
+    expect_kind(&format!("code in {which}"), ErrorKind::NotFound, code)?;
+    let command = backend.run_command(id, command).await;
+    expect_kind(&format!("a command in {which}"), ErrorKind::NotFound, command).map(drop)
+}
+
 /// Defence 9, the other way round: a masked 500 about a sandbox that is running (here: a
 /// command that does not exist) must not be taken for a missing sandbox, and the sandbox
 /// keeps working.
 async fn missing_command(target: &Target, backend: &HttpBackend) -> Result<(), String> {
     let id = target.id("df", "nocmd")?;
-    backend
-        .start(&target.spec(id.clone(), Template::Python))
-        .await
-        .map_err(|e| format!("start failed: {e}"))?;
+    start_python(target, backend, &id).await?;
     let result = async {
         let request = CommandRequest {
             command: "msbw-no-such-command-xyz".into(),
@@ -452,10 +450,7 @@ async fn restart(target: &Target, backend: &HttpBackend) -> Result<(), String> {
     let control = target.control.as_ref().ok_or_else(|| "no control socket".to_owned())?;
     let id = target.id("df", "restart")?;
     let after = target.id("df", "after")?;
-    backend
-        .start(&target.spec(id.clone(), Template::Python))
-        .await
-        .map_err(|e| format!("start failed: {e}"))?;
+    start_python(target, backend, &id).await?;
     let result = async {
         python(backend, &id, "x = 41").await?;
         let restarted = control.restart().await?;
@@ -468,10 +463,7 @@ async fn restart(target: &Target, backend: &HttpBackend) -> Result<(), String> {
         ensure(out == "42", || {
             format!("after the restart the session printed {out:?}, not 42")
         })?;
-        let running = backend
-            .is_running(&id)
-            .await
-            .map_err(|e| format!("listing after the restart failed: {e}"))?;
+        let running = listed_running(backend, &id).await?;
         ensure(running, || format!("{id} is not listed as running after the restart"))?;
         expect_kind(
             "starting the surviving sandbox again",

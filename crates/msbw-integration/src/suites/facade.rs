@@ -17,6 +17,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::slice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,20 +72,21 @@ pub async fn run(target: &Target) -> SuiteReport {
         backend: shared,
     };
     let target = &cx;
-    report
-        .check(
-            "health_check_answers_before_and_after_start",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['h']), health(target)),
-        )
-        .await;
-    report
-        .check(
-            "python_code_keeps_its_state_across_calls",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['p']), python_state(target)),
-        )
-        .await;
+    // A check whose owner marks have the letters given: whatever of theirs it leaves running
+    // fails it.
+    macro_rules! guarded_check {
+        ($name:literal, $letters:expr, $body:expr) => {
+            report
+                .check(
+                    $name,
+                    CHECK_LIMIT,
+                    guarded(target, marks(target, $letters), $body),
+                )
+                .await
+        };
+    }
+    guarded_check!("health_check_answers_before_and_after_start", &['h'], health(target));
+    guarded_check!("python_code_keeps_its_state_across_calls", &['p'], python_state(target));
     // Only now, with the namespace created by the sequential checks: the real server 0.2.6
     // answers a listing with a masked 500 while the first sandbox of a namespace is being
     // created (see docs/testing.md), which a concurrent first start would provoke.
@@ -97,13 +99,7 @@ pub async fn run(target: &Target) -> SuiteReport {
             (started.elapsed(), result)
         })
     };
-    report
-        .check(
-            "node_code_keeps_its_state_across_calls",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['n']), node_state(target)),
-        )
-        .await;
+    guarded_check!("node_code_keeps_its_state_across_calls", &['n'], node_state(target));
     let started = Instant::now();
     let outcome =
         match tokio::time::timeout(CHECK_LIMIT, guarded(target, marks(target, &['c']), commands(target))).await {
@@ -122,20 +118,12 @@ pub async fn run(target: &Target) -> SuiteReport {
         Some(started.elapsed()),
         outcome,
     );
-    report
-        .check(
-            "sessions_are_listed_reused_and_stopped",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['s']), sessions(target)),
-        )
-        .await;
-    report
-        .check(
-            "the_session_limit_holds_under_concurrency_and_reuse_does_not_count",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['l']), limits(target)),
-        )
-        .await;
+    guarded_check!("sessions_are_listed_reused_and_stopped", &['s'], sessions(target));
+    guarded_check!(
+        "the_session_limit_holds_under_concurrency_and_reuse_does_not_count",
+        &['l'],
+        limits(target)
+    );
     report
         .check(
             "orphans_of_a_crashed_wrapper_are_stopped_and_nothing_else",
@@ -152,30 +140,22 @@ pub async fn run(target: &Target) -> SuiteReport {
             "a_refused_key_is_an_authentication_error_and_starts_nothing",
             "the server runs without authentication",
         ),
-        _ => {
-            report
-                .check(
-                    "a_refused_key_is_an_authentication_error_and_starts_nothing",
-                    CHECK_LIMIT,
-                    guarded(target, marks(target, &['k']), refused_key(target)),
-                )
-                .await;
-        }
+        _ => guarded_check!(
+            "a_refused_key_is_an_authentication_error_and_starts_nothing",
+            &['k'],
+            refused_key(target)
+        ),
     }
-    report
-        .check(
-            "shutdown_stops_every_sandbox_even_with_an_execution_running",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['d']), shutdown(target)),
-        )
-        .await;
-    report
-        .check(
-            "scoped_stops_what_it_started_whatever_the_closure_returned",
-            CHECK_LIMIT,
-            guarded(target, marks(target, &['x']), scoped(target)),
-        )
-        .await;
+    guarded_check!(
+        "shutdown_stops_every_sandbox_even_with_an_execution_running",
+        &['d'],
+        shutdown(target)
+    );
+    guarded_check!(
+        "scoped_stops_what_it_started_whatever_the_closure_returned",
+        &['x'],
+        scoped(target)
+    );
 
     let outcome = match tokio::time::timeout(CHECK_LIMIT, idle).await {
         Ok(Ok((took, result))) => (Some(took), result),
@@ -212,6 +192,23 @@ pub async fn run(target: &Target) -> SuiteReport {
 struct Cx {
     target: Target,
     backend: Arc<HttpBackend>,
+}
+
+impl Cx {
+    /// Fails unless the sandboxes running on the server whose names start with one of
+    /// `prefixes` are exactly `expected` (in any order); `when` says at which point.
+    async fn expect_running(&self, prefixes: &[String], expected: &[SandboxId], when: &str) -> Result<(), String> {
+        let mut expected = expected.to_vec();
+        expected.sort();
+        let on_server = running(self, prefixes).await?;
+        ensure(on_server == expected, || {
+            format!(
+                "{when} the server should run {}, runs {}",
+                names(&expected),
+                names(&on_server)
+            )
+        })
+    }
 }
 
 impl std::ops::Deref for Cx {
@@ -270,17 +267,24 @@ fn config(
         .map_err(|e| format!("the configuration is invalid: {e}"))
 }
 
-/// A wrapper like [`wrapper`] over a backend of its own with `key` instead of the target's.
+/// A wrapper like [`wrapper`], with the settings unchanged, over a backend of its own with `key`
+/// instead of the target's.
 /// Only for wrappers that start nothing (their starts would not be serialised with the others').
-fn wrapper_with_key(
-    target: &Target,
-    mark: &str,
-    key: Option<&str>,
-    edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
-) -> Result<MicrosandboxWrapper, String> {
-    let config = config(target, mark, key, edit)?;
+fn wrapper_with_key(target: &Target, mark: &str, key: Option<&str>) -> Result<MicrosandboxWrapper, String> {
+    let config = config(target, mark, key, |b| b)?;
     let backend: Arc<dyn SandboxBackend> = Arc::new(target.backend_with_key(key)?);
     MicrosandboxWrapper::with_backend(config, backend).map_err(|e| format!("with_backend failed: {}", werr(&e)))
+}
+
+/// A started [`wrapper`].
+async fn started(
+    target: &Cx,
+    mark: &str,
+    edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> Result<MicrosandboxWrapper, String> {
+    let w = wrapper(target, mark, edit)?;
+    start(&w).await?;
+    Ok(w)
 }
 
 /// A wrapper error with its code, for reports.
@@ -370,9 +374,21 @@ async fn sweep(target: &Target, prefixes: &[String]) -> Result<Vec<SandboxId>, S
     Ok(left)
 }
 
+/// The ids for a report, `nothing` for none.
 fn names(ids: &[SandboxId]) -> String {
+    if ids.is_empty() {
+        return "nothing".to_owned();
+    }
     let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
     names.join(", ")
+}
+
+/// Fails unless `result` is the wrapper error with `code`.
+fn expect_error<T: std::fmt::Debug>(what: &str, code: &str, result: Result<T, WrapperError>) -> Result<(), String> {
+    match result {
+        Err(e) if e.code() == code => Ok(()),
+        other => Err(format!("{what}: expected {code}, got {other:?}")),
+    }
 }
 
 /// The name prefixes of the owner marks of `letters`.
@@ -425,8 +441,7 @@ async fn health(target: &Cx) -> Result<(), String> {
 /// owner mark.
 async fn python_state(target: &Cx) -> Result<(), String> {
     let m = mark(target, 'p');
-    let w = wrapper(target, &m, |b| b)?;
-    start(&w).await?;
+    let w = started(target, &m, |b| b).await?;
     stopping(&w, async {
         let first = ok_code(&w, py("py", "x = 41")).await?;
         ensure(first.session_created && !first.sandbox_replaced, || {
@@ -448,13 +463,9 @@ async fn python_state(target: &Cx) -> Result<(), String> {
         )?;
         let third = ok_code(&w, py("py", "def f(n):\n    return n * x\n\nprint(f(2))")).await?;
         ensure(third.stdout == "82", || format!("f(2) printed {:?}", third.stdout))?;
-        let running = running(target, &[prefix_of(&m)]).await?;
-        ensure(running == vec![first.sandbox.clone()], || {
-            format!(
-                "the server should run exactly the session's sandbox, runs: {}",
-                names(&running)
-            )
-        })?;
+        target
+            .expect_running(&[prefix_of(&m)], slice::from_ref(&first.sandbox), "with one session")
+            .await?;
         Ok(())
     })
     .await?;
@@ -463,8 +474,7 @@ async fn python_state(target: &Cx) -> Result<(), String> {
 
 /// Node state persists across calls in one session.
 async fn node_state(target: &Cx) -> Result<(), String> {
-    let w = wrapper(target, &mark(target, 'n'), |b| b)?;
-    start(&w).await?;
+    let w = started(target, &mark(target, 'n'), |b| b).await?;
     stopping(&w, async {
         let first = ok_code(&w, js("js", "var y = 41;")).await?;
         ensure(first.session_created && first.template == Template::Node, || {
@@ -496,8 +506,7 @@ struct Expected {
 /// all in one session. `Some((attempt, earlier failures))` when a command passed only after
 /// the real agent lost its output.
 async fn commands(target: &Cx) -> Result<Option<(u32, Vec<String>)>, String> {
-    let w = wrapper(target, &mark(target, 'c'), |b| b)?;
-    start(&w).await?;
+    let w = started(target, &mark(target, 'c'), |b| b).await?;
     let retried = stopping(&w, async {
         // The pause before exiting lets the real agent forward the output before it answers.
         let cases: [(CommandCall, Expected); 4] = [
@@ -631,8 +640,7 @@ async fn command_until_complete(
 /// stopped (their sandbox gone from the server), and a stopped id starts afresh.
 async fn sessions(target: &Cx) -> Result<(), String> {
     let m = mark(target, 's');
-    let w = wrapper(target, &m, |b| b)?;
-    start(&w).await?;
+    let w = started(target, &m, |b| b).await?;
     stopping(&w, async {
         let a = ok_code(&w, py("sess-a", "v = 'one'")).await?;
         let b = ok_code(&w, js("sess-b", "console.log('two')")).await?;
@@ -673,15 +681,13 @@ async fn sessions(target: &Cx) -> Result<(), String> {
         ensure(none.is_empty(), || format!("get_sessions(no-such-session): {none:?}"))?;
         let stats = w.get_resource_stats().map_err(|e| werr(&e))?;
         ensure(stats.active_sessions == 2, || format!("resource stats: {stats:?}"))?;
-        let on_server = running(target, &[prefix_of(&m)]).await?;
-        let mut both = vec![a.sandbox.clone(), b.sandbox.clone()];
-        both.sort();
-        ensure(on_server == both, || {
-            format!(
-                "the server should run the two sessions' sandboxes, runs: {}",
-                names(&on_server)
+        target
+            .expect_running(
+                &[prefix_of(&m)],
+                &[a.sandbox.clone(), b.sandbox.clone()],
+                "with two sessions",
             )
-        })?;
+            .await?;
 
         let reused = ok_code(&w, py("sess-a", "print(v)")).await?;
         ensure(
@@ -692,24 +698,17 @@ async fn sessions(target: &Cx) -> Result<(), String> {
         ensure(count.first().is_some_and(|s| s.executions == 2), || {
             format!("sess-a should have run 2 executions: {count:?}")
         })?;
-        match w.execute_code(js("sess-a", "console.log(1)")).await {
-            Err(e) if e.code() == "SESSION_MISMATCH_ERROR" => {}
-            other => {
-                return Err(format!(
-                    "node code in a python session: expected SESSION_MISMATCH_ERROR, got {other:?}"
-                ));
-            }
-        }
+        expect_error(
+            "node code in a python session",
+            "SESSION_MISMATCH_ERROR",
+            w.execute_code(js("sess-a", "console.log(1)")).await,
+        )?;
 
         let stopped = w.stop_session("sess-a").await.map_err(|e| werr(&e))?;
         ensure(stopped, || "stop_session(sess-a) said there was no such session".into())?;
-        let on_server = running(target, &[prefix_of(&m)]).await?;
-        ensure(on_server == vec![b.sandbox.clone()], || {
-            format!(
-                "after stop_session only sess-b's sandbox should run, runs: {}",
-                names(&on_server)
-            )
-        })?;
+        target
+            .expect_running(&[prefix_of(&m)], slice::from_ref(&b.sandbox), "after stopping sess-a")
+            .await?;
         let listed = w.get_sessions(None).map_err(|e| werr(&e))?;
         ensure(listed.len() == 1 && listed[0].session_id == "sess-b", || {
             format!("after stop_session: {listed:?}")
@@ -734,11 +733,11 @@ async fn sessions(target: &Cx) -> Result<(), String> {
 /// session frees its slot.
 async fn limits(target: &Cx) -> Result<(), String> {
     let m = mark(target, 'l');
-    let w = wrapper(target, &m, |b| {
+    let w = started(target, &m, |b| {
         b.max_concurrent_sessions(MAX_SESSIONS)
             .limit_policy(LimitPolicy::Reject)
-    })?;
-    start(&w).await?;
+    })
+    .await?;
     stopping(&w, async {
         let (r0, r1, r2) = tokio::join!(
             w.execute_code(py("lim-0", "print('lim-0')")),
@@ -767,27 +766,22 @@ async fn limits(target: &Cx) -> Result<(), String> {
                 refused.len()
             )
         })?;
-        let on_server = running(target, &[prefix_of(&m)]).await?;
-        ensure(on_server.len() == 2, || {
-            format!(
-                "the refused session must start nothing; the server runs {}",
-                names(&on_server)
-            )
-        })?;
+        let sandboxes: Vec<SandboxId> = admitted.iter().map(|r| r.sandbox.clone()).collect();
+        // The refused session must start nothing.
+        target
+            .expect_running(&[prefix_of(&m)], &sandboxes, "with one session refused")
+            .await?;
         for r in &admitted {
             let again = ok_code(&w, py(&r.session_id, "print('again')")).await?;
             ensure(!again.session_created && again.sandbox == r.sandbox, || {
                 format!("reusing {} at the limit: {again:?}", r.session_id)
             })?;
         }
-        match w.execute_code(py("lim-3", "print(3)")).await {
-            Err(e) if e.code() == "RESOURCE_LIMIT_ERROR" => {}
-            other => {
-                return Err(format!(
-                    "a new session at the limit: expected RESOURCE_LIMIT_ERROR, got {other:?}"
-                ));
-            }
-        }
+        expect_error(
+            "a new session at the limit",
+            "RESOURCE_LIMIT_ERROR",
+            w.execute_code(py("lim-3", "print(3)")).await,
+        )?;
         let stats = w.get_resource_stats().map_err(|e| werr(&e))?;
         ensure(stats.active_sessions == 2 && stats.max_sessions == MAX_SESSIONS, || {
             format!("resource stats at the limit: {stats:?}")
@@ -800,13 +794,10 @@ async fn limits(target: &Cx) -> Result<(), String> {
         ensure(later.session_created && later.stdout == "lim-4", || {
             format!("after a stop a new session should start: {later:?}")
         })?;
-        let on_server = running(target, &[prefix_of(&m)]).await?;
-        ensure(on_server.len() == 2, || {
-            format!(
-                "the server should run 2 sandboxes of the check, runs {}",
-                names(&on_server)
-            )
-        })
+        let kept = [admitted[1].sandbox.clone(), later.sandbox.clone()];
+        target
+            .expect_running(&[prefix_of(&m)], &kept, "after a stop and a new session")
+            .await
     })
     .await?;
     stop(&w, Some(2)).await.map(drop)
@@ -816,10 +807,10 @@ async fn limits(target: &Cx) -> Result<(), String> {
 /// stopped (not before), one used every [`BUSY_EVERY`] survives.
 async fn idle_cleanup(target: &Cx) -> Result<(), String> {
     let m = mark(target, 'i');
-    let w = wrapper(target, &m, |b| {
+    let w = started(target, &m, |b| {
         b.session_timeout(SESSION_TIMEOUT).cleanup_interval(CLEANUP_INTERVAL)
-    })?;
-    start(&w).await?;
+    })
+    .await?;
     stopping(&w, async {
         let busy = ok_code(&w, py("busy", "n = 0")).await?;
         let idle = ok_code(&w, py("idle", "print('idle')")).await?;
@@ -904,12 +895,10 @@ async fn start_directly(target: &Cx, name: &str) -> Result<SandboxId, String> {
 async fn orphans(target: &Cx) -> Result<(), String> {
     let mine = mark(target, 'o');
     let other = mark(target, 'q');
-    let a = wrapper(target, &mine, |b| b)?;
-    start(&a).await?;
+    let a = started(target, &mine, |b| b).await?;
     let a1 = ok_code(&a, py("orphan-1", "print(1)")).await?;
     let a2 = ok_code(&a, js("orphan-2", "console.log(2)")).await?;
-    let q = wrapper(target, &other, |b| b)?;
-    start(&q).await?;
+    let q = started(target, &other, |b| b).await?;
     let q1 = ok_code(&q, py("other-1", "print(1)")).await?;
     // Not of the wrapper's shape `{mark}-{slug}-{10 hex digits}`: never an orphan.
     let lookalike = start_directly(target, &format!("{mine}-foreign")).await?;
@@ -919,36 +908,22 @@ async fn orphans(target: &Cx) -> Result<(), String> {
     drop(q);
 
     let all = [prefix_of(&mine), prefix_of(&other), target.prefix("fc")];
-    let mut expected = vec![
+    let before = [
         a1.sandbox.clone(),
         a2.sandbox.clone(),
         q1.sandbox.clone(),
         lookalike.clone(),
         foreign.clone(),
     ];
-    expected.sort();
-    let on_server = running(target, &all).await?;
-    ensure(on_server == expected, || {
-        format!(
-            "after the crash the server should run {}, runs {}",
-            names(&expected),
-            names(&on_server)
-        )
-    })?;
+    target.expect_running(&all, &before, "after the crash").await?;
 
-    let b = wrapper(target, &mine, |b| b)?;
-    start(&b).await?;
+    let b = started(target, &mine, |b| b).await?;
     let result = stopping(&b, async {
-        let mut survivors = vec![q1.sandbox.clone(), lookalike.clone(), foreign.clone()];
-        survivors.sort();
-        let on_server = running(target, &all).await?;
-        ensure(on_server == survivors, || {
-            format!(
-                "B's start-up pass should stop exactly A's two sandboxes; the server runs {} (expected {})",
-                names(&on_server),
-                names(&survivors)
-            )
-        })?;
+        let survivors = vec![q1.sandbox.clone(), lookalike.clone(), foreign.clone()];
+        // B's start-up pass stops exactly A's two sandboxes.
+        target
+            .expect_running(&all, &survivors, "after B's start-up pass")
+            .await?;
 
         let live = ok_code(&b, py("live", "print('live')")).await?;
         // A crashed peer's leftover: its owner's lease file is there, and nobody holds its lock
@@ -967,17 +942,10 @@ async fn orphans(target: &Cx) -> Result<(), String> {
         ensure(stopped == 1, || {
             format!("cleanup_orphan_sandboxes should stop the one late orphan {late}, stopped {stopped}")
         })?;
-        let mut expected = survivors.clone();
-        expected.push(live.sandbox.clone());
-        expected.sort();
-        let on_server = running(target, &all).await?;
-        ensure(on_server == expected, || {
-            format!(
-                "after the explicit pass the server should run {}, runs {}",
-                names(&expected),
-                names(&on_server)
-            )
-        })?;
+        let expected = [survivors, vec![live.sandbox.clone()]].concat();
+        target
+            .expect_running(&all, &expected, "after the explicit pass")
+            .await?;
         let still = ok_code(&b, py("live", "print('still')")).await?;
         ensure(!still.session_created && still.sandbox == live.sandbox, || {
             format!("B's live session was disturbed: {still:?}")
@@ -988,18 +956,12 @@ async fn orphans(target: &Cx) -> Result<(), String> {
     stop(&b, Some(1)).await?;
 
     // The other wrapper's restart cleans up after its own crash.
-    let q2 = wrapper(target, &other, |b| b)?;
-    start(&q2).await?;
+    let q2 = started(target, &other, |b| b).await?;
     stop(&q2, Some(0)).await?;
-    let mut rest = vec![lookalike.clone(), foreign.clone()];
-    rest.sort();
-    let on_server = running(target, &all).await?;
-    ensure(on_server == rest, || {
-        format!(
-            "after the other mark's restart only the two foreign names should run, runs {}",
-            names(&on_server)
-        )
-    })?;
+    let foreign_names = [lookalike.clone(), foreign.clone()];
+    target
+        .expect_running(&all, &foreign_names, "after the other mark's restart")
+        .await?;
     let fresh = target.backend()?;
     for id in [&lookalike, &foreign] {
         fresh.stop(id).await.map_err(|e| format!("stopping {id} failed: {e}"))?;
@@ -1013,29 +975,16 @@ async fn refused_key(target: &Cx) -> Result<(), String> {
     let m = mark(target, 'k');
     let forged = "msb_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjQxMDI0NDQ4MDAsImlhdCI6MCwibmFtZXNwYWNlIjoiKiJ9.c2lnbmF0dXJl";
     for (what, key) in [("no key", None), ("a key the server did not sign", Some(forged))] {
-        let w = wrapper_with_key(target, &m, key, |b| b)?;
+        let w = wrapper_with_key(target, &m, key)?;
         // The start-up orphan pass fails too, which start only logs.
         start(&w).await?;
         let result = stopping(&w, async {
-            match w.execute_code(py("refused", "print(1)")).await {
-                Err(e) if e.code() == "AUTHENTICATION_ERROR" => {}
-                other => {
-                    return Err(format!(
-                        "code with {what}: expected AUTHENTICATION_ERROR, got {other:?}"
-                    ));
-                }
-            }
-            match w
-                .execute_command(CommandCall::new("true", Vec::<String>::new()).session("refused-cmd"))
-                .await
-            {
-                Err(e) if e.code() == "AUTHENTICATION_ERROR" => {}
-                other => {
-                    return Err(format!(
-                        "a command with {what}: expected AUTHENTICATION_ERROR, got {other:?}"
-                    ));
-                }
-            }
+            let refused = "AUTHENTICATION_ERROR";
+            let code = w.execute_code(py("refused", "print(1)")).await;
+            expect_error(&format!("code with {what}"), refused, code)?;
+            let command = CommandCall::new("true", Vec::<String>::new()).session("refused-cmd");
+            let command = w.execute_command(command).await;
+            expect_error(&format!("a command with {what}"), refused, command)?;
             let sessions = w.get_sessions(None).map_err(|e| werr(&e))?;
             ensure(sessions.is_empty(), || {
                 format!("refused calls left sessions behind: {sessions:?}")
@@ -1044,10 +993,9 @@ async fn refused_key(target: &Cx) -> Result<(), String> {
         .await;
         result?;
         stop(&w, Some(0)).await?;
-        let on_server = running(target, &[prefix_of(&m)]).await?;
-        ensure(on_server.is_empty(), || {
-            format!("calls with {what} started {}", names(&on_server))
-        })?;
+        target
+            .expect_running(&[prefix_of(&m)], &[], &format!("after calls with {what}"))
+            .await?;
     }
     Ok(())
 }
@@ -1057,8 +1005,7 @@ async fn refused_key(target: &Cx) -> Result<(), String> {
 /// running call returns; later calls are refused; a second `stop` does nothing.
 async fn shutdown(target: &Cx) -> Result<(), String> {
     let m = mark(target, 'd');
-    let w = wrapper(target, &m, |b| b.shutdown_timeout(Duration::from_secs(2)))?;
-    start(&w).await?;
+    let w = started(target, &m, |b| b.shutdown_timeout(Duration::from_secs(2))).await?;
     let busy_task = stopping(&w, async {
         ok_code(&w, py("sd-py", "print('py')")).await?;
         ok_code(&w, js("sd-node", "console.log('node')")).await?;
@@ -1116,14 +1063,11 @@ async fn shutdown(target: &Cx) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("the interrupted call's task failed: {e}")),
         Err(_) => return Err("the interrupted call did not return within 60 s of the stop".into()),
     }
-    match w.execute_code(py("sd-after", "print(1)")).await {
-        Err(e) if e.code() == "WRAPPER_SHUTTING_DOWN_ERROR" => {}
-        other => {
-            return Err(format!(
-                "a call after stop: expected WRAPPER_SHUTTING_DOWN_ERROR, got {other:?}"
-            ));
-        }
-    }
+    expect_error(
+        "a call after stop",
+        "WRAPPER_SHUTTING_DOWN_ERROR",
+        w.execute_code(py("sd-after", "print(1)")).await,
+    )?;
     let again = w.stop().await;
     ensure(again == ShutdownReport::default(), || {
         format!("a second stop did something: {again:?}")
@@ -1142,10 +1086,7 @@ async fn scoped(target: &Cx) -> Result<(), String> {
         .await
         .map_err(|e| format!("scoped failed: {}", werr(&e)))?;
     ensure(out.stdout == "2", || format!("the closure's result: {out:?}"))?;
-    let on_server = running(target, &[prefix_of(&m)]).await?;
-    ensure(on_server.is_empty(), || {
-        format!("after scoped the server still runs {}", names(&on_server))
-    })?;
+    target.expect_running(&[prefix_of(&m)], &[], "after scoped").await?;
     let failed = wrapper(target, &m, |b| b)?
         .scoped(|w| async move {
             w.execute_code(py("sc-py", "x = 1")).await?;
@@ -1153,18 +1094,10 @@ async fn scoped(target: &Cx) -> Result<(), String> {
             w.execute_code(js("sc-py", "console.log(1)")).await
         })
         .await;
-    match failed {
-        Err(e) if e.code() == "SESSION_MISMATCH_ERROR" => {}
-        other => {
-            return Err(format!(
-                "the failing closure: expected SESSION_MISMATCH_ERROR, got {other:?}"
-            ));
-        }
-    }
-    let on_server = running(target, &[prefix_of(&m)]).await?;
-    ensure(on_server.is_empty(), || {
-        format!("after a failed scoped the server still runs {}", names(&on_server))
-    })
+    expect_error("the failing closure", "SESSION_MISMATCH_ERROR", failed)?;
+    target
+        .expect_running(&[prefix_of(&m)], &[], "after a failed scoped")
+        .await
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub mod serve;
 
 use std::time::Duration;
 
-use msbw_backend::{BackendError, ErrorKind, ListFilter, SandboxBackend};
+use msbw_backend::{BackendError, ErrorKind, ListFilter, SandboxBackend, SandboxInfo};
 
 use crate::report::SuiteReport;
 use crate::target::Target;
@@ -59,6 +59,14 @@ pub(crate) fn expect_kind<T: std::fmt::Debug>(
     }
 }
 
+/// The sandboxes running in the target's namespace.
+pub(crate) async fn listed(backend: &dyn SandboxBackend, target: &Target) -> Result<Vec<SandboxInfo>, String> {
+    backend
+        .list(&ListFilter::namespace(&target.namespace))
+        .await
+        .map_err(|e| format!("listing failed: {e}"))
+}
+
 /// Records the check that every sandbox the suite started (named with `prefix`) is stopped
 /// again: a suite that leaks sandboxes would leak them in production too.
 pub(crate) async fn no_sandbox_left(
@@ -69,10 +77,7 @@ pub(crate) async fn no_sandbox_left(
 ) {
     report
         .check("no_sandbox_of_the_suite_is_left_running", CHECK_LIMIT, async {
-            let running = backend
-                .list(&ListFilter::namespace(&target.namespace))
-                .await
-                .map_err(|e| format!("listing failed: {e}"))?;
+            let running = listed(backend, target).await?;
             let left: Vec<String> = running
                 .iter()
                 .filter(|s| s.id.name.starts_with(prefix))

@@ -8,7 +8,7 @@
 //! exceptions, commands with exit codes, metrics, and stopping on exit.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use msbw_backend::{ListFilter, SandboxBackend};
@@ -250,27 +250,30 @@ fn remove_abandoned_stagings(cache: &Path) {
     }
 }
 
-/// `python3 -m venv DIR`, then `pip install microsandbox==0.1.8`, then the marker.
-async fn install(dir: &Path) -> Result<(), String> {
-    let out = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(dir)
+/// What `command` printed, with nothing on its stdin; `program` names it if it cannot run.
+async fn output(command: &mut Command, program: &str) -> Result<Output, String> {
+    command
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run python3 (Debian: python3): {e}"))?;
+        .map_err(|e| format!("cannot run {program}: {e}"))
+}
+
+/// `python3 -m venv DIR`, then `pip install microsandbox==0.1.8`, then the marker.
+async fn install(dir: &Path) -> Result<(), String> {
+    let out = output(
+        Command::new("python3").args(["-m", "venv"]).arg(dir),
+        "python3 (Debian: python3)",
+    )
+    .await?;
     ensure(out.status.success(), || {
         format!(
             "python3 -m venv failed (Debian: install python3-venv): {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )
     })?;
-    let out = Command::new(dir.join("bin").join("python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", SDK])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run the venv's pip: {e}"))?;
+    let pip = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", SDK];
+    let out = output(Command::new(dir.join("bin").join("python")).args(pip), "the venv's pip").await?;
     ensure(out.status.success(), || {
         format!(
             "pip install {SDK} failed: {}",
@@ -282,15 +285,8 @@ async fn install(dir: &Path) -> Result<(), String> {
 
 /// The installed SDK is exactly 0.1.8 and imports.
 async fn check_version(python: &Path) -> Result<(), String> {
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import importlib.metadata as m, microsandbox; print(m.version('microsandbox'))",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let script = "import importlib.metadata as m, microsandbox; print(m.version('microsandbox'))";
+    let out = output(Command::new(python).args(["-c", script]), &python.display().to_string()).await?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     ensure(out.status.success() && version == SDK_VERSION, || {
         format!(
