@@ -152,7 +152,7 @@ impl Entry {
         };
         Entry {
             id: def.id,
-            group: def.group,
+            group: def.group(),
             title: def.title,
             outcome,
             pass,

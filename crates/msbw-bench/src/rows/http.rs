@@ -16,25 +16,21 @@ use crate::stub::Stub;
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "http.c1",
-        group: "http",
         title: "Wrapper (facade + HttpBackend) vs bare reqwest client, warm session, c=1",
         run: wrapper_vs_bare_c1,
     },
     Def {
         id: "http.c64",
-        group: "http",
         title: "Wrapper vs bare reqwest client, c=64 over 64 sessions",
         run: wrapper_vs_bare_c64,
     },
     Def {
         id: "http.cpu",
-        group: "http",
         title: "Client CPU per warm call, wrapper vs bare client, c=64",
         run: client_cpu_c64,
     },
     Def {
         id: "http.python",
-        group: "http",
         title: "vs the earlier Python implementation on the same stub, c=64 (>= 20x)",
         run: python_implementation,
     },

@@ -17,37 +17,31 @@ use crate::report::{Goal, Outcome, Row};
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "local.cold_python",
-        group: "local",
         title: "Local backend: cold first call (start + `pass`) vs host `python3 -c pass`",
         run: cold_python,
     },
     Def {
         id: "local.pool_first_call",
-        group: "local",
         title: "Local backend with a warm pool (`python:small=1`): a new session's first `pass` vs host `python3 -c pass`",
         run: pool_first_call,
     },
     Def {
         id: "local.cold_node",
-        group: "local",
         title: "Local backend: node cold first call vs host `node -e 0`",
         run: cold_node,
     },
     Def {
         id: "local.warm_python",
-        group: "local",
         title: "Warm local python call vs host spawn (`python3 -c pass`), times faster",
         run: warm_python,
     },
     Def {
         id: "local.warm_node",
-        group: "local",
         title: "Warm local node call vs host spawn (`node -e 0`), times faster",
         run: warm_node,
     },
     Def {
         id: "local.command_true",
-        group: "local",
         title: "Warm local command `true` vs host spawn of `true`",
         run: command_true,
     },

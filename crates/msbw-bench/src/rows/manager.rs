@@ -22,49 +22,41 @@ use crate::report::{Goal, Outcome, Row, Side};
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "manager.stop_many",
-        group: "manager",
         title: "Stopping N sandboxes at once (an orphan-cleanup pass): time per sandbox, N vs N/8 (O(N))",
         run: stop_many,
     },
     Def {
         id: "manager.wait",
-        group: "manager",
         title: "Wait policy, 4 slots: CPU per caller, 10,000 waiters vs 1,250 (flat)",
         run: wait_policy,
     },
     Def {
         id: "manager.wait_memory",
-        group: "manager",
         title: "Wait policy with a memory limit of 4 sessions: CPU per caller, 10,000 vs 1,250 (flat)",
         run: wait_policy_memory,
     },
     Def {
         id: "manager.idle",
-        group: "manager",
         title: "Per-call cost with 99 idle sessions (the session limit is 100) vs none",
         run: idle_sessions,
     },
     Def {
         id: "manager.slow_c1",
-        group: "manager",
         title: "Manager over a slow (100 µs sleep) backend vs direct backend calls, c=1",
         run: slow_c1,
     },
     Def {
         id: "manager.slow_c64",
-        group: "manager",
         title: "Manager over a slow backend vs direct backend calls, c=64",
         run: slow_c64,
     },
     Def {
         id: "manager.slow_c100",
-        group: "manager",
         title: "Manager over a slow backend vs direct backend calls, c=100 (the session limit)",
         run: slow_c100,
     },
     Def {
         id: "manager.burst",
-        group: "manager",
         title: "10,000-caller burst, limit 100 (wait): most sandboxes running at once",
         run: burst,
     },

@@ -64,12 +64,17 @@ pub(crate) fn warm_local_vs_host(
 pub(crate) struct Def {
     /// A stable id (`group.name`), for `--only` and the JSON report.
     pub(crate) id: &'static str,
-    /// The group (the file it lives in).
-    pub(crate) group: &'static str,
     /// The row's title in the table.
     pub(crate) title: &'static str,
     /// Measures the row.
     pub(crate) run: fn(&Ctx) -> Result<Outcome, String>,
+}
+
+impl Def {
+    /// The group (the file the row lives in): the id up to its first dot.
+    pub(crate) fn group(&self) -> &'static str {
+        self.id.split_once('.').map_or(self.id, |(group, _)| group)
+    }
 }
 
 /// Every row, in table order.

@@ -17,13 +17,11 @@ use crate::report::{Goal, Outcome, Row};
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "serve.c1",
-        group: "serve",
         title: "msbw serve vs the local backend in-process, warm, c=1",
         run: serve_c1,
     },
     Def {
         id: "serve.c16",
-        group: "serve",
         title: "msbw serve vs the local backend in-process, warm, c=16",
         run: serve_c16,
     },
