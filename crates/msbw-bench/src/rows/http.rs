@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use microsandbox_wrapper::{CodeCall, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, WrapperConfig};
+use microsandbox_wrapper::{HttpBackend, HttpBackendConfig, MicrosandboxWrapper, WrapperConfig};
 use msbw_protocol::results::ReplResult;
 use msbw_protocol::{RPC_PATH, envelope::decode_result};
 
-use super::Def;
+use super::{Def, code_op, session_calls};
 use crate::bare;
 use crate::measure::{Ctx, Op, Reps, interleave, parallel, us};
 use crate::report::{Goal, Outcome, Row, Side};
@@ -107,16 +107,7 @@ fn wrapper_op(ctx: &Ctx, url: &str, sessions: usize) -> Result<Op, String> {
         wrapper.start().await.map_err(|e| e.to_string())?;
         Ok(wrapper)
     })?;
-    let calls: Arc<Vec<CodeCall>> = Arc::new(
-        (0..sessions)
-            .map(|i| CodeCall::new("pass").session(format!("s{i}")))
-            .collect(),
-    );
-    Ok(Arc::new(move |caller| {
-        let wrapper = wrapper.clone();
-        let call = calls[caller].clone();
-        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-    }))
+    Ok(code_op(&wrapper, session_calls("pass", "s", sessions)))
 }
 
 /// The same call by hand: serialize, POST, read the answer and its result.

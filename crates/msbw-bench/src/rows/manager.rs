@@ -11,11 +11,11 @@ use microsandbox_wrapper::async_trait;
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, Health, SandboxSpec};
 use microsandbox_wrapper::manager::naming;
 use microsandbox_wrapper::{
-    BackendError, Capabilities, CodeCall, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper,
-    SandboxBackend, SandboxId, SandboxInfo, SessionManager, Template, WrapperConfig,
+    BackendError, Capabilities, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper, SandboxBackend,
+    SandboxId, SandboxInfo, SessionManager, Template, WrapperConfig,
 };
 
-use super::Def;
+use super::{Def, code_op, session_calls};
 use crate::measure::{Ctx, Op, Rep, Reps, interleave, parallel, us};
 use crate::report::{Goal, Outcome, Row, Side};
 
@@ -170,16 +170,7 @@ fn many(sessions: usize) -> WrapperConfig {
 
 /// A call of `x` in session `{prefix}{caller}`.
 fn call_op(wrapper: &MicrosandboxWrapper, prefix: &str, sessions: usize) -> Op {
-    let calls: Arc<Vec<CodeCall>> = Arc::new(
-        (0..sessions)
-            .map(|i| CodeCall::new("x").session(format!("{prefix}{i}")))
-            .collect(),
-    );
-    let wrapper = wrapper.clone();
-    Arc::new(move |caller| {
-        let (wrapper, call) = (wrapper.clone(), calls[caller].clone());
-        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-    })
+    code_op(wrapper, session_calls("x", prefix, sessions))
 }
 
 /// A session's whole life: a call in new session `{prefix}{caller}`, then its stop.

@@ -11,9 +11,9 @@ mod stream;
 
 use std::sync::Arc;
 
-use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
+use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, MicrosandboxWrapper, SessionManager, WrapperConfig};
 
-use crate::measure::{Ctx, Rep, interleave};
+use crate::measure::{Ctx, Op, Rep, interleave};
 use crate::report::{Goal, Outcome, Row};
 
 /// A manager over a fresh local backend with the session `session` already warm, or the reason
@@ -58,6 +58,22 @@ pub(crate) fn warm_local_vs_host(
         "ours/theirs time",
         goal,
     )))
+}
+
+/// Code `code` in session `{prefix}{i}`, for each of `sessions` callers.
+pub(crate) fn session_calls(code: &str, prefix: &str, sessions: usize) -> Vec<CodeCall> {
+    (0..sessions)
+        .map(|i| CodeCall::new(code).session(format!("{prefix}{i}")))
+        .collect()
+}
+
+/// An op in which caller `i` makes the code call `calls[i]` through `wrapper` (its result dropped).
+pub(crate) fn code_op(wrapper: &MicrosandboxWrapper, calls: Vec<CodeCall>) -> Op {
+    let (wrapper, calls) = (wrapper.clone(), Arc::new(calls));
+    Arc::new(move |caller| {
+        let (wrapper, call) = (wrapper.clone(), calls[caller].clone());
+        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
+    })
 }
 
 /// A row: what it is called and the function that measures it.
