@@ -89,11 +89,10 @@ fn host_spawn(program: &str, args: &[&str]) -> Result<(), String> {
         .stderr(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {args:?} failed: {status}"))
+    if !status.success() {
+        return Err(format!("{program} {args:?} failed: {status}"));
     }
+    Ok(())
 }
 
 /// A started facade over a local backend, or why the row is skipped (no `program` on the host,
