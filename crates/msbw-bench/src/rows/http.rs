@@ -9,8 +9,8 @@ use msbw_protocol::{RPC_PATH, envelope::decode_result};
 
 use super::{Def, code_op, session_calls};
 use crate::bare;
-use crate::measure::{Ctx, Op, Reps, interleave, parallel, us};
-use crate::report::{Goal, Outcome, Row, Side};
+use crate::measure::{Ctx, Op, Reps, interleave, parallel};
+use crate::report::{Goal, Outcome, Row};
 use crate::stub::Stub;
 
 pub(crate) const ROWS: &[Def] = &[
@@ -37,41 +37,38 @@ pub(crate) const ROWS: &[Def] = &[
 ];
 
 fn wrapper_vs_bare_c1(ctx: &Ctx) -> Result<Outcome, String> {
-    wrapper_vs_bare(ctx, 1, ctx.size(3000, 50))
+    sides(ctx, 1, ctx.size(3000, 50)).map(throughput)
 }
 
 fn wrapper_vs_bare_c64(ctx: &Ctx) -> Result<Outcome, String> {
-    wrapper_vs_bare(ctx, 64, ctx.size(100, 4))
+    sides(ctx, 64, ctx.size(100, 4)).map(throughput)
 }
 
-/// Throughput of both sides at `callers` callers.
-fn wrapper_vs_bare(ctx: &Ctx, callers: usize, per_caller: usize) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, callers, per_caller)?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
+fn client_cpu_c64(ctx: &Ctx) -> Result<Outcome, String> {
+    sides(ctx, 64, ctx.size(100, 4)).map(client_cpu)
+}
+
+/// The throughput of both sides, ours over theirs.
+fn throughput((wrapper, bare): (Reps, Reps)) -> Outcome {
+    Outcome::Measured(Row::ours_over_theirs(
         wrapper.rate_side("wrapper"),
         bare.rate_side("bare"),
         "ours/theirs ops/s",
         Goal::AtLeast(0.90),
-    )))
+    ))
 }
 
-fn client_cpu_c64(ctx: &Ctx) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, 64, ctx.size(100, 4))?;
-    let cpu = |reps: &Reps, label: &str| {
-        let mut per_op: Vec<f64> = reps.0.iter().map(|r| us(r.cpu_per_op())).collect();
-        per_op.sort_by(f64::total_cmp);
-        let max = per_op.last().copied().unwrap_or(0.0);
-        Side::new(label, us(reps.cpu_per_op()), max, "µs CPU").p99_in("µs (worst rep)")
-    };
-    Ok(Outcome::Measured(
+/// The client CPU per call of both sides, ours over theirs.
+fn client_cpu((wrapper, bare): (Reps, Reps)) -> Outcome {
+    Outcome::Measured(
         Row::ours_over_theirs(
-            cpu(&wrapper, "wrapper"),
-            cpu(&bare, "bare"),
+            wrapper.cpu_side("wrapper", "µs CPU"),
+            bare.cpu_side("bare", "µs CPU"),
             "ours/theirs CPU",
             Goal::AtMost(1.15),
         )
         .note("CPU of the client runtime's two worker threads (/proc schedstat), the stub's thread excluded"),
-    ))
+    )
 }
 
 fn python_implementation(_: &Ctx) -> Result<Outcome, String> {

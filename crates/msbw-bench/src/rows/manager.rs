@@ -270,20 +270,9 @@ fn wait_row(ctx: &Ctx, memory_limited: bool) -> Result<Outcome, String> {
         || waiters(ctx, many, memory_limited),
         || waiters(ctx, many / 8, memory_limited),
     )?;
-    let side = |reps: &Reps, label: String| {
-        let mut all: Vec<f64> = reps.0.iter().map(|r| us(r.cpu_per_op())).collect();
-        all.sort_by(f64::total_cmp);
-        Side::new(
-            label,
-            us(reps.cpu_per_op()),
-            all.last().copied().unwrap_or(0.0),
-            "µs CPU/caller",
-        )
-        .p99_in("µs (worst rep)")
-    };
     Ok(Outcome::Measured(Row::ours_over_theirs(
-        side(&big, format!("{many} waiters")),
-        side(&small, format!("{} waiters", many / 8)),
+        big.cpu_side(format!("{many} waiters"), "µs CPU/caller"),
+        small.cpu_side(format!("{} waiters", many / 8), "µs CPU/caller"),
         "CPU per caller, N vs N/8",
         Goal::AtMost(1.5),
     )))
