@@ -10,7 +10,7 @@ use microsandbox_wrapper::{
     CodeCall, CommandCall, LocalBackend, LocalConfig, MicrosandboxWrapper, Template, WrapperConfig,
 };
 
-use super::{Def, code_op};
+use super::{Def, code_op, unusable};
 use crate::measure::{Ctx, Op, Rep, Reps, interleave, parallel, sequential};
 use crate::report::{Goal, Outcome, Row};
 
@@ -72,12 +72,6 @@ fn configured_wrapper(ctx: &Ctx, config: WrapperConfig) -> Result<Option<Microsa
         wrapper.start().await.map_err(|e| e.to_string())?;
         Ok(Some(wrapper))
     })
-}
-
-fn unusable() -> Outcome {
-    Outcome::Skipped {
-        reason: "the local backend cannot run on this host".into(),
-    }
 }
 
 /// Spawns a host program and waits for it; fails unless it exits 0.

@@ -16,14 +16,19 @@ use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, MicrosandboxWrap
 use crate::measure::{Ctx, Op, Rep, interleave};
 use crate::report::{Goal, Outcome, Row};
 
+/// Why a row that needs the local backend is skipped.
+pub(crate) fn unusable() -> Outcome {
+    Outcome::Skipped {
+        reason: "the local backend cannot run on this host".into(),
+    }
+}
+
 /// A manager over a fresh local backend with the session `session` already warm, or the reason
 /// to skip the row when the local backend cannot run on this host.
 pub(crate) fn warm_local_manager(ctx: &Ctx, session: &'static str) -> Result<Result<SessionManager, Outcome>, String> {
     let backend = LocalBackend::new(LocalConfig::default());
     if !backend.host_support().usable() {
-        return Ok(Err(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        }));
+        return Ok(Err(unusable()));
     }
     let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
     let warming = manager.clone();

@@ -9,7 +9,7 @@ use msbw_serve::{ServeOptions, Server};
 use serde_json::json;
 
 use super::local::local_wrapper;
-use super::{Def, code_op, session_calls};
+use super::{Def, code_op, session_calls, unusable};
 use crate::bare;
 use crate::measure::{Ctx, Op, interleave, parallel};
 use crate::report::{Goal, Outcome, Row};
@@ -37,14 +37,10 @@ fn serve_c16(ctx: &Ctx) -> Result<Outcome, String> {
 
 fn serve_vs_local(ctx: &Ctx, callers: usize, per_caller: usize) -> Result<Outcome, String> {
     let Some(local) = local_wrapper(ctx, callers)? else {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
+        return Ok(unusable());
     };
     let Some(served) = local_wrapper(ctx, callers)? else {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
+        return Ok(unusable());
     };
     let (url, running) = ctx.run(serve(served))?;
     let through_serve = serve_op(ctx, &url, callers)?;
