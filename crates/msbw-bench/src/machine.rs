@@ -7,11 +7,11 @@ use serde::Serialize;
 /// What the report says about the machine.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Machine {
-    pub(crate) cores: usize,
-    pub(crate) cpu_model: String,
-    pub(crate) kernel: String,
+    cores: usize,
+    cpu_model: String,
+    kernel: String,
     /// The 1-, 5- and 15-minute load averages when the run started.
-    pub(crate) load_average: String,
+    load_average: String,
 }
 
 impl Machine {

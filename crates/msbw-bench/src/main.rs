@@ -74,12 +74,7 @@ fn main() -> ExitCode {
         eprintln!("msbw-bench: {} took {:.1} s", def.id, t.elapsed().as_secs_f64());
         results.push(report::Entry::new(def, outcome));
     }
-    let report = report::Report {
-        machine,
-        quick,
-        seconds: started.elapsed().as_secs_f64(),
-        entries: results,
-    };
+    let report = report::Report::new(machine, quick, started.elapsed(), results);
     print!("{}", report.table());
     if let Some(path) = baseline {
         match report::Baseline::read(&path) {
@@ -91,7 +86,7 @@ fn main() -> ExitCode {
         eprintln!("msbw-bench: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
-    println!("\nreport: {} ({:.1} s)", out.display(), report.seconds);
+    println!("\nreport: {} ({:.1} s)", out.display(), report.seconds());
     if report.errors() > 0 {
         eprintln!("msbw-bench: {} rows could not be measured", report.errors());
         return ExitCode::FAILURE;

@@ -135,6 +135,13 @@ impl Reps {
         Side::new(label, ms(self.median()), ms(self.p99()), "ms")
     }
 
+    /// A CPU side: the median over repetitions of the CPU time per operation, and the worst
+    /// repetition's in place of the p99, in µs.
+    pub(crate) fn cpu_side(&self, label: impl Into<String>, unit: &'static str) -> Side {
+        let worst = self.0.iter().map(Rep::cpu_per_op).max().unwrap_or_default();
+        Side::new(label, us(self.cpu_per_op()), us(worst), unit).p99_in("µs (worst rep)")
+    }
+
     /// A throughput side: median ops/s over repetitions, p99 latency in ms.
     pub(crate) fn rate_side(&self, label: impl Into<String>) -> Side {
         Side::new(label, self.ops_per_s(), ms(self.p99()), "ops/s").p99_in("ms")

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -152,7 +153,7 @@ impl Entry {
         };
         Entry {
             id: def.id,
-            group: def.group,
+            group: def.group(),
             title: def.title,
             outcome,
             pass,
@@ -163,13 +164,28 @@ impl Entry {
 /// A whole run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
-    pub(crate) machine: Machine,
-    pub(crate) quick: bool,
-    pub(crate) seconds: f64,
-    pub(crate) entries: Vec<Entry>,
+    machine: Machine,
+    quick: bool,
+    seconds: f64,
+    entries: Vec<Entry>,
 }
 
 impl Report {
+    /// The report of a run on `machine` that took `took` and measured `entries`.
+    pub(crate) fn new(machine: Machine, quick: bool, took: Duration, entries: Vec<Entry>) -> Report {
+        Report {
+            machine,
+            quick,
+            seconds: took.as_secs_f64(),
+            entries,
+        }
+    }
+
+    /// How long the run took, in seconds.
+    pub(crate) fn seconds(&self) -> f64 {
+        self.seconds
+    }
+
     /// Rows that could not be measured.
     pub(crate) fn errors(&self) -> usize {
         self.entries

@@ -12,7 +12,6 @@ use crate::report::{Goal, Outcome};
 
 pub(crate) const ROWS: &[Def] = &[Def {
     id: "files.round_trip_64mib",
-    group: "files",
     title: "A 64 MiB file written into a warm local sandbox and read back vs host cp of it (quick: 1 MiB)",
     run: round_trip,
 }];

@@ -3,79 +3,72 @@
 
 use std::sync::Arc;
 
-use microsandbox_wrapper::{CodeCall, HttpBackend, HttpBackendConfig, MicrosandboxWrapper, WrapperConfig};
+use microsandbox_wrapper::{HttpBackend, HttpBackendConfig, MicrosandboxWrapper, WrapperConfig};
 use msbw_protocol::results::ReplResult;
 use msbw_protocol::{RPC_PATH, envelope::decode_result};
 
-use super::Def;
+use super::{Def, code_op, session_calls};
 use crate::bare;
-use crate::measure::{Ctx, Op, Reps, interleave, parallel, us};
-use crate::report::{Goal, Outcome, Row, Side};
+use crate::measure::{Ctx, Op, Reps, interleave, parallel};
+use crate::report::{Goal, Outcome, Row};
 use crate::stub::Stub;
 
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "http.c1",
-        group: "http",
         title: "Wrapper (facade + HttpBackend) vs bare reqwest client, warm session, c=1",
         run: wrapper_vs_bare_c1,
     },
     Def {
         id: "http.c64",
-        group: "http",
         title: "Wrapper vs bare reqwest client, c=64 over 64 sessions",
         run: wrapper_vs_bare_c64,
     },
     Def {
         id: "http.cpu",
-        group: "http",
         title: "Client CPU per warm call, wrapper vs bare client, c=64",
         run: client_cpu_c64,
     },
     Def {
         id: "http.python",
-        group: "http",
         title: "vs the earlier Python implementation on the same stub, c=64 (>= 20x)",
         run: python_implementation,
     },
 ];
 
 fn wrapper_vs_bare_c1(ctx: &Ctx) -> Result<Outcome, String> {
-    wrapper_vs_bare(ctx, 1, ctx.size(3000, 50))
+    sides(ctx, 1, ctx.size(3000, 50)).map(throughput)
 }
 
 fn wrapper_vs_bare_c64(ctx: &Ctx) -> Result<Outcome, String> {
-    wrapper_vs_bare(ctx, 64, ctx.size(100, 4))
+    sides(ctx, 64, ctx.size(100, 4)).map(throughput)
 }
 
-/// Throughput of both sides at `callers` callers.
-fn wrapper_vs_bare(ctx: &Ctx, callers: usize, per_caller: usize) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, callers, per_caller)?;
-    Ok(Outcome::Measured(Row::ours_over_theirs(
+fn client_cpu_c64(ctx: &Ctx) -> Result<Outcome, String> {
+    sides(ctx, 64, ctx.size(100, 4)).map(client_cpu)
+}
+
+/// The throughput of both sides, ours over theirs.
+fn throughput((wrapper, bare): (Reps, Reps)) -> Outcome {
+    Outcome::Measured(Row::ours_over_theirs(
         wrapper.rate_side("wrapper"),
         bare.rate_side("bare"),
         "ours/theirs ops/s",
         Goal::AtLeast(0.90),
-    )))
+    ))
 }
 
-fn client_cpu_c64(ctx: &Ctx) -> Result<Outcome, String> {
-    let (wrapper, bare) = sides(ctx, 64, ctx.size(100, 4))?;
-    let cpu = |reps: &Reps, label: &str| {
-        let mut per_op: Vec<f64> = reps.0.iter().map(|r| us(r.cpu_per_op())).collect();
-        per_op.sort_by(f64::total_cmp);
-        let max = per_op.last().copied().unwrap_or(0.0);
-        Side::new(label, us(reps.cpu_per_op()), max, "µs CPU").p99_in("µs (worst rep)")
-    };
-    Ok(Outcome::Measured(
+/// The client CPU per call of both sides, ours over theirs.
+fn client_cpu((wrapper, bare): (Reps, Reps)) -> Outcome {
+    Outcome::Measured(
         Row::ours_over_theirs(
-            cpu(&wrapper, "wrapper"),
-            cpu(&bare, "bare"),
+            wrapper.cpu_side("wrapper", "µs CPU"),
+            bare.cpu_side("bare", "µs CPU"),
             "ours/theirs CPU",
             Goal::AtMost(1.15),
         )
         .note("CPU of the client runtime's two worker threads (/proc schedstat), the stub's thread excluded"),
-    ))
+    )
 }
 
 fn python_implementation(_: &Ctx) -> Result<Outcome, String> {
@@ -111,16 +104,7 @@ fn wrapper_op(ctx: &Ctx, url: &str, sessions: usize) -> Result<Op, String> {
         wrapper.start().await.map_err(|e| e.to_string())?;
         Ok(wrapper)
     })?;
-    let calls: Arc<Vec<CodeCall>> = Arc::new(
-        (0..sessions)
-            .map(|i| CodeCall::new("pass").session(format!("s{i}")))
-            .collect(),
-    );
-    Ok(Arc::new(move |caller| {
-        let wrapper = wrapper.clone();
-        let call = calls[caller].clone();
-        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-    }))
+    Ok(code_op(&wrapper, session_calls("pass", "s", sessions)))
 }
 
 /// The same call by hand: serialize, POST, read the answer and its result.

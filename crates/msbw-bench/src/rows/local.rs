@@ -10,44 +10,38 @@ use microsandbox_wrapper::{
     CodeCall, CommandCall, LocalBackend, LocalConfig, MicrosandboxWrapper, Template, WrapperConfig,
 };
 
-use super::Def;
-use crate::measure::{Ctx, Op, Rep, interleave, parallel, sequential};
+use super::{Def, code_op, unusable};
+use crate::measure::{Ctx, Op, Rep, Reps, interleave, parallel, sequential};
 use crate::report::{Goal, Outcome, Row};
 
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "local.cold_python",
-        group: "local",
         title: "Local backend: cold first call (start + `pass`) vs host `python3 -c pass`",
         run: cold_python,
     },
     Def {
         id: "local.pool_first_call",
-        group: "local",
         title: "Local backend with a warm pool (`python:small=1`): a new session's first `pass` vs host `python3 -c pass`",
         run: pool_first_call,
     },
     Def {
         id: "local.cold_node",
-        group: "local",
         title: "Local backend: node cold first call vs host `node -e 0`",
         run: cold_node,
     },
     Def {
         id: "local.warm_python",
-        group: "local",
         title: "Warm local python call vs host spawn (`python3 -c pass`), times faster",
         run: warm_python,
     },
     Def {
         id: "local.warm_node",
-        group: "local",
         title: "Warm local node call vs host spawn (`node -e 0`), times faster",
         run: warm_node,
     },
     Def {
         id: "local.command_true",
-        group: "local",
         title: "Warm local command `true` vs host spawn of `true`",
         run: command_true,
     },
@@ -80,12 +74,6 @@ fn configured_wrapper(ctx: &Ctx, config: WrapperConfig) -> Result<Option<Microsa
     })
 }
 
-fn unusable() -> Outcome {
-    Outcome::Skipped {
-        reason: "the local backend cannot run on this host".into(),
-    }
-}
-
 /// Spawns a host program and waits for it; fails unless it exits 0.
 fn host_spawn(program: &str, args: &[&str]) -> Result<(), String> {
     let status = Command::new(program)
@@ -95,11 +83,10 @@ fn host_spawn(program: &str, args: &[&str]) -> Result<(), String> {
         .stderr(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {args:?} failed: {status}"))
+    if !status.success() {
+        return Err(format!("{program} {args:?} failed: {status}"));
     }
+    Ok(())
 }
 
 /// A started facade over a local backend, or why the row is skipped (no `program` on the host,
@@ -242,27 +229,46 @@ fn warm(ctx: &Ctx, (template, code, program, args): Interpreter) -> Result<Outco
         Ok(wrapper) => wrapper,
         Err(skipped) => return Ok(skipped),
     };
-    let call = CodeCall::new(code).template(template).session("warm");
-    let op: Op = {
-        let wrapper = wrapper.clone();
-        Arc::new(move |_| {
-            let (wrapper, call) = (wrapper.clone(), call.clone());
-            Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-        })
+    let op = code_op(&wrapper, vec![CodeCall::new(code).template(template).session("warm")]);
+    let counts = WarmCounts {
+        warm_up: 5,
+        calls: ctx.size(200, 5),
+        spawns: ctx.size(5, 1),
     };
-    parallel(ctx, 1, 5, &op)?;
-    let (ours, theirs) = interleave(
-        ctx.reps(),
-        || parallel(ctx, 1, ctx.size(200, 5), &op),
-        || sequential(ctx.size(5, 1), || host_spawn(program, args)),
-    )?;
-    stop(ctx, wrapper)?;
+    let (ours, theirs) = warm_vs_spawn(ctx, wrapper, &op, counts, (program, args))?;
     Ok(Outcome::Measured(Row::theirs_over_ours(
         ours.latency_side("warm call"),
         theirs.latency_side("host spawn"),
         "theirs/ours time",
         Goal::AtLeast(20.0),
     )))
+}
+
+/// How many calls a warm row makes: unmeasured ones first, then each repetition's calls and
+/// host spawns.
+struct WarmCounts {
+    warm_up: usize,
+    calls: usize,
+    spawns: usize,
+}
+
+/// Warm calls of `op` (one caller) vs host spawns of `program`, both sides interleaved; then
+/// `wrapper` is stopped.
+fn warm_vs_spawn(
+    ctx: &Ctx,
+    wrapper: MicrosandboxWrapper,
+    op: &Op,
+    WarmCounts { warm_up, calls, spawns }: WarmCounts,
+    (program, args): (&str, &[&str]),
+) -> Result<(Reps, Reps), String> {
+    parallel(ctx, 1, warm_up, op)?;
+    let sides = interleave(
+        ctx.reps(),
+        || parallel(ctx, 1, calls, op),
+        || sequential(spawns, || host_spawn(program, args)),
+    )?;
+    stop(ctx, wrapper)?;
+    Ok(sides)
 }
 
 /// A command `true` in a warm session (a process spawned in the sandbox) vs `true` spawned on
@@ -279,14 +285,13 @@ fn command_true(ctx: &Ctx) -> Result<Outcome, String> {
             Box::pin(async move { wrapper.execute_command(call).await.map(drop).map_err(|e| e.to_string()) })
         })
     };
-    parallel(ctx, 1, 3, &op)?;
     let n = ctx.size(40, 3);
-    let (ours, theirs) = interleave(
-        ctx.reps(),
-        || parallel(ctx, 1, n, &op),
-        || sequential(n, || host_spawn("/bin/true", &[])),
-    )?;
-    stop(ctx, wrapper)?;
+    let counts = WarmCounts {
+        warm_up: 3,
+        calls: n,
+        spawns: n,
+    };
+    let (ours, theirs) = warm_vs_spawn(ctx, wrapper, &op, counts, ("/bin/true", &[]))?;
     Ok(Outcome::Measured(Row::ours_over_theirs(
         ours.latency_side("command"),
         theirs.latency_side("host spawn"),

@@ -11,60 +11,52 @@ use microsandbox_wrapper::async_trait;
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, Health, SandboxSpec};
 use microsandbox_wrapper::manager::naming;
 use microsandbox_wrapper::{
-    BackendError, Capabilities, CodeCall, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper,
-    SandboxBackend, SandboxId, SandboxInfo, SessionManager, Template, WrapperConfig,
+    BackendError, Capabilities, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper, SandboxBackend,
+    SandboxId, SandboxInfo, SessionManager, Template, WrapperConfig,
 };
 
-use super::Def;
+use super::{Def, code_op, session_calls};
 use crate::measure::{Ctx, Op, Rep, Reps, interleave, parallel, us};
 use crate::report::{Goal, Outcome, Row, Side};
 
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "manager.stop_many",
-        group: "manager",
         title: "Stopping N sandboxes at once (an orphan-cleanup pass): time per sandbox, N vs N/8 (O(N))",
         run: stop_many,
     },
     Def {
         id: "manager.wait",
-        group: "manager",
         title: "Wait policy, 4 slots: CPU per caller, 10,000 waiters vs 1,250 (flat)",
         run: wait_policy,
     },
     Def {
         id: "manager.wait_memory",
-        group: "manager",
         title: "Wait policy with a memory limit of 4 sessions: CPU per caller, 10,000 vs 1,250 (flat)",
         run: wait_policy_memory,
     },
     Def {
         id: "manager.idle",
-        group: "manager",
         title: "Per-call cost with 99 idle sessions (the session limit is 100) vs none",
         run: idle_sessions,
     },
     Def {
         id: "manager.slow_c1",
-        group: "manager",
         title: "Manager over a slow (100 µs sleep) backend vs direct backend calls, c=1",
         run: slow_c1,
     },
     Def {
         id: "manager.slow_c64",
-        group: "manager",
         title: "Manager over a slow backend vs direct backend calls, c=64",
         run: slow_c64,
     },
     Def {
         id: "manager.slow_c100",
-        group: "manager",
         title: "Manager over a slow backend vs direct backend calls, c=100 (the session limit)",
         run: slow_c100,
     },
     Def {
         id: "manager.burst",
-        group: "manager",
         title: "10,000-caller burst, limit 100 (wait): most sandboxes running at once",
         run: burst,
     },
@@ -178,16 +170,7 @@ fn many(sessions: usize) -> WrapperConfig {
 
 /// A call of `x` in session `{prefix}{caller}`.
 fn call_op(wrapper: &MicrosandboxWrapper, prefix: &str, sessions: usize) -> Op {
-    let calls: Arc<Vec<CodeCall>> = Arc::new(
-        (0..sessions)
-            .map(|i| CodeCall::new("x").session(format!("{prefix}{i}")))
-            .collect(),
-    );
-    let wrapper = wrapper.clone();
-    Arc::new(move |caller| {
-        let (wrapper, call) = (wrapper.clone(), calls[caller].clone());
-        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-    })
+    code_op(wrapper, session_calls("x", prefix, sessions))
 }
 
 /// A session's whole life: a call in new session `{prefix}{caller}`, then its stop.
@@ -287,20 +270,9 @@ fn wait_row(ctx: &Ctx, memory_limited: bool) -> Result<Outcome, String> {
         || waiters(ctx, many, memory_limited),
         || waiters(ctx, many / 8, memory_limited),
     )?;
-    let side = |reps: &Reps, label: String| {
-        let mut all: Vec<f64> = reps.0.iter().map(|r| us(r.cpu_per_op())).collect();
-        all.sort_by(f64::total_cmp);
-        Side::new(
-            label,
-            us(reps.cpu_per_op()),
-            all.last().copied().unwrap_or(0.0),
-            "µs CPU/caller",
-        )
-        .p99_in("µs (worst rep)")
-    };
     Ok(Outcome::Measured(Row::ours_over_theirs(
-        side(&big, format!("{many} waiters")),
-        side(&small, format!("{} waiters", many / 8)),
+        big.cpu_side(format!("{many} waiters"), "µs CPU/caller"),
+        small.cpu_side(format!("{} waiters", many / 8), "µs CPU/caller"),
         "CPU per caller, N vs N/8",
         Goal::AtMost(1.5),
     )))

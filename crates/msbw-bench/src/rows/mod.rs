@@ -11,19 +11,24 @@ mod stream;
 
 use std::sync::Arc;
 
-use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, SessionManager, WrapperConfig};
+use microsandbox_wrapper::{CodeCall, LocalBackend, LocalConfig, MicrosandboxWrapper, SessionManager, WrapperConfig};
 
-use crate::measure::{Ctx, Rep, interleave};
+use crate::measure::{Ctx, Op, Rep, interleave};
 use crate::report::{Goal, Outcome, Row};
+
+/// Why a row that needs the local backend is skipped.
+pub(crate) fn unusable() -> Outcome {
+    Outcome::Skipped {
+        reason: "the local backend cannot run on this host".into(),
+    }
+}
 
 /// A manager over a fresh local backend with the session `session` already warm, or the reason
 /// to skip the row when the local backend cannot run on this host.
 pub(crate) fn warm_local_manager(ctx: &Ctx, session: &'static str) -> Result<Result<SessionManager, Outcome>, String> {
     let backend = LocalBackend::new(LocalConfig::default());
     if !backend.host_support().usable() {
-        return Ok(Err(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        }));
+        return Ok(Err(unusable()));
     }
     let manager = SessionManager::new(WrapperConfig::default(), Arc::new(backend)).map_err(|e| e.to_string())?;
     let warming = manager.clone();
@@ -60,16 +65,37 @@ pub(crate) fn warm_local_vs_host(
     )))
 }
 
+/// Code `code` in session `{prefix}{i}`, for each of `sessions` callers.
+pub(crate) fn session_calls(code: &str, prefix: &str, sessions: usize) -> Vec<CodeCall> {
+    (0..sessions)
+        .map(|i| CodeCall::new(code).session(format!("{prefix}{i}")))
+        .collect()
+}
+
+/// An op in which caller `i` makes the code call `calls[i]` through `wrapper` (its result dropped).
+pub(crate) fn code_op(wrapper: &MicrosandboxWrapper, calls: Vec<CodeCall>) -> Op {
+    let (wrapper, calls) = (wrapper.clone(), Arc::new(calls));
+    Arc::new(move |caller| {
+        let (wrapper, call) = (wrapper.clone(), calls[caller].clone());
+        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
+    })
+}
+
 /// A row: what it is called and the function that measures it.
 pub(crate) struct Def {
     /// A stable id (`group.name`), for `--only` and the JSON report.
     pub(crate) id: &'static str,
-    /// The group (the file it lives in).
-    pub(crate) group: &'static str,
     /// The row's title in the table.
     pub(crate) title: &'static str,
     /// Measures the row.
     pub(crate) run: fn(&Ctx) -> Result<Outcome, String>,
+}
+
+impl Def {
+    /// The group (the file the row lives in): the id up to its first dot.
+    pub(crate) fn group(&self) -> &'static str {
+        self.id.split_once('.').map_or(self.id, |(group, _)| group)
+    }
 }
 
 /// Every row, in table order.

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use microsandbox_wrapper::{CodeCall, MicrosandboxWrapper};
+use microsandbox_wrapper::MicrosandboxWrapper;
 use msbw_protocol::{RPC_PATH, method};
 use msbw_serve::{ServeOptions, Server};
 use serde_json::json;
 
-use super::Def;
 use super::local::local_wrapper;
+use super::{Def, code_op, session_calls, unusable};
 use crate::bare;
 use crate::measure::{Ctx, Op, interleave, parallel};
 use crate::report::{Goal, Outcome, Row};
@@ -17,13 +17,11 @@ use crate::report::{Goal, Outcome, Row};
 pub(crate) const ROWS: &[Def] = &[
     Def {
         id: "serve.c1",
-        group: "serve",
         title: "msbw serve vs the local backend in-process, warm, c=1",
         run: serve_c1,
     },
     Def {
         id: "serve.c16",
-        group: "serve",
         title: "msbw serve vs the local backend in-process, warm, c=16",
         run: serve_c16,
     },
@@ -39,18 +37,15 @@ fn serve_c16(ctx: &Ctx) -> Result<Outcome, String> {
 
 fn serve_vs_local(ctx: &Ctx, callers: usize, per_caller: usize) -> Result<Outcome, String> {
     let Some(local) = local_wrapper(ctx, callers)? else {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
+        return Ok(unusable());
     };
     let Some(served) = local_wrapper(ctx, callers)? else {
-        return Ok(Outcome::Skipped {
-            reason: "the local backend cannot run on this host".into(),
-        });
+        return Ok(unusable());
     };
     let (url, running) = ctx.run(serve(served))?;
     let through_serve = serve_op(ctx, &url, callers)?;
-    let in_process = local_op(local.clone(), callers);
+    // A warm call of `pass` through the facade in session `l{caller}`.
+    let in_process = code_op(&local, session_calls("pass", "l", callers));
     parallel(ctx, callers, 3, &through_serve)?;
     parallel(ctx, callers, 3, &in_process)?;
     let (ours, theirs) = interleave(
@@ -119,18 +114,4 @@ fn serve_op(ctx: &Ctx, url: &str, sandboxes: usize) -> Result<Op, String> {
                 .map(drop)
         })
     }))
-}
-
-/// A warm call of `pass` through the facade in session `l{caller}`.
-fn local_op(wrapper: MicrosandboxWrapper, sessions: usize) -> Op {
-    let calls: Arc<Vec<CodeCall>> = Arc::new(
-        (0..sessions)
-            .map(|i| CodeCall::new("pass").session(format!("l{i}")))
-            .collect(),
-    );
-    Arc::new(move |caller| {
-        let wrapper = wrapper.clone();
-        let call = calls[caller].clone();
-        Box::pin(async move { wrapper.execute_code(call).await.map(drop).map_err(|e| e.to_string()) })
-    })
 }

@@ -15,7 +15,6 @@ use crate::report::{Goal, Outcome};
 
 pub(crate) const ROWS: &[Def] = &[Def {
     id: "stream.first_output",
-    group: "stream",
     title: "Time to first output of `print('a', flush=True); time.sleep(1)`: warm local stream vs host python3",
     run: first_output,
 }];
