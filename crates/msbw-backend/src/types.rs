@@ -367,14 +367,19 @@ mod tests {
 
     #[test]
     fn names_follow_the_servers_rule() {
-        assert!(is_valid_name("a"));
-        assert!(is_valid_name("msbw-user_1"));
-        assert!(is_valid_name(&"a".repeat(63)));
-        assert!(!is_valid_name(&"a".repeat(64)));
-        assert!(!is_valid_name("-a"));
-        assert!(!is_valid_name("_a"));
-        assert!(!is_valid_name("a.b"));
-        assert!(!is_valid_name(""));
+        let (longest, too_long) = ("a".repeat(63), "a".repeat(64));
+        for (name, valid) in [
+            ("a", true),
+            ("msbw-user_1", true),
+            (longest.as_str(), true),
+            (too_long.as_str(), false),
+            ("-a", false),
+            ("_a", false),
+            ("a.b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_valid_name(name), valid, "{name:?}");
+        }
         let err = SandboxId::new("default", "bad name").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains("invalid sandbox name \"bad name\""), "{err}");
