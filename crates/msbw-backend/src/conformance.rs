@@ -209,52 +209,97 @@ async fn bounded<T>(
         .map_err(|_| Failure(format!("{what} did not return within {:?}", limit + options.grace)))
 }
 
-async fn start(backend: &dyn SandboxBackend, options: &ConformanceOptions, spec: &SandboxSpec) -> CheckResult {
-    bounded(options, spec.start_timeout, "start", backend.start(spec)).await??;
-    Ok(())
-}
-
 async fn stop_quietly(backend: &dyn SandboxBackend, options: &ConformanceOptions, id: &SandboxId) {
     let _ = bounded(options, Duration::from_secs(30), "stop", backend.stop(id)).await;
 }
 
-async fn code(
-    backend: &dyn SandboxBackend,
-    options: &ConformanceOptions,
-    id: &SandboxId,
-    language: Template,
-    source: &str,
-    timeout: Duration,
-) -> Result<ExecOutput, Failure> {
-    let request = CodeRequest {
+fn code_request(language: Template, source: &str, timeout: Duration) -> CodeRequest {
+    CodeRequest {
         language,
         code: source.to_owned(),
         timeout,
-    };
-    Ok(bounded(options, timeout, "run_code", backend.run_code(id, &request)).await??)
+    }
 }
 
-async fn command(
-    backend: &dyn SandboxBackend,
-    options: &ConformanceOptions,
-    id: &SandboxId,
-    program: &str,
-    args: &[&str],
-    timeout: Duration,
-) -> Result<ExecOutput, Failure> {
-    let request = CommandRequest {
+fn command_request(program: &str, args: &[&str], timeout: Duration) -> CommandRequest {
+    CommandRequest {
         command: program.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout,
-    };
-    Ok(bounded(options, timeout, "run_command", backend.run_command(id, &request)).await??)
+    }
+}
+
+/// A sandbox of a check (under a unique name), and the calls the checks make in it, each
+/// bounded in time.
+#[derive(Clone)]
+struct Sandbox<'a> {
+    backend: &'a dyn SandboxBackend,
+    options: &'a ConformanceOptions,
+    spec: SandboxSpec,
+}
+
+impl<'a> Sandbox<'a> {
+    /// A sandbox that is not started yet.
+    fn new(backend: &'a dyn SandboxBackend, options: &'a ConformanceOptions, template: Template) -> Self {
+        Sandbox {
+            backend,
+            options,
+            spec: spec(options, template),
+        }
+    }
+
+    fn id(&self) -> &SandboxId {
+        &self.spec.id
+    }
+
+    async fn start(&self) -> CheckResult {
+        let call = self.backend.start(&self.spec);
+        bounded(self.options, self.spec.start_timeout, "start", call).await??;
+        Ok(())
+    }
+
+    async fn stop_quietly(&self) {
+        stop_quietly(self.backend, self.options, self.id()).await;
+    }
+
+    async fn run_code(&self, request: &CodeRequest) -> Result<ExecOutput, Failure> {
+        let call = self.backend.run_code(self.id(), request);
+        Ok(bounded(self.options, request.timeout, "run_code", call).await??)
+    }
+
+    async fn run_command(&self, request: &CommandRequest) -> Result<ExecOutput, Failure> {
+        let call = self.backend.run_command(self.id(), request);
+        Ok(bounded(self.options, request.timeout, "run_command", call).await??)
+    }
+
+    /// Runs `source` in the sandbox's language, within the quick timeout.
+    async fn code(&self, source: &str) -> Result<ExecOutput, Failure> {
+        let request = code_request(self.spec.template, source, self.options.quick_timeout);
+        self.run_code(&request).await
+    }
+
+    /// Runs a command, within the quick timeout.
+    async fn command(&self, program: &str, args: &[&str]) -> Result<ExecOutput, Failure> {
+        let request = command_request(program, args, self.options.quick_timeout);
+        self.run_command(&request).await
+    }
+
+    async fn stream_code(&self, request: &CodeRequest) -> Result<Streamed, Failure> {
+        let open = self.backend.run_code_stream(self.id(), request);
+        open_and_drain(self.options, request.timeout, "run_code_stream", open).await
+    }
+
+    async fn stream_command(&self, request: &CommandRequest) -> Result<Streamed, Failure> {
+        let open = self.backend.run_command_stream(self.id(), request);
+        open_and_drain(self.options, request.timeout, "run_command_stream", open).await
+    }
 }
 
 fn expect(condition: bool, why: impl FnOnce() -> String) -> CheckResult {
     if condition { Ok(()) } else { Err(Failure(why())) }
 }
 
-/// Starts a sandbox, runs `body` with its id, and stops it whatever happened.
+/// Starts a sandbox, runs `body` in it, and stops it whatever happened.
 async fn with_sandbox<'a, F, Fut>(
     backend: &'a dyn SandboxBackend,
     options: &'a ConformanceOptions,
@@ -262,13 +307,13 @@ async fn with_sandbox<'a, F, Fut>(
     body: F,
 ) -> CheckResult
 where
-    F: FnOnce(SandboxId) -> Fut,
+    F: FnOnce(Sandbox<'a>) -> Fut,
     Fut: Future<Output = CheckResult> + 'a,
 {
-    let spec = spec(options, template);
-    start(backend, options, &spec).await?;
-    let result = body(spec.id.clone()).await;
-    stop_quietly(backend, options, &spec.id).await;
+    let sandbox = Sandbox::new(backend, options, template);
+    sandbox.start().await?;
+    let result = body(sandbox.clone()).await;
+    sandbox.stop_quietly().await;
     result
 }
 
@@ -282,10 +327,10 @@ pub async fn repl_state_persists(
         Template::Python => ("x = 41", "print(x + 1)"),
         Template::Node => ("var x = 41;", "console.log(x + 1);"),
     };
-    with_sandbox(backend, options, template, |id| async move {
-        let first = code(backend, options, &id, template, set, options.quick_timeout).await?;
+    with_sandbox(backend, options, template, |sb| async move {
+        let first = sb.code(set).await?;
         expect(first.success(), || format!("`{set}` did not succeed: {first:?}"))?;
-        let second = code(backend, options, &id, template, get, options.quick_timeout).await?;
+        let second = sb.code(get).await?;
         expect(second.success(), || format!("`{get}` did not succeed: {second:?}"))?;
         expect(second.stdout.trim_end() == "42", || {
             format!("expected stdout \"42\", got {:?}", second.stdout)
@@ -296,9 +341,9 @@ pub async fn repl_state_persists(
 
 /// What code writes to stderr is kept apart from what it writes to stdout.
 pub async fn stdout_and_stderr_are_separate(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
+    with_sandbox(backend, options, Template::Python, |sb| async move {
         let source = "import sys\nprint('to-stdout')\nprint('to-stderr', file=sys.stderr)";
-        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        let out = sb.code(source).await?;
         expect(
             out.stdout.contains("to-stdout") && !out.stdout.contains("to-stderr"),
             || format!("stdout should hold only 'to-stdout': {:?}", out.stdout),
@@ -319,28 +364,20 @@ pub async fn stdout_and_stderr_are_separate(backend: &dyn SandboxBackend, option
 /// kept, on both streams, for code and for commands. (A last line without a newline may gain one
 /// on a backend whose transport carries lines, so that case is not checked.)
 pub async fn output_is_verbatim(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
+    with_sandbox(backend, options, Template::Python, |sb| async move {
         let source = "import sys\nprint('a')\nprint('')\nprint('  b')\nprint('e', file=sys.stderr)";
-        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+        let out = sb.code(source).await?;
         expect(out.stdout == "a\n\n  b\n", || {
             format!("code's stdout should be exactly \"a\\n\\n  b\\n\": {:?}", out.stdout)
         })?;
         expect(out.stderr == "e\n", || {
             format!("code's stderr should be exactly \"e\\n\": {:?}", out.stderr)
         })?;
-        let out = command(backend, options, &id, "echo", &["  x"], options.quick_timeout).await?;
+        let out = sb.command("echo", &["  x"]).await?;
         expect(out.stdout == "  x\n", || {
             format!("a command's stdout should be exactly \"  x\\n\": {:?}", out.stdout)
         })?;
-        let out = command(
-            backend,
-            options,
-            &id,
-            "sh",
-            &["-c", "echo y >&2"],
-            options.quick_timeout,
-        )
-        .await?;
+        let out = sb.command("sh", &["-c", "echo y >&2"]).await?;
         expect(out.stderr == "y\n", || {
             format!("a command's stderr should be exactly \"y\\n\": {:?}", out.stderr)
         })
@@ -354,9 +391,8 @@ pub async fn exception_is_a_failed_execution(
     backend: &dyn SandboxBackend,
     options: &ConformanceOptions,
 ) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let source = "raise ValueError('conformance-boom')";
-        let out = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let out = sb.code("raise ValueError('conformance-boom')").await?;
         expect(out.status == ExecStatus::Raised, || {
             format!("expected status Raised: {out:?}")
         })?;
@@ -365,15 +401,7 @@ pub async fn exception_is_a_failed_execution(
             out.stderr.contains("ValueError") && out.stderr.contains("conformance-boom"),
             || format!("stderr should name the exception: {:?}", out.stderr),
         )?;
-        let after = code(
-            backend,
-            options,
-            &id,
-            Template::Python,
-            "print('still-alive')",
-            options.quick_timeout,
-        )
-        .await?;
+        let after = sb.code("print('still-alive')").await?;
         expect(after.stdout.trim_end() == "still-alive", || {
             format!("sandbox broken after an exception: {after:?}")
         })
@@ -383,16 +411,8 @@ pub async fn exception_is_a_failed_execution(
 
 /// A command's non-zero exit code is a result, with its stdout and stderr apart.
 pub async fn command_exit_code_is_returned(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let out = command(
-            backend,
-            options,
-            &id,
-            "sh",
-            &["-c", "echo out; echo err >&2; exit 3"],
-            options.quick_timeout,
-        )
-        .await?;
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let out = sb.command("sh", &["-c", "echo out; echo err >&2; exit 3"]).await?;
         expect(out.exit_code == Some(3), || format!("expected exit code 3: {out:?}"))?;
         expect(out.status == ExecStatus::Completed, || {
             format!("a non-zero exit is a completed command: {out:?}")
@@ -400,15 +420,7 @@ pub async fn command_exit_code_is_returned(backend: &dyn SandboxBackend, options
         expect(out.stdout.trim_end() == "out" && out.stderr.trim_end() == "err", || {
             format!("expected stdout \"out\" and stderr \"err\": {out:?}")
         })?;
-        let ok = command(
-            backend,
-            options,
-            &id,
-            "echo",
-            &["hello", "world"],
-            options.quick_timeout,
-        )
-        .await?;
+        let ok = sb.command("echo", &["hello", "world"]).await?;
         expect(
             ok.exit_code == Some(0) && ok.stdout.trim_end() == "hello world" && ok.success(),
             || format!("echo hello world: {ok:?}"),
@@ -420,22 +432,15 @@ pub async fn command_exit_code_is_returned(backend: &dyn SandboxBackend, options
 /// Code that runs past its timeout is reported as timed out, and the sandbox is usable again
 /// unless the backend says it is not.
 pub async fn code_timeout_is_reported(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
+    with_sandbox(backend, options, Template::Python, |sb| async move {
         let source = "import time\ntime.sleep(300)";
-        let out = code(backend, options, &id, Template::Python, source, options.exec_timeout).await?;
+        let request = code_request(Template::Python, source, options.exec_timeout);
+        let out = sb.run_code(&request).await?;
         let ExecStatus::TimedOut { aftermath, .. } = out.status else {
             return Err(Failure(format!("expected a timeout: {out:?}")));
         };
         if aftermath != crate::Aftermath::Unusable {
-            let after = code(
-                backend,
-                options,
-                &id,
-                Template::Python,
-                "print('alive')",
-                options.quick_timeout,
-            )
-            .await?;
+            let after = sb.code("print('alive')").await?;
             expect(after.stdout.trim_end() == "alive", || {
                 format!("the backend said the sandbox survived the timeout ({aftermath:?}), but: {after:?}")
             })?;
@@ -447,8 +452,9 @@ pub async fn code_timeout_is_reported(backend: &dyn SandboxBackend, options: &Co
 
 /// A command that runs past its timeout is reported as timed out.
 pub async fn command_timeout_is_reported(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let out = command(backend, options, &id, "sleep", &["300"], options.exec_timeout).await?;
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let request = command_request("sleep", &["300"], options.exec_timeout);
+        let out = sb.run_command(&request).await?;
         expect(out.timed_out(), || format!("expected a timeout: {out:?}"))
     })
     .await
@@ -459,8 +465,8 @@ pub async fn listed_while_running_and_gone_after_stop(
     backend: &dyn SandboxBackend,
     options: &ConformanceOptions,
 ) -> CheckResult {
-    let spec = spec(options, Template::Python);
-    start(backend, options, &spec).await?;
+    let sandbox = Sandbox::new(backend, options, Template::Python);
+    sandbox.start().await?;
     let listed = bounded(
         options,
         Duration::from_secs(30),
@@ -469,21 +475,21 @@ pub async fn listed_while_running_and_gone_after_stop(
     )
     .await?;
     let result = match listed {
-        Ok(list) => expect(list.iter().any(|s| s.id == spec.id), || {
-            format!("{} is not in the listing {list:?}", spec.id)
+        Ok(list) => expect(list.iter().any(|s| s.id == *sandbox.id()), || {
+            format!("{} is not in the listing {list:?}", sandbox.id())
         }),
         Err(e) => Err(e.into()),
     };
-    stop_quietly(backend, options, &spec.id).await;
+    sandbox.stop_quietly().await;
     result?;
     let running = bounded(
         options,
         Duration::from_secs(30),
         "is_running",
-        backend.is_running(&spec.id),
+        backend.is_running(sandbox.id()),
     )
     .await??;
-    expect(!running, || format!("{} is still listed after stop", spec.id))
+    expect(!running, || format!("{} is still listed after stop", sandbox.id()))
 }
 
 fn expect_not_found(what: &str, result: Result<ExecOutput, BackendError>) -> CheckResult {
@@ -501,16 +507,8 @@ pub async fn stopped_or_unknown_sandbox_is_not_found(
 ) -> CheckResult {
     let t = options.quick_timeout;
     let unknown = unique_id(options);
-    let request = CodeRequest {
-        language: Template::Python,
-        code: "print(1)".into(),
-        timeout: t,
-    };
-    let cmd = CommandRequest {
-        command: "echo".into(),
-        args: vec!["1".into()],
-        timeout: t,
-    };
+    let request = code_request(Template::Python, "print(1)", t);
+    let cmd = command_request("echo", &["1"], t);
     expect_not_found(
         "code on an unknown sandbox",
         bounded(options, t, "run_code", backend.run_code(&unknown, &request)).await?,
@@ -520,26 +518,27 @@ pub async fn stopped_or_unknown_sandbox_is_not_found(
         bounded(options, t, "run_command", backend.run_command(&unknown, &cmd)).await?,
     )?;
 
-    let spec = spec(options, Template::Python);
-    start(backend, options, &spec).await?;
-    bounded(options, Duration::from_secs(30), "stop", backend.stop(&spec.id)).await??;
+    let sandbox = Sandbox::new(backend, options, Template::Python);
+    sandbox.start().await?;
+    let stopped = sandbox.id();
+    bounded(options, Duration::from_secs(30), "stop", backend.stop(stopped)).await??;
     expect_not_found(
         "code on a stopped sandbox",
-        bounded(options, t, "run_code", backend.run_code(&spec.id, &request)).await?,
+        bounded(options, t, "run_code", backend.run_code(stopped, &request)).await?,
     )?;
     expect_not_found(
         "command on a stopped sandbox",
-        bounded(options, t, "run_command", backend.run_command(&spec.id, &cmd)).await?,
+        bounded(options, t, "run_command", backend.run_command(stopped, &cmd)).await?,
     )
 }
 
 /// Stopping a stopped sandbox succeeds; stopping an unknown one succeeds or fails as not found.
 pub async fn stopping_twice_is_harmless(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    let spec = spec(options, Template::Python);
-    start(backend, options, &spec).await?;
+    let sandbox = Sandbox::new(backend, options, Template::Python);
+    sandbox.start().await?;
     let limit = Duration::from_secs(30);
-    bounded(options, limit, "stop", backend.stop(&spec.id)).await??;
-    bounded(options, limit, "second stop", backend.stop(&spec.id)).await??;
+    bounded(options, limit, "stop", backend.stop(sandbox.id())).await??;
+    bounded(options, limit, "second stop", backend.stop(sandbox.id())).await??;
     match bounded(
         options,
         limit,
@@ -562,19 +561,9 @@ pub async fn starting_a_running_sandbox_is_refused(
     backend: &dyn SandboxBackend,
     options: &ConformanceOptions,
 ) -> CheckResult {
-    let spec = spec(options, Template::Python);
-    start(backend, options, &spec).await?;
-    let result = async {
-        code(
-            backend,
-            options,
-            &spec.id,
-            Template::Python,
-            "kept = 'yes'",
-            options.quick_timeout,
-        )
-        .await?;
-        match bounded(options, spec.start_timeout, "second start", backend.start(&spec)).await? {
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        sb.code("kept = 'yes'").await?;
+        match bounded(options, sb.spec.start_timeout, "second start", backend.start(&sb.spec)).await? {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Failure(format!("expected AlreadyExists, got {:?}: {e}", e.kind()))),
             Ok(()) => {
@@ -583,22 +572,12 @@ pub async fn starting_a_running_sandbox_is_refused(
                 ));
             }
         }
-        let out = code(
-            backend,
-            options,
-            &spec.id,
-            Template::Python,
-            "print(kept)",
-            options.quick_timeout,
-        )
-        .await?;
+        let out = sb.code("print(kept)").await?;
         expect(out.stdout.trim_end() == "yes", || {
             format!("the running sandbox lost its state: {out:?}")
         })
-    }
-    .await;
-    stop_quietly(backend, options, &spec.id).await;
-    result
+    })
+    .await
 }
 
 /// An invalid spec fails as `InvalidInput` and starts nothing.
@@ -633,18 +612,15 @@ pub async fn concurrent_sandboxes_are_independent(
     backend: &dyn SandboxBackend,
     options: &ConformanceOptions,
 ) -> CheckResult {
-    let (a, b) = (spec(options, Template::Python), spec(options, Template::Python));
-    let (ra, rb) = tokio::join!(start(backend, options, &a), start(backend, options, &b));
+    let a = Sandbox::new(backend, options, Template::Python);
+    let b = Sandbox::new(backend, options, Template::Python);
+    let (ra, rb) = tokio::join!(a.start(), b.start());
     let result = async {
         ra?;
         rb?;
-        let t = options.quick_timeout;
-        code(backend, options, &a.id, Template::Python, "owner = 'a'", t).await?;
-        code(backend, options, &b.id, Template::Python, "owner = 'b'", t).await?;
-        let (oa, ob) = tokio::join!(
-            code(backend, options, &a.id, Template::Python, "print(owner)", t),
-            code(backend, options, &b.id, Template::Python, "print(owner)", t),
-        );
+        a.code("owner = 'a'").await?;
+        b.code("owner = 'b'").await?;
+        let (oa, ob) = tokio::join!(a.code("print(owner)"), b.code("print(owner)"));
         let (oa, ob) = (oa?, ob?);
         expect(oa.stdout.trim_end() == "a" && ob.stdout.trim_end() == "b", || {
             format!(
@@ -654,8 +630,8 @@ pub async fn concurrent_sandboxes_are_independent(
         })
     }
     .await;
-    stop_quietly(backend, options, &a.id).await;
-    stop_quietly(backend, options, &b.id).await;
+    a.stop_quietly().await;
+    b.stop_quietly().await;
     result
 }
 
@@ -717,6 +693,31 @@ async fn drain(
     Ok(streamed)
 }
 
+/// The streamed calls deliver what the buffered ones return: the chunks of each stream,
+/// concatenated, are the final result's text, and that result equals the buffered call's, for
+/// code and for commands, with output on both streams and a non-zero exit.
+pub async fn streamed_output_matches_buffered(
+    backend: &dyn SandboxBackend,
+    options: &ConformanceOptions,
+) -> CheckResult {
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let source = "import sys\nprint('a')\nprint('  b')\nprint('e', file=sys.stderr)\nprint('c')";
+        let request = code_request(Template::Python, source, options.quick_timeout);
+        let buffered = sb.run_code(&request).await?;
+        check_streamed(&sb.stream_code(&request).await?, &buffered, "code")?;
+        let script = "echo out; echo err >&2; exit 3";
+        let request = command_request("sh", &["-c", script], options.quick_timeout);
+        let buffered = sb.run_command(&request).await?;
+        expect(buffered.exit_code == Some(3), || {
+            format!("`exit 3` should exit 3: {buffered:?}")
+        })?;
+        check_streamed(&sb.stream_command(&request).await?, &buffered, "command")
+    })
+    .await
+}
+
+/// Compares what a stream delivered with the buffered call's result (see
+/// [`streamed_output_matches_buffered`]).
 fn check_streamed(streamed: &Streamed, buffered: &ExecOutput, what: &str) -> CheckResult {
     expect(
         streamed.order.ends_with('F') && streamed.order.matches('F').count() == 1,
@@ -730,20 +731,15 @@ fn check_streamed(streamed: &Streamed, buffered: &ExecOutput, what: &str) -> Che
     let Some(finished) = &streamed.finished else {
         return Err(Failure(format!("{what}: no Finished event")));
     };
-    expect(String::from_utf8_lossy(&streamed.stdout) == finished.stdout, || {
-        format!(
-            "{what}: the stdout chunks {:?} are not Finished's stdout {:?}",
-            String::from_utf8_lossy(&streamed.stdout),
-            finished.stdout
-        )
-    })?;
-    expect(String::from_utf8_lossy(&streamed.stderr) == finished.stderr, || {
-        format!(
-            "{what}: the stderr chunks {:?} are not Finished's stderr {:?}",
-            String::from_utf8_lossy(&streamed.stderr),
-            finished.stderr
-        )
-    })?;
+    for (name, chunks, text) in [
+        ("stdout", &streamed.stdout, &finished.stdout),
+        ("stderr", &streamed.stderr, &finished.stderr),
+    ] {
+        let chunks = String::from_utf8_lossy(chunks);
+        expect(chunks == text.as_str(), || {
+            format!("{what}: the {name} chunks {chunks:?} are not Finished's {name} {text:?}")
+        })?;
+    }
     expect(
         finished.stdout == buffered.stdout
             && finished.stderr == buffered.stderr
@@ -753,51 +749,6 @@ fn check_streamed(streamed: &Streamed, buffered: &ExecOutput, what: &str) -> Che
     )
 }
 
-/// The streamed calls deliver what the buffered ones return: the chunks of each stream,
-/// concatenated, are the final result's text, and that result equals the buffered call's, for
-/// code and for commands, with output on both streams and a non-zero exit.
-pub async fn streamed_output_matches_buffered(
-    backend: &dyn SandboxBackend,
-    options: &ConformanceOptions,
-) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let source = "import sys\nprint('a')\nprint('  b')\nprint('e', file=sys.stderr)\nprint('c')";
-        let request = CodeRequest {
-            language: Template::Python,
-            code: source.to_owned(),
-            timeout: options.quick_timeout,
-        };
-        let buffered = code(backend, options, &id, Template::Python, source, options.quick_timeout).await?;
-        let streamed = open_and_drain(
-            options,
-            request.timeout,
-            "run_code_stream",
-            backend.run_code_stream(&id, &request),
-        )
-        .await?;
-        check_streamed(&streamed, &buffered, "code")?;
-        let request = CommandRequest {
-            command: "sh".into(),
-            args: vec!["-c".into(), "echo out; echo err >&2; exit 3".into()],
-            timeout: options.quick_timeout,
-        };
-        let args: Vec<&str> = request.args.iter().map(String::as_str).collect();
-        let buffered = command(backend, options, &id, "sh", &args, options.quick_timeout).await?;
-        expect(buffered.exit_code == Some(3), || {
-            format!("`exit 3` should exit 3: {buffered:?}")
-        })?;
-        let streamed = open_and_drain(
-            options,
-            request.timeout,
-            "run_command_stream",
-            backend.run_command_stream(&id, &request),
-        )
-        .await?;
-        check_streamed(&streamed, &buffered, "command")
-    })
-    .await
-}
-
 /// Events come in the order the program wrote them (per stream), a raised exception and a
 /// timeout are `Finished` results (not errors), and the sandbox keeps working after a streamed
 /// timeout.
@@ -805,22 +756,14 @@ pub async fn streamed_events_arrive_in_order(
     backend: &dyn SandboxBackend,
     options: &ConformanceOptions,
 ) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let request = CodeRequest {
-            language: Template::Python,
-            code: "for i in range(5):\n    print(i, flush=True)\nraise ValueError('x')".into(),
-            timeout: options.quick_timeout,
-        };
+    with_sandbox(backend, options, Template::Python, |sb| async move {
         // Scripted test servers know only the codes of the other checks: this one needs a real
         // interpreter behind a native streamer.
         if backend.capabilities().await.streaming {
-            let streamed = open_and_drain(
-                options,
-                request.timeout,
-                "run_code_stream",
-                backend.run_code_stream(&id, &request),
-            )
-            .await?;
+            let source = "for i in range(5):\n    print(i, flush=True)\nraise ValueError('x')";
+            let streamed = sb
+                .stream_code(&code_request(Template::Python, source, options.quick_timeout))
+                .await?;
             expect(String::from_utf8_lossy(&streamed.stdout) == "0\n1\n2\n3\n4\n", || {
                 format!(
                     "stdout chunks should be 0..4 in order: {:?}",
@@ -832,18 +775,10 @@ pub async fn streamed_events_arrive_in_order(
                 format!("the exception should be Raised: {finished:?}")
             })?;
         }
-        let request = CodeRequest {
-            language: Template::Python,
-            code: "import time\nprint('before', flush=True)\ntime.sleep(60)".into(),
-            timeout: options.exec_timeout,
-        };
-        let streamed = open_and_drain(
-            options,
-            request.timeout,
-            "run_code_stream",
-            backend.run_code_stream(&id, &request),
-        )
-        .await?;
+        let source = "import time\nprint('before', flush=True)\ntime.sleep(60)";
+        let streamed = sb
+            .stream_code(&code_request(Template::Python, source, options.exec_timeout))
+            .await?;
         let finished = streamed
             .finished
             .ok_or_else(|| Failure("no Finished event after a timeout".into()))?;
@@ -860,7 +795,7 @@ pub async fn streamed_events_arrive_in_order(
             })?;
         }
         if aftermath != crate::Aftermath::Unusable {
-            let after = command(backend, options, &id, "echo", &["alive"], options.quick_timeout).await?;
+            let after = sb.command("echo", &["alive"]).await?;
             expect(after.stdout.contains("alive"), || {
                 format!("the sandbox should work after a timeout: {after:?}")
             })?;
@@ -887,8 +822,8 @@ async fn file_call<T>(
 /// A binary file (every byte value, larger than one command of the fallback), an empty file
 /// and a text file are written, read back byte for byte, listed with their sizes, and removed.
 pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, options: &ConformanceOptions) -> CheckResult {
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let dir = files_dir(&id);
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let dir = files_dir(sb.id());
         let binary: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8 ^ (i >> 11) as u8).collect();
         let files: [(&str, &[u8]); 3] = [
             ("bin.dat", &binary),
@@ -897,8 +832,8 @@ pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, option
         ];
         for (name, data) in files {
             let path = format!("{dir}/{name}");
-            file_call(options, "write_file", backend.write_file(&id, &path, data)).await??;
-            let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
+            file_call(options, "write_file", backend.write_file(sb.id(), &path, data)).await??;
+            let back = file_call(options, "read_file", backend.read_file(sb.id(), &path, 1 << 20)).await??;
             expect(back == data, || {
                 format!(
                     "{path}: wrote {} bytes, read back {} bytes that differ",
@@ -909,13 +844,13 @@ pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, option
         }
         // Writing again replaces the file.
         let path = format!("{dir}/empty");
-        file_call(options, "write_file", backend.write_file(&id, &path, b"now full")).await??;
-        let back = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await??;
+        file_call(options, "write_file", backend.write_file(sb.id(), &path, b"now full")).await??;
+        let back = file_call(options, "read_file", backend.read_file(sb.id(), &path, 1 << 20)).await??;
         expect(back == b"now full", || {
             format!("a second write was not a replacement: {back:?}")
         })?;
 
-        let entries = file_call(options, "list_files", backend.list_files(&id, &dir)).await??;
+        let entries = file_call(options, "list_files", backend.list_files(sb.id(), &dir)).await??;
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         expect(names == ["bin.dat", "empty", "text with spaces.txt"], || {
             format!("the listing is {names:?}")
@@ -927,14 +862,14 @@ pub async fn files_round_trip_byte_for_byte(backend: &dyn SandboxBackend, option
         )?;
 
         for entry in &entries {
-            file_call(options, "remove_file", backend.remove_file(&id, &entry.path)).await??;
+            file_call(options, "remove_file", backend.remove_file(sb.id(), &entry.path)).await??;
         }
-        let gone = file_call(options, "read_file", backend.read_file(&id, &path, 1 << 20)).await?;
+        let gone = file_call(options, "read_file", backend.read_file(sb.id(), &path, 1 << 20)).await?;
         expect(
             matches!(&gone, Err(e) if e.kind() == ErrorKind::File(FileErrorKind::NotFound)),
             || format!("reading a removed file gave {gone:?}"),
         )?;
-        let left = file_call(options, "list_files", backend.list_files(&id, &dir)).await??;
+        let left = file_call(options, "list_files", backend.list_files(sb.id(), &dir)).await??;
         expect(left.is_empty(), || format!("left after removing everything: {left:?}"))
     })
     .await
@@ -950,29 +885,29 @@ pub async fn file_errors_are_typed(backend: &dyn SandboxBackend, options: &Confo
         }
     }
     let file = |k| ErrorKind::File(k);
-    with_sandbox(backend, options, Template::Python, |id| async move {
-        let dir = files_dir(&id);
+    with_sandbox(backend, options, Template::Python, |sb| async move {
+        let dir = files_dir(sb.id());
         let missing = format!("{dir}/missing");
-        let r = file_call(options, "read_file", backend.read_file(&id, &missing, 100)).await?;
+        let r = file_call(options, "read_file", backend.read_file(sb.id(), &missing, 100)).await?;
         kind_of("reading a missing file", r, file(FileErrorKind::NotFound))?;
-        let r = file_call(options, "remove_file", backend.remove_file(&id, &missing)).await?;
+        let r = file_call(options, "remove_file", backend.remove_file(sb.id(), &missing)).await?;
         kind_of("removing a missing file", r, file(FileErrorKind::NotFound))?;
-        let r = file_call(options, "list_files", backend.list_files(&id, &missing)).await?;
+        let r = file_call(options, "list_files", backend.list_files(sb.id(), &missing)).await?;
         kind_of("listing a missing folder", r, file(FileErrorKind::NotFound))?;
 
         let big = format!("{dir}/big");
-        file_call(options, "write_file", backend.write_file(&id, &big, &[7u8; 1000])).await??;
-        let r = file_call(options, "read_file", backend.read_file(&id, &big, 999)).await?;
+        file_call(options, "write_file", backend.write_file(sb.id(), &big, &[7u8; 1000])).await??;
+        let r = file_call(options, "read_file", backend.read_file(sb.id(), &big, 999)).await?;
         kind_of("reading over the limit", r, file(FileErrorKind::TooLarge))?;
-        let r = file_call(options, "read_file", backend.read_file(&id, "/tmp", 100)).await?;
+        let r = file_call(options, "read_file", backend.read_file(sb.id(), "/tmp", 100)).await?;
         kind_of("reading a folder", r, file(FileErrorKind::NotAFile))?;
-        let r = file_call(options, "list_files", backend.list_files(&id, &big)).await?;
+        let r = file_call(options, "list_files", backend.list_files(sb.id(), &big)).await?;
         kind_of("listing a file", r, file(FileErrorKind::NotADirectory))?;
-        file_call(options, "remove_file", backend.remove_file(&id, &big)).await??;
+        file_call(options, "remove_file", backend.remove_file(sb.id(), &big)).await??;
         for bad in ["../../etc/passwd", "/tmp/../etc/passwd", ""] {
-            let r = file_call(options, "read_file", backend.read_file(&id, bad, 100)).await?;
+            let r = file_call(options, "read_file", backend.read_file(sb.id(), bad, 100)).await?;
             kind_of(&format!("reading {bad:?}"), r, file(FileErrorKind::InvalidPath))?;
-            let r = file_call(options, "write_file", backend.write_file(&id, bad, b"x")).await?;
+            let r = file_call(options, "write_file", backend.write_file(sb.id(), bad, b"x")).await?;
             kind_of(&format!("writing {bad:?}"), r, file(FileErrorKind::InvalidPath))?;
         }
         Ok(())

@@ -62,59 +62,6 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// The backend operation that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Operation {
-    /// A health check.
-    Health,
-    /// Starting a sandbox.
-    Start,
-    /// Stopping a sandbox.
-    Stop,
-    /// Running code in a sandbox's REPL.
-    RunCode,
-    /// Running a command in a sandbox.
-    RunCommand,
-    /// Listing sandboxes.
-    List,
-    /// Writing a file into a sandbox.
-    WriteFile,
-    /// Reading a file from a sandbox.
-    ReadFile,
-    /// Listing a folder of a sandbox.
-    ListFiles,
-    /// Removing a file from a sandbox.
-    RemoveFile,
-}
-
-impl Operation {
-    /// Whether repeating the operation is harmless (so it may be retried after any failure).
-    pub const fn is_idempotent(self) -> bool {
-        matches!(
-            self,
-            Operation::Health | Operation::Stop | Operation::List | Operation::ReadFile | Operation::ListFiles
-        )
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Operation::Health => "health check",
-            Operation::Start => "start",
-            Operation::Stop => "stop",
-            Operation::RunCode => "run code",
-            Operation::RunCommand => "run command",
-            Operation::List => "list",
-            Operation::WriteFile => "write file",
-            Operation::ReadFile => "read file",
-            Operation::ListFiles => "list files",
-            Operation::RemoveFile => "remove file",
-        })
-    }
-}
-
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from a backend: its kind, the operation, the sandbox, the backend and a message a
@@ -241,6 +188,59 @@ impl fmt::Display for BackendError {
 impl std::error::Error for BackendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The backend operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// A health check.
+    Health,
+    /// Starting a sandbox.
+    Start,
+    /// Stopping a sandbox.
+    Stop,
+    /// Running code in a sandbox's REPL.
+    RunCode,
+    /// Running a command in a sandbox.
+    RunCommand,
+    /// Listing sandboxes.
+    List,
+    /// Writing a file into a sandbox.
+    WriteFile,
+    /// Reading a file from a sandbox.
+    ReadFile,
+    /// Listing a folder of a sandbox.
+    ListFiles,
+    /// Removing a file from a sandbox.
+    RemoveFile,
+}
+
+impl Operation {
+    /// Whether repeating the operation is harmless (so it may be retried after any failure).
+    pub const fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Operation::Health | Operation::Stop | Operation::List | Operation::ReadFile | Operation::ListFiles
+        )
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Health => "health check",
+            Operation::Start => "start",
+            Operation::Stop => "stop",
+            Operation::RunCode => "run code",
+            Operation::RunCommand => "run command",
+            Operation::List => "list",
+            Operation::WriteFile => "write file",
+            Operation::ReadFile => "read file",
+            Operation::ListFiles => "list files",
+            Operation::RemoveFile => "remove file",
+        })
     }
 }
 

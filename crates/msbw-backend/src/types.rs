@@ -281,6 +281,20 @@ pub struct SandboxInfo {
     pub disk_bytes: Option<u64>,
 }
 
+/// Builder setters that each set one field: `name(field: Type);` becomes
+/// `pub fn name(mut self, field: Type) -> Self`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($field:ident: $ty:ty);)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )+
+    };
+}
+
 /// What a backend can and cannot do, so callers can refuse early with a clear error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -316,46 +330,21 @@ impl Capabilities {
         }
     }
 
-    /// Sets whether read-only volumes are supported.
-    pub fn with_read_only_volumes(mut self, yes: bool) -> Self {
-        self.read_only_volumes = yes;
-        self
-    }
-
-    /// Sets the templates.
-    pub fn with_templates(mut self, templates: Vec<Template>) -> Self {
-        self.templates = templates;
-        self
-    }
-
-    /// Sets whether output can be streamed.
-    pub fn with_streaming(mut self, yes: bool) -> Self {
-        self.streaming = yes;
-        self
-    }
-
-    /// Sets whether commands may run concurrently in one sandbox.
-    pub fn with_concurrent_commands(mut self, yes: bool) -> Self {
-        self.concurrent_commands = yes;
-        self
-    }
-
-    /// Sets whether listings carry metrics.
-    pub fn with_metrics(mut self, yes: bool) -> Self {
-        self.metrics = yes;
-        self
-    }
-
-    /// Sets whether the file methods are native.
-    pub fn with_native_files(mut self, yes: bool) -> Self {
-        self.native_files = yes;
-        self
-    }
-
-    /// Sets whether sandboxes are cut off from the network.
-    pub fn with_network_isolated(mut self, yes: bool) -> Self {
-        self.network_isolated = yes;
-        self
+    setters! {
+        /// Sets whether read-only volumes are supported.
+        with_read_only_volumes(read_only_volumes: bool);
+        /// Sets the templates.
+        with_templates(templates: Vec<Template>);
+        /// Sets whether output can be streamed.
+        with_streaming(streaming: bool);
+        /// Sets whether commands may run concurrently in one sandbox.
+        with_concurrent_commands(concurrent_commands: bool);
+        /// Sets whether listings carry metrics.
+        with_metrics(metrics: bool);
+        /// Sets whether the file methods are native.
+        with_native_files(native_files: bool);
+        /// Sets whether sandboxes are cut off from the network.
+        with_network_isolated(network_isolated: bool);
     }
 }
 
@@ -378,14 +367,19 @@ mod tests {
 
     #[test]
     fn names_follow_the_servers_rule() {
-        assert!(is_valid_name("a"));
-        assert!(is_valid_name("msbw-user_1"));
-        assert!(is_valid_name(&"a".repeat(63)));
-        assert!(!is_valid_name(&"a".repeat(64)));
-        assert!(!is_valid_name("-a"));
-        assert!(!is_valid_name("_a"));
-        assert!(!is_valid_name("a.b"));
-        assert!(!is_valid_name(""));
+        let (longest, too_long) = ("a".repeat(63), "a".repeat(64));
+        for (name, valid) in [
+            ("a", true),
+            ("msbw-user_1", true),
+            (longest.as_str(), true),
+            (too_long.as_str(), false),
+            ("-a", false),
+            ("_a", false),
+            ("a.b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_valid_name(name), valid, "{name:?}");
+        }
         let err = SandboxId::new("default", "bad name").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains("invalid sandbox name \"bad name\""), "{err}");
