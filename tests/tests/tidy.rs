@@ -92,17 +92,26 @@ fn every_crate_folder_is_named_after_its_crate_and_uses_the_workspace_lints() {
     }
 }
 
-#[test]
-fn the_code_is_formatted() {
+/// `cargo ARGS` at the workspace root, which must succeed (else the test fails with `advice`
+/// and what cargo printed): its stdout.
+fn cargo(args: &[&str], advice: &str) -> String {
+    let command = format!("cargo {}", args.join(" "));
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["fmt", "--all", "--", "--check"])
+        .args(args)
         .current_dir(root())
         .output()
-        .expect("cargo fmt runs (rustup component add rustfmt)");
-    assert!(
-        out.status.success(),
-        "cargo fmt --all -- --check found unformatted code; run cargo fmt --all\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        .unwrap_or_else(|e| panic!("{command} does not run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{command} failed{advice}\n{stdout}{stderr}");
+    stdout
+}
+
+#[test]
+fn the_code_is_formatted() {
+    cargo(
+        &["fmt", "--all", "--", "--check"],
+        " (unformatted code: run cargo fmt --all; rustfmt: rustup component add rustfmt)",
     );
 }
 
@@ -214,18 +223,9 @@ fn the_readmes_dependency_lines_are_what_its_compiled_example_uses() {
 /// `cargo tree` of one package's normal dependencies, with `more` arguments, one package per
 /// line (the package itself first).
 fn normal_dependency_tree(package: &str, more: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline"])
-        .args(more)
-        .current_dir(root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        out.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut args = vec!["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline"];
+    args.extend_from_slice(more);
+    cargo(&args, "")
 }
 
 /// `cargo tree` of one package's direct normal dependencies, one name per line.

@@ -3,11 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::eventually;
 use futures_util::StreamExt;
-use microsandbox_wrapper::{CallEvent, CodeCall, LocalBackend, MicrosandboxWrapper, SessionStatus, WrapperConfig};
+use microsandbox_wrapper::{
+    CallEvent, CodeCall, EventStream, ExecutionResult, LocalBackend, MicrosandboxWrapper, SessionStatus, WrapperConfig,
+};
 
 fn wrapper() -> MicrosandboxWrapper {
     let config = WrapperConfig::default();
@@ -30,16 +35,12 @@ fn host_processes_with(needle: &str) -> usize {
         .count()
 }
 
-/// Polls `done` (real state) until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
+/// The stream's next event, which must come within a minute.
+async fn next_event(stream: &mut EventStream<ExecutionResult>) -> CallEvent<ExecutionResult> {
+    let next = tokio::time::timeout(Duration::from_secs(60), stream.next()).await;
+    next.expect("an event within a minute")
+        .expect("the stream has not ended")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,12 +52,7 @@ async fn a_flushed_line_arrives_while_the_code_still_runs() {
             CodeCall::new("import time\nprint('a', flush=True)\ntime.sleep(3)\nprint('b')").session("ab"),
         )
         .unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(60), stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first, CallEvent::Stdout("a\n".into()));
+    assert_eq!(next_event(&mut stream).await, CallEvent::Stdout("a\n".into()));
     // `a` is here while the run is still going: the session is still busy with it.
     assert_eq!(status(&w, "ab"), SessionStatus::Running);
     let mut rest = Vec::new();
@@ -83,12 +79,7 @@ async fn dropping_the_stream_kills_the_code_and_the_session_says_so() {
         "import subprocess\nchild = subprocess.Popen(['sh', '-c', 'sleep 300; : {tag}'])\nprint('started', flush=True)\nchild.wait()"
     );
     let mut stream = w.execute_code_stream(CodeCall::new(code).session("drop")).unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(60), stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first, CallEvent::Stdout("started\n".into()));
+    assert_eq!(next_event(&mut stream).await, CallEvent::Stdout("started\n".into()));
     assert!(eventually(Duration::from_secs(30), || host_processes_with(&tag) > 0).await);
     drop(stream);
     assert!(

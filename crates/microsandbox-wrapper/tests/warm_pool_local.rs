@@ -6,8 +6,11 @@
 #![cfg(feature = "local")]
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod common;
+
 use std::time::Duration;
 
+use common::eventually;
 use microsandbox_wrapper::{CodeCall, MicrosandboxWrapper, WrapperConfig};
 
 /// Every process on the host descended from this test process (not counting itself).
@@ -47,18 +50,6 @@ fn descendants() -> Vec<(u32, String)> {
     found
 }
 
-/// Polls real state until `ok` or the deadline.
-async fn poll(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_call_is_served_by_the_pooled_sandbox_and_nothing_is_left_after_stop() {
     let config = WrapperConfig::from_vars([
@@ -74,7 +65,10 @@ async fn the_first_call_is_served_by_the_pooled_sandbox_and_nothing_is_left_afte
             .get_resource_stats()
             .is_ok_and(|s| s.warm_pool.first().is_some_and(|p| p.ready == 1))
     };
-    assert!(poll(Duration::from_secs(30), ready).await, "the pool did not fill");
+    assert!(
+        eventually(Duration::from_secs(30), ready).await,
+        "the pool did not fill"
+    );
     assert!(!descendants().is_empty(), "the pooled sandbox runs as host processes");
 
     let r = wrapper
@@ -90,7 +84,10 @@ async fn the_first_call_is_served_by_the_pooled_sandbox_and_nothing_is_left_afte
     let listed = wrapper.get_sessions(Some("first")).unwrap();
     assert_eq!(listed[0].sandbox_name, r.sandbox.name);
     // The pool refills behind the claimed sandbox; then both are stopped.
-    assert!(poll(Duration::from_secs(30), ready).await, "the pool did not refill");
+    assert!(
+        eventually(Duration::from_secs(30), ready).await,
+        "the pool did not refill"
+    );
 
     let report = wrapper.stop().await;
     assert!(report.failed.is_empty(), "{report:?}");
@@ -98,6 +95,6 @@ async fn the_first_call_is_served_by_the_pooled_sandbox_and_nothing_is_left_afte
         report.stopped, 2,
         "the session's sandbox and the pooled one: {report:?}"
     );
-    let gone = poll(Duration::from_secs(10), || descendants().is_empty()).await;
+    let gone = eventually(Duration::from_secs(10), || descendants().is_empty()).await;
     assert!(gone, "sandbox processes left: {:?}", descendants());
 }

@@ -193,13 +193,12 @@ async fn backend_failures_map_to_typed_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn an_invalid_configuration_is_refused_with_every_problem() {
-    let fake = FakeBackend::new();
     let config = WrapperConfig {
         max_concurrent_sessions: 0,
         session_timeout: Duration::from_secs(1),
         ..Default::default()
     };
-    let err = MicrosandboxWrapper::with_backend(config, Arc::new(fake)).unwrap_err();
+    let err = MicrosandboxWrapper::with_backend(config, Arc::new(FakeBackend::new())).unwrap_err();
     assert_eq!(err.code(), "CONFIGURATION_ERROR");
     assert_eq!(err.category(), ErrorCategory::Configuration);
     let text = err.to_string();

@@ -2,31 +2,30 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use support::{assert_contains_all, msbw, run, run_with_stdin};
 
-/// `msbw` with a clean environment (no MSB_* from the caller), the local backend, and a private
-/// working directory (so no stray .env is read).
-fn msbw(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msbw"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("MSB_") || k.starts_with("MSBW_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("MSB_BACKEND", "local").current_dir(dir);
-    cmd
+/// `msbw config check --json` in a fresh working directory with these variables set: its exit
+/// status and the JSON it printed.
+fn config_check_json(vars: &[(&str, &str)]) -> (i32, Value) {
+    config_check_json_in(tempfile::tempdir().unwrap().path(), vars)
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out: Output = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// [`config_check_json`] in `dir` (where a `.env` may be).
+fn config_check_json_in(dir: &Path, vars: &[(&str, &str)]) -> (i32, Value) {
+    let (code, out, err) = run(msbw(dir).args(["config", "check", "--json"]).envs(vars.iter().copied()));
+    let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    (code, json)
+}
+
+/// The strings of a JSON array.
+fn strings(array: &Value) -> Vec<&str> {
+    array.as_array().unwrap().iter().filter_map(Value::as_str).collect()
 }
 
 #[test]
@@ -63,16 +62,14 @@ fn config_check_reports_ok_and_a_summary() {
 
 #[test]
 fn config_check_json_prints_every_field_and_every_problem_even_on_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check", "--json"])
-        .env("MSB_SESSION_TIMEOUT", "5")
-        .env("MSB_API_KEY", "msb_very-secret")
-        .env("MSB_MAX_SESION", "3")
-        .env("MSB_SHARED_VOLUME_PATH", r#"["/data/in:/sandbox/in:ro"]"#));
+    let (code, json) = config_check_json(&[
+        ("MSB_SESSION_TIMEOUT", "5"),
+        ("MSB_API_KEY", "msb_very-secret"),
+        ("MSB_MAX_SESION", "3"),
+        ("MSB_SHARED_VOLUME_PATH", r#"["/data/in:/sandbox/in:ro"]"#),
+    ]);
     assert_eq!(code, 2, "errors give a non-zero status");
-    assert!(!out.contains("very-secret"), "the key leaked: {out}");
-    let json: Value = serde_json::from_str(&out).unwrap();
+    assert!(!json.to_string().contains("very-secret"), "the key leaked: {json}");
     for field in [
         "server_url",
         "api_key",
@@ -96,18 +93,10 @@ fn config_check_json_prints_every_field_and_every_problem_even_on_errors() {
     assert_eq!(json["log_level"], "info");
     assert_eq!(json["max_total_memory_mb"], Value::Null);
     assert_eq!(json["shared_volume_mappings"][0]["read_only"], true);
-    let errors = json["errors"].as_array().unwrap();
+    let errors = strings(&json["errors"]);
     assert_eq!(errors.len(), 1);
-    assert!(
-        errors[0].as_str().unwrap().starts_with("MSB_SESSION_TIMEOUT"),
-        "{errors:?}"
-    );
-    let warnings: Vec<&str> = json["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap())
-        .collect();
+    assert!(errors[0].starts_with("MSB_SESSION_TIMEOUT"), "{errors:?}");
+    let warnings = strings(&json["warnings"]);
     assert!(
         warnings
             .iter()
@@ -123,11 +112,7 @@ fn a_bad_variable_is_a_usage_error_naming_it() {
         .args(["exec", "print(1)"])
         .env("MSB_MAX_SESSIONS", "1000"));
     assert_eq!(code, 2);
-    assert!(
-        err.contains("MSB_MAX_SESSIONS") && err.contains("1000") && err.contains("1 to 100"),
-        "{err}"
-    );
-    assert!(err.contains("CONFIGURATION_ERROR"), "{err}");
+    assert_contains_all(&err, &["MSB_MAX_SESSIONS", "1000", "1 to 100", "CONFIGURATION_ERROR"]);
 }
 
 #[test]
@@ -138,10 +123,7 @@ fn env_files_are_read_and_the_environment_wins() {
         "MSB_MAX_SESSIONS=7\nMSB_DEFAULT_FLAVOR=medium\n",
     )
     .unwrap();
-    let (_, out, _) = run(msbw(dir.path())
-        .args(["config", "check", "--json"])
-        .env("MSB_DEFAULT_FLAVOR", "large"));
-    let json: Value = serde_json::from_str(&out).unwrap();
+    let (_, json) = config_check_json_in(dir.path(), &[("MSB_DEFAULT_FLAVOR", "large")]);
     assert_eq!(json["max_concurrent_sessions"], 7);
     assert_eq!(json["default_flavor"], "large");
     let (_, out, _) = run(msbw(dir.path()).args(["--no-env-file", "config", "check", "--json"]));
@@ -189,15 +171,8 @@ fn exec_reads_files_and_stdin_and_runs_node() {
     let (code, out, err) = run(msbw(dir.path()).args(["exec", "-f", "job.py"]));
     assert_eq!((code, out.as_str()), (0, "45\n"), "{err}");
 
-    let mut child = msbw(dir.path())
-        .args(["exec", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"print('from stdin')").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "from stdin\n");
+    let (code, out, err) = run_with_stdin(msbw(dir.path()).args(["exec", "-"]), b"print('from stdin')");
+    assert_eq!((code, out.as_str()), (0, "from stdin\n"), "{err}");
 
     let (code, out, err) = run(msbw(dir.path()).args([
         "exec",
@@ -274,17 +249,6 @@ fn doctor_names_the_backend_and_why() {
 }
 
 #[test]
-fn an_unreachable_server_is_status_69_with_a_hint() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, _, err) = run(msbw(dir.path())
-        .args(["exec", "print(1)"])
-        .env("MSB_BACKEND", "microsandbox")
-        .env("MSB_SERVER_URL", "http://127.0.0.1:9"));
-    assert_eq!(code, 69, "{err}");
-    assert!(err.contains("CONNECTION_ERROR") && err.contains("hint:"), "{err}");
-}
-
-#[test]
 fn serve_keygen_mints_keys_and_serve_needs_a_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, _) = run(msbw(dir.path()).args(["serve", "keygen", "--key", "k", "--expire", "1h", "-n", "team"]));
@@ -346,24 +310,12 @@ fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
         let client = reqwest::Client::new();
         let start = serde_json::json!({"jsonrpc": "2.0", "method": "sandbox.start", "id": 1,
             "params": {"sandbox": "sig", "namespace": "default", "config": {"image": "microsandbox/python"}}});
-        let resp = client
-            .post(format!("{url}/api/v1/rpc"))
-            .json(&start)
-            .send()
-            .await
-            .unwrap();
+        let post = |body: Value| client.post(format!("{url}/api/v1/rpc")).json(&body).send();
+        let resp = post(start).await.unwrap();
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
         let run = serde_json::json!({"jsonrpc": "2.0", "method": "sandbox.repl.run", "id": 2,
             "params": {"sandbox": "sig", "namespace": "default", "language": "python", "code": "print(7 * 6)"}});
-        let body: Value = client
-            .post(format!("{url}/api/v1/rpc"))
-            .json(&run)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = post(run).await.unwrap().json().await.unwrap();
         assert_eq!(body["result"]["output"][0]["text"], "42", "{body}");
     });
     let status = Command::new("kill")
@@ -380,20 +332,13 @@ fn serve_answers_and_sigterm_stops_every_sandbox_it_started() {
 
 #[test]
 fn config_check_reports_backend_settings_validated_by_their_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check", "--json"])
-        .env("MSB_LOCAL_NETWORK", "maybe")
-        .env("MSB_PYTHON_IMAGE", "my python")
-        .env("MSB_NODE_IMAGE", "/srv/node-root"));
-    assert_eq!(code, 2, "{out}");
-    let json: Value = serde_json::from_str(&out).unwrap();
-    let errors: Vec<&str> = json["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let (code, json) = config_check_json(&[
+        ("MSB_LOCAL_NETWORK", "maybe"),
+        ("MSB_PYTHON_IMAGE", "my python"),
+        ("MSB_NODE_IMAGE", "/srv/node-root"),
+    ]);
+    assert_eq!(code, 2, "{json}");
+    let errors = strings(&json["errors"]);
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
         errors[0].starts_with("MSB_PYTHON_IMAGE (python_image) = \"my python\""),
@@ -405,11 +350,8 @@ fn config_check_reports_backend_settings_validated_by_their_backends() {
     );
     assert_eq!(json["node_image"], "/srv/node-root");
     assert_eq!(json["local_network"], "maybe", "an invalid value is shown as given");
-    let (code, out, _) = run(msbw(dir.path())
-        .args(["config", "check", "--json"])
-        .env("MSB_LOCAL_NETWORK", "yes"));
-    assert_eq!(code, 0, "{out}");
-    let json: Value = serde_json::from_str(&out).unwrap();
+    let (code, json) = config_check_json(&[("MSB_LOCAL_NETWORK", "yes")]);
+    assert_eq!(code, 0, "{json}");
     assert_eq!(json["local_network"], true, "a switch is shown as a boolean");
     assert_eq!(json["python_image"], "microsandbox/python");
 }

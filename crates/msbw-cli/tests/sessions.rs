@@ -46,6 +46,16 @@ impl Env {
         processes_mentioning(&self.socket())
     }
 
+    /// Stops these sessions, each cleanly, then waits until the session server has exited.
+    fn stop_sessions_and_wait(&self, ids: impl IntoIterator<Item = impl AsRef<str>>) {
+        for id in ids {
+            let id = id.as_ref();
+            let (code, _, err) = run(self.msbw().args(["session", "stop", id]));
+            assert_eq!(code, 0, "session stop {id}: {err}");
+        }
+        self.wait_until_no_server();
+    }
+
     /// Waits (polling the host process table, within a deadline) until no session server of
     /// this test is left.
     fn wait_until_no_server(&self) {
@@ -172,10 +182,7 @@ fn a_third_session_from_a_third_process_is_refused_with_the_limit_error() {
     assert_eq!((code, out.as_str()), (0, "still here\n"), "{err}");
     let (_, out, _) = run(env.msbw().args(["session", "list"]));
     assert_eq!(out, "one\ntwo\n");
-    for id in ["one", "two"] {
-        assert_eq!(run(env.msbw().args(["session", "stop", id])).0, 0);
-    }
-    env.wait_until_no_server();
+    env.stop_sessions_and_wait(["one", "two"]);
 }
 
 #[test]
@@ -207,10 +214,7 @@ fn processes_racing_to_start_the_server_start_one() {
     );
     let (_, out, _) = run(env.msbw().args(["session", "list"]));
     assert_eq!(out, "race0\nrace1\nrace2\nrace3\n");
-    for i in 0..4 {
-        assert_eq!(run(env.msbw().args(["session", "stop", &format!("race{i}")])).0, 0);
-    }
-    env.wait_until_no_server();
+    env.stop_sessions_and_wait((0..4).map(|i| format!("race{i}")));
 }
 
 #[test]
@@ -226,8 +230,7 @@ fn the_socket_and_its_directory_are_owner_only() {
         let meta = std::fs::symlink_metadata(env.dir().join(file)).expect(file);
         assert_eq!(meta.permissions().mode() & 0o077, 0, "{file} is private");
     }
-    assert_eq!(run(env.msbw().args(["session", "stop", "p"])).0, 0);
-    env.wait_until_no_server();
+    env.stop_sessions_and_wait(["p"]);
 }
 
 #[test]
@@ -302,10 +305,7 @@ fn exit_statuses_pass_through_a_session() {
         let (code, _, err) = run(env.msbw().args(args));
         assert_eq!(code, want, "{args:?}: {err}");
     }
-    for id in ["py", "js"] {
-        assert_eq!(run(env.msbw().args(["session", "stop", id])).0, 0);
-    }
-    env.wait_until_no_server();
+    env.stop_sessions_and_wait(["py", "js"]);
 }
 
 #[test]
@@ -371,8 +371,7 @@ fn cp_copies_into_and_out_of_a_session() {
     let (code, _, _) = run(env.msbw().args(["cp", "a", "b"]));
     assert_eq!(code, 2, "two local paths are a usage error");
 
-    assert_eq!(run(env.msbw().args(["session", "stop", "cpy"])).0, 0);
-    env.wait_until_no_server();
+    env.stop_sessions_and_wait(["cpy"]);
 }
 
 /// With a server named by the configuration (`msbw serve` here), that server owns the sessions

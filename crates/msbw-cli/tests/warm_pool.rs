@@ -5,14 +5,24 @@
 
 mod support;
 
+use std::path::Path;
+use std::process::Command;
+
 use serde_json::Value;
-use support::{msbw, run};
+use support::{assert_contains_all, msbw, run};
+
+/// `msbw` in `dir` with `MSB_WARM_POOL=pool`.
+fn msbw_with_pool(dir: &Path, pool: &str) -> Command {
+    let mut cmd = msbw(dir);
+    cmd.env("MSB_WARM_POOL", pool);
+    cmd
+}
 
 /// `msbw config check [--json]` with `MSB_WARM_POOL=pool`: status and output.
 fn check(pool: &str, json: bool) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = msbw(dir.path());
-    cmd.args(["config", "check"]).env("MSB_WARM_POOL", pool);
+    let mut cmd = msbw_with_pool(dir.path(), pool);
+    cmd.args(["config", "check"]);
     if json {
         cmd.arg("--json");
     }
@@ -40,19 +50,21 @@ fn config_check_shows_the_pool() {
 fn config_check_refuses_a_bad_pool_by_name() {
     let (code, out) = check("ruby:small=1", false);
     assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("MSB_WARM_POOL") && out.contains("\"ruby:small=1\"") && out.contains("unknown template"),
-        "{out}"
+    assert_contains_all(
+        &out,
+        &[
+            "MSB_WARM_POOL",
+            "\"ruby:small=1\"",
+            "unknown template",
+            "template:flavor=count",
+        ],
     );
-    assert!(out.contains("template:flavor=count"), "{out}");
 }
 
 #[test]
 fn exec_with_a_pool_runs_and_stops_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run(msbw(dir.path())
-        .args(["exec", "print(6 * 7)"])
-        .env("MSB_WARM_POOL", "python:small=1"));
+    let (code, out, err) = run(msbw_with_pool(dir.path(), "python:small=1").args(["exec", "print(6 * 7)"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("42"), "{out}{err}");
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,13 @@ async fn serve(limits: Limits) -> Served {
 }
 
 const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// A new connection to `addr` on which `request` (whole or only its start) is sent.
+async fn send(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    conn
+}
 
 /// Reads one answer (headers and a `Content-Length` body) from a keep-alive connection.
 async fn read_answer(stream: &mut TcpStream) -> String {
@@ -81,8 +89,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         ..Limits::default()
     })
     .await;
-    let mut conn = TcpStream::connect(s.addr).await.unwrap();
-    conn.write_all(HEALTH).await.unwrap();
+    let mut conn = send(s.addr, HEALTH).await;
     let answer = read_answer(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
@@ -91,10 +98,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     );
     closed_by_server(&mut conn).await;
 
-    let mut half = TcpStream::connect(s.addr).await.unwrap();
-    half.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: te")
-        .await
-        .unwrap();
+    let mut half = send(s.addr, b"GET /api/v1/health HTTP/1.1\r\nHost: te").await;
     closed_by_server(&mut half).await;
     s.stop().await;
 }
@@ -106,12 +110,11 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes(
         ..Limits::default()
     })
     .await;
-    let mut conn = TcpStream::connect(s.addr).await.unwrap();
-    conn.write_all(
+    let mut conn = send(
+        s.addr,
         b"POST /api/v1/rpc HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
     )
-    .await
-    .unwrap();
+    .await;
     let answer = read_answer(&mut conn).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     closed_by_server(&mut conn).await;
@@ -128,8 +131,7 @@ async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
     .await;
     let first = TcpStream::connect(s.addr).await.unwrap();
     let _second = TcpStream::connect(s.addr).await.unwrap();
-    let mut third = TcpStream::connect(s.addr).await.unwrap(); // in the backlog
-    third.write_all(HEALTH).await.unwrap();
+    let mut third = send(s.addr, HEALTH).await; // in the backlog
     let mut buf = [0u8; 64];
     assert!(
         tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf))
@@ -151,11 +153,9 @@ async fn shutdown_closes_idle_connections_at_once_and_does_not_wait_for_half_sen
         ..Limits::default()
     })
     .await;
-    let mut idle = TcpStream::connect(s.addr).await.unwrap();
-    idle.write_all(HEALTH).await.unwrap();
+    let mut idle = send(s.addr, HEALTH).await;
     read_answer(&mut idle).await;
-    let mut half = TcpStream::connect(s.addr).await.unwrap();
-    half.write_all(b"POST /api/v1/rpc HTTP/1.1\r\nHost: te").await.unwrap();
+    let mut half = send(s.addr, b"POST /api/v1/rpc HTTP/1.1\r\nHost: te").await;
     let stopped = s.stop();
     closed_by_server(&mut idle).await;
     tokio::time::timeout(DEADLINE, stopped)

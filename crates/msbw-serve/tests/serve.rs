@@ -74,6 +74,16 @@ impl Running {
     }
 }
 
+/// The params naming sandbox `name` of the default namespace.
+fn sandbox(name: &str) -> Value {
+    json!({"sandbox": name, "namespace": "default"})
+}
+
+/// The params of `sandbox.repl.run` of Python `code` in sandbox `name` of the default namespace.
+fn python_run(name: &str, code: &str) -> Value {
+    json!({"sandbox": name, "namespace": "default", "language": "python", "code": code})
+}
+
 fn start_params(name: &str, image: &str) -> Value {
     json!({"sandbox": name, "namespace": "default", "config": {"image": image, "memory": 512, "cpus": 1}})
 }
@@ -127,12 +137,7 @@ async fn the_five_methods_answer_with_the_real_servers_shapes() {
         json!({"jsonrpc": "2.0", "result": "Sandbox box1 started successfully", "id": 1})
     );
 
-    let (status, body) = s
-        .rpc(
-            "sandbox.repl.run",
-            json!({"sandbox": "box1", "namespace": "default", "language": "python", "code": "hello"}),
-        )
-        .await;
+    let (status, body) = s.rpc("sandbox.repl.run", python_run("box1", "hello")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["result"],
@@ -140,12 +145,7 @@ async fn the_five_methods_answer_with_the_real_servers_shapes() {
             {"stream": "stdout", "text": "hello"}, {"stream": "stdout", "text": "line2"}
         ]})
     );
-    let (_, body) = s
-        .rpc(
-            "sandbox.repl.run",
-            json!({"sandbox": "box1", "namespace": "default", "language": "python", "code": "boom"}),
-        )
-        .await;
+    let (_, body) = s.rpc("sandbox.repl.run", python_run("box1", "boom")).await;
     assert_eq!(
         body["result"]["status"], "success",
         "an exception is still a success status, as on the real server"
@@ -184,9 +184,7 @@ async fn the_five_methods_answer_with_the_real_servers_shapes() {
     );
     assert!(row["memory_usage"].is_number(), "{row}");
 
-    let (status, body) = s
-        .rpc("sandbox.stop", json!({"sandbox": "box1", "namespace": "default"}))
-        .await;
+    let (status, body) = s.rpc("sandbox.stop", sandbox("box1")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["result"], "Sandbox box1 stopped successfully");
     assert!(s.fake.running().is_empty(), "stop returns once the sandbox is gone");
@@ -195,9 +193,7 @@ async fn the_five_methods_answer_with_the_real_servers_shapes() {
         body["result"]["sandboxes"],
         json!([{"namespace": "default", "name": "box1", "running": false, "cpu_usage": null, "memory_usage": null, "disk_usage": null}])
     );
-    let (status, _) = s
-        .rpc("sandbox.stop", json!({"sandbox": "box1", "namespace": "default"}))
-        .await;
+    let (status, _) = s.rpc("sandbox.stop", sandbox("box1")).await;
     assert_eq!(status, StatusCode::OK, "stopping a stopped sandbox is idempotent");
     s.shutdown().await;
 }
@@ -205,9 +201,7 @@ async fn the_five_methods_answer_with_the_real_servers_shapes() {
 #[tokio::test]
 async fn errors_carry_the_real_servers_statuses_and_codes_and_say_why() {
     let s = Running::dev(FakeBackend::new()).await;
-    let (status, body) = s
-        .rpc("sandbox.stop", json!({"sandbox": "ghost", "namespace": "default"}))
-        .await;
+    let (status, body) = s.rpc("sandbox.stop", sandbox("ghost")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["code"], 5002);
     assert!(body["error"].as_str().unwrap().contains("ghost"), "{body}");
@@ -246,25 +240,13 @@ async fn errors_carry_the_real_servers_statuses_and_codes_and_say_why() {
     let (status, body) = s.rpc("sandbox.start", start_params("b", "microsandbox/python")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
-    let (status, body) = s
-        .rpc(
-            "sandbox.repl.run",
-            json!({"sandbox": "b", "namespace": "default", "language": "python", "code": "1"}),
-        )
-        .await;
+    let (status, body) = s.rpc("sandbox.repl.run", python_run("b", "1")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body["error"].as_str().unwrap().contains("runs node"), "{body}");
-    let (status, body) = s
-        .rpc(
-            "sandbox.repl.run",
-            json!({"sandbox": "nope", "namespace": "default", "language": "python", "code": "1"}),
-        )
-        .await;
+    let (status, body) = s.rpc("sandbox.repl.run", python_run("nope", "1")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body["error"].as_str().unwrap().contains("not running"), "{body}");
-    let (status, body) = s
-        .rpc("sandbox.command.run", json!({"sandbox": "b", "namespace": "default"}))
-        .await;
+    let (status, body) = s.rpc("sandbox.command.run", sandbox("b")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error"], "missing field `command`");
     let (status, body) = s
@@ -460,9 +442,7 @@ async fn the_session_limit_holds_however_many_starts_arrive_at_once() {
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(running.len(), 2);
-    let (status, _) = s
-        .rpc("sandbox.stop", json!({"sandbox": running[0], "namespace": "default"}))
-        .await;
+    let (status, _) = s.rpc("sandbox.stop", sandbox(&running[0])).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = s
         .rpc("sandbox.start", start_params("late", "microsandbox/python"))

@@ -40,14 +40,11 @@ async fn conformance(key: Option<&str>) {
         backend.capabilities().await.native_files,
         "msbw serve announces its file extension"
     );
-    let report = run_all(
-        &backend,
-        &ConformanceOptions {
-            name_prefix: "serve".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let options = ConformanceOptions {
+        name_prefix: "serve".into(),
+        ..Default::default()
+    };
+    let report = run_all(&backend, &options).await;
     println!("{report}");
     let shutdown = served.stop().await;
     assert!(shutdown.failed.is_empty(), "{shutdown:?}");

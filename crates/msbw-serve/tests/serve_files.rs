@@ -42,6 +42,16 @@ fn rate(what: &str, bytes: usize, took: Duration) {
     );
 }
 
+/// Fails unless `back` is `data` (without printing megabytes of either).
+#[track_caller]
+fn assert_read_back(back: &[u8], data: &[u8]) {
+    let (got, written) = (back.len(), data.len());
+    assert!(
+        back == data,
+        "read back {got} bytes that differ from the {written} written"
+    );
+}
+
 fn host_cp(data: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -65,11 +75,7 @@ async fn a_64_mib_file_round_trips_through_the_facade_over_the_local_backend() {
     let started = Instant::now();
     let back = wrapper.read_file("big", "/tmp/big.bin").await.unwrap();
     rate("facade/local read", SIZE, started.elapsed());
-    assert!(
-        back == data,
-        "read back {} bytes that differ from the {SIZE} written",
-        back.len()
-    );
+    assert_read_back(&back, &data);
     // The sandbox's own code sees the same file.
     let out = wrapper
         .execute_code(CodeCall::new("import os; print(os.path.getsize('/tmp/big.bin'))").session("big"))
@@ -111,11 +117,7 @@ async fn a_64_mib_file_round_trips_through_msbw_serve() {
     let started = Instant::now();
     let back = backend.read_file(&spec.id, "/tmp/big.bin", SIZE as u64).await.unwrap();
     rate("HttpBackend -> serve -> local read", SIZE, started.elapsed());
-    assert!(
-        back == data,
-        "read back {} bytes that differ from the {SIZE} written",
-        back.len()
-    );
+    assert_read_back(&back, &data);
     let err = backend
         .read_file(&spec.id, "/tmp/big.bin", SIZE as u64 - 1)
         .await

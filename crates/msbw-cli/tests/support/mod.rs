@@ -2,7 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of this
 
-use std::process::{Child, Command, Output};
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,7 +22,31 @@ pub fn msbw(dir: &std::path::Path) -> Command {
 
 /// Exit status (-1 when killed by a signal), stdout and stderr.
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out: Output = cmd.output().expect("msbw runs");
+    outcome(cmd.output().expect("msbw runs"))
+}
+
+/// [`run`] with `input` written to a piped stdin, which is then closed.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> (i32, String, String) {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("msbw starts");
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input)
+        .expect("msbw reads stdin");
+    outcome(child.wait_with_output().expect("wait for msbw"))
+}
+
+/// Fails the test, showing `text`, unless `text` contains every one of `parts`.
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    let missing: Vec<&str> = parts.iter().copied().filter(|part| !text.contains(part)).collect();
+    assert!(missing.is_empty(), "{missing:?} missing from:\n{text}");
+}
+
+/// Exit status (-1 when killed by a signal), stdout and stderr of a finished `msbw`.
+fn outcome(out: Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
