@@ -309,6 +309,19 @@ fn exit_statuses_pass_through_a_session() {
 }
 
 #[test]
+fn a_call_refused_by_the_managers_checks_starts_no_session() {
+    let env = Env::new();
+    // The session client checks a call by the manager's rules (`Call::work`) before it asks the
+    // server to start the session's sandbox.
+    let (code, _, err) = run(env.msbw().args(["run", "--session", "empty", "  "]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("INVALID_INPUT_ERROR") && err.contains("command"), "{err}");
+    let (code, out, err) = run(env.msbw().args(["session", "list"]));
+    assert_eq!((code, out.as_str()), (0, ""), "no session was created: {err}");
+    env.wait_until_no_server();
+}
+
+#[test]
 fn cp_copies_into_and_out_of_a_session() {
     let env = Env::new();
     // 200 kB of every byte value: several chunks, binary-safe.
