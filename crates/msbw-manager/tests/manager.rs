@@ -19,6 +19,8 @@ use msbw_manager::{
 };
 use tokio::time::{Instant, sleep};
 
+use common::{started, started_on_a_fake};
+
 fn config() -> WrapperConfig {
     WrapperConfig {
         session_timeout: Duration::from_secs(60),
@@ -36,19 +38,6 @@ fn limited(max: u32) -> WrapperConfig {
         max_concurrent_sessions: max,
         ..config()
     }
-}
-
-async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
-    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
-    manager.start().await.expect("starts");
-    manager
-}
-
-/// A manager with [`config`] over a new fake.
-async fn started_on_a_fake() -> (FakeBackend, SessionManager) {
-    let fake = FakeBackend::new();
-    let manager = started(config(), &fake).await;
-    (fake, manager)
 }
 
 /// A manager whose owner leases live in `dir`.
@@ -115,7 +104,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn an_existing_session_is_reused_and_only_the_first_call_creates_it() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let first = code_in(&manager, "a", "user-1").await;
         let second = code_in(&manager, "b", "user-1").await;
         assert!(first.session_created);
@@ -128,7 +117,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn without_an_id_each_call_gets_a_new_generated_session() {
-        let (_, manager) = started_on_a_fake().await;
+        let (_, manager) = started_on_a_fake(config()).await;
         let a = manager.execute_code(CodeCall::new("a")).await.unwrap();
         let b = manager.execute_code(CodeCall::new("b")).await.unwrap();
         assert_ne!(a.session_id, b.session_id);
@@ -138,7 +127,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn similar_session_ids_get_distinct_sandboxes_marked_as_ours() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let a = code_in(&manager, "a", "user-abc-1").await;
         let b = code_in(&manager, "b", "user-abc-2").await;
         let c = code_in(&manager, "c", "user/abc/1").await;
@@ -152,7 +141,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn asking_an_existing_session_for_another_template_or_flavor_is_an_error() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "a", "s").await;
         let err = code_err(&manager, CodeCall::new("a").session("s").template(Template::Node)).await;
         let ManagerError::SessionMismatch(mismatch) = &err else {
@@ -229,7 +218,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn bad_arguments_are_refused_before_anything_starts() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         for call in [
             CodeCall::new("x").timeout(Duration::ZERO),
             CodeCall::new("x").timeout(Duration::from_secs(3601)),
@@ -287,7 +276,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn stop_session_stops_its_sandbox_and_says_whether_it_existed() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let r = code_in(&manager, "x", "s").await;
         assert!(manager.stop_session("s").await.unwrap());
         assert!(!manager.stop_session("s").await.unwrap());
@@ -340,7 +329,7 @@ mod open_sessions {
 
     #[tokio::test(start_paused = true)]
     async fn a_replacement_sandbox_keeps_the_sessions_extras() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let (info, _) = manager.open_session(spec("s")).await.unwrap();
         fake.kill(&SandboxId::new(info.namespace, info.sandbox_name).unwrap());
         let r = manager
@@ -356,7 +345,7 @@ mod open_sessions {
 
     #[tokio::test(start_paused = true)]
     async fn must_exist_refuses_to_create() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let mut call = CodeCall::new("x").session("ghost");
         call.options = SessionOptions {
             must_exist: true,
@@ -639,7 +628,7 @@ mod cleanup {
 
     #[tokio::test(start_paused = true)]
     async fn use_resets_the_idle_clock() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "s").await;
         for _ in 0..5 {
             sleep(Duration::from_secs(40)).await;
@@ -781,7 +770,7 @@ mod cleanup {
 
     #[tokio::test(start_paused = true)]
     async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
-        let (_, manager) = started_on_a_fake().await;
+        let (_, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "s").await;
         manager.pause_background_tasks().unwrap();
         assert!(manager.background_task_status().iter().all(|t| t.paused && t.running));
@@ -1198,7 +1187,7 @@ mod timeouts {
 
     #[tokio::test(start_paused = true)]
     async fn a_sandbox_that_vanished_is_replaced_transparently() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let r = code_in(&manager, "a", "s").await;
         assert!(fake.kill(&r.sandbox));
         let next = code_in(&manager, "b", "s").await;
@@ -1275,7 +1264,7 @@ mod shutdown {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_stops_every_sandbox_it_started() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         for i in 0..5 {
             manager
                 .execute_code(CodeCall::new("x").session(format!("s{i}")))
@@ -1324,7 +1313,7 @@ mod shutdown {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_reports_what_it_could_not_stop() {
-        let (fake, manager) = started_on_a_fake().await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "a").await;
         fake.fail_next_stops(2);
         let report = manager.shutdown().await;
@@ -1411,7 +1400,7 @@ mod stats {
 
     #[tokio::test(start_paused = true)]
     async fn resource_stats_count_sessions_memory_and_cpus() {
-        let (_, manager) = started_on_a_fake().await;
+        let (_, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "a").await;
         manager
             .execute_code(CodeCall::new("x").session("b").flavor(SandboxFlavor::Large))

@@ -16,6 +16,8 @@ use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{CodeCall, ManagerError, Ownership, SessionManager, SessionSpec, naming};
 use tokio::time::sleep;
 
+use common::{started, started_on_a_fake};
+
 fn config(pool: &str) -> WrapperConfig {
     WrapperConfig {
         session_timeout: Duration::from_secs(600),
@@ -26,12 +28,6 @@ fn config(pool: &str) -> WrapperConfig {
         warm_pool: pool.parse().unwrap(),
         ..WrapperConfig::default()
     }
-}
-
-async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
-    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
-    manager.start().await.expect("starts");
-    manager
 }
 
 /// `(starting, ready)` of the pool's first entry.
@@ -88,8 +84,7 @@ async fn a_new_session_claims_a_ready_sandbox_and_the_pool_refills() {
 
 #[tokio::test(start_paused = true)]
 async fn only_the_pools_template_and_flavor_without_extras_is_served_from_it() {
-    let fake = FakeBackend::new();
-    let manager = started(config("python:small=1"), &fake).await;
+    let (_, manager) = started_on_a_fake(config("python:small=1")).await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 1));
     let medium = CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium);
@@ -113,13 +108,12 @@ async fn only_the_pools_template_and_flavor_without_extras_is_served_from_it() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_session_limit_the_pool_yields_to_a_real_session() {
-    let fake = FakeBackend::new();
-    let cfg = WrapperConfig {
+    let (fake, manager) = started_on_a_fake(WrapperConfig {
         max_concurrent_sessions: 2,
         limit_policy: LimitPolicy::Reject,
         ..config("python:small=2")
-    };
-    let manager = started(cfg, &fake).await;
+    })
+    .await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 2));
     // Two sessions the pool cannot serve: each takes the place of a pooled sandbox, not refused.
@@ -164,12 +158,11 @@ async fn a_pooled_sandbox_still_starting_yields_too() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_memory_budget_the_pool_yields_as_much_as_a_session_needs() {
-    let fake = FakeBackend::new();
-    let cfg = WrapperConfig {
+    let (fake, manager) = started_on_a_fake(WrapperConfig {
         max_total_memory_mb: Some(2048),
         ..config("python:small=2")
-    };
-    let manager = started(cfg, &fake).await;
+    })
+    .await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 2));
     let medium = CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium);
@@ -227,8 +220,7 @@ async fn a_failing_pooled_start_backs_off_instead_of_looping() {
 
 #[tokio::test(start_paused = true)]
 async fn a_sandbox_is_never_returned_to_the_pool_after_its_session_ends() {
-    let fake = FakeBackend::new();
-    let manager = started(config("python:small=1"), &fake).await;
+    let (fake, manager) = started_on_a_fake(config("python:small=1")).await;
     let mut seen = HashSet::new();
     for round in 0..4 {
         sleep(Duration::from_secs(1)).await;

@@ -3,9 +3,11 @@
 #![allow(dead_code, unreachable_pub, reason = "each test file uses a different part")]
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use msbw_backend::fake::FakeBackend;
+use msbw_config::WrapperConfig;
 use msbw_manager::SessionManager;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -28,6 +30,20 @@ pub fn for_random_seeds<F: Future<Output = ()>>(cases: u32, test: fn(u64) -> F) 
     if let Err(failure) = result {
         panic!("{failure}");
     }
+}
+
+/// A started manager over `fake`.
+pub async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
+    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
+    manager.start().await.expect("starts");
+    manager
+}
+
+/// A started manager over a new fake.
+pub async fn started_on_a_fake(config: WrapperConfig) -> (FakeBackend, SessionManager) {
+    let fake = FakeBackend::new();
+    let manager = started(config, &fake).await;
+    (fake, manager)
 }
 
 /// A fake whose every start takes `delay` (on tokio's clock).
