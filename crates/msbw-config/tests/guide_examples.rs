@@ -1,11 +1,11 @@
 //! Every example configuration of the configuration guide loads without error.
 //!
 //! The shell and `.env` blocks are copied verbatim from `configuration-guide.md` into
-//! `guide_examples.md`; the Python blocks are written with the builder, field for field.
+//! `guide_examples.md`; the Python blocks are written as struct literals, keyword for keyword.
 
 use std::time::Duration;
 
-use msbw_config::{LogLevel, SandboxFlavor, WrapperConfig};
+use msbw_config::{LogLevel, SandboxFlavor, VolumeMapping, WrapperConfig};
 
 /// Reads the `export NAME="value"` / `export NAME='multi-line value'` lines of a shell block.
 fn exports(block: &str) -> Vec<(String, String)> {
@@ -154,39 +154,43 @@ fn dotenv_pairs(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn the_basic_programmatic_example_builds() {
-    let c = WrapperConfig::builder()
-        .server_url("http://localhost:5555")
-        .session_timeout(Duration::from_secs(3600))
-        .max_concurrent_sessions(5)
-        .default_flavor(SandboxFlavor::Medium)
-        .default_execution_timeout(Duration::from_secs(600))
-        .build()
-        .unwrap();
-    assert_eq!(c.default_flavor, SandboxFlavor::Medium);
+/// Parses `host:container[:ro|rw]` volume mappings.
+fn volumes(mappings: &[&str]) -> Vec<VolumeMapping> {
+    mappings.iter().map(|m| m.parse().expect("a valid mapping")).collect()
 }
 
 #[test]
-fn the_advanced_programmatic_example_builds() {
-    let c = WrapperConfig::builder()
-        .server_url("http://production-microsandbox:5555")
-        .api_key("prod-api-key-123")
-        .session_timeout(Duration::from_secs(7200))
-        .max_concurrent_sessions(20)
-        .cleanup_interval(Duration::from_secs(30))
-        .default_flavor(SandboxFlavor::Large)
-        .sandbox_start_timeout(Duration::from_secs(300))
-        .default_execution_timeout(Duration::from_secs(1800))
-        .max_total_memory_mb(16384)
-        .volume("/data/input:/sandbox/input")
-        .volume("/data/output:/sandbox/output")
-        .volume("/data/shared:/sandbox/shared")
-        .volume("/logs:/sandbox/logs")
-        .orphan_cleanup_interval(Duration::from_secs(180))
-        .build()
-        .unwrap();
-    assert_eq!(c.shared_volume_mappings.len(), 4);
+fn the_basic_and_advanced_programmatic_examples_build() {
+    let secs = Duration::from_secs;
+    let basic = WrapperConfig {
+        server_url: "http://localhost:5555".into(),
+        session_timeout: secs(3600),
+        max_concurrent_sessions: 5,
+        default_flavor: SandboxFlavor::Medium,
+        default_execution_timeout: secs(600),
+        ..Default::default()
+    };
+    basic.validate().unwrap();
+    let advanced = WrapperConfig {
+        server_url: "http://production-microsandbox:5555".into(),
+        api_key: Some("prod-api-key-123".into()),
+        session_timeout: secs(7200),
+        max_concurrent_sessions: 20,
+        cleanup_interval: secs(30),
+        default_flavor: SandboxFlavor::Large,
+        sandbox_start_timeout: secs(300),
+        default_execution_timeout: secs(1800),
+        max_total_memory_mb: Some(16384),
+        shared_volume_mappings: volumes(&[
+            "/data/input:/sandbox/input",
+            "/data/output:/sandbox/output",
+            "/data/shared:/sandbox/shared",
+            "/logs:/sandbox/logs",
+        ]),
+        orphan_cleanup_interval: secs(180),
+        ..Default::default()
+    };
+    advanced.validate().unwrap();
 }
 
 #[test]

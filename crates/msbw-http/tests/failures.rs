@@ -218,16 +218,10 @@ async fn a_slow_listing_times_out() {
 
 #[tokio::test]
 async fn slow_code_and_commands_are_timed_out_results_that_leave_the_sandbox_unusable() {
-    let server = server_answering("sandbox.repl.run", repl_result(&[]).set_delay(Duration::from_secs(5))).await;
-    answer(
-        &server,
-        "sandbox.command.run",
-        command_result(0, &[]).set_delay(Duration::from_secs(5)),
-    )
-    .await;
-    let backend = backend_with(&server, |c| {
-        c.exec_grace = Duration::from_millis(300);
-    });
+    let slowly = Duration::from_secs(5);
+    let server = server_answering("sandbox.repl.run", repl_result(&[]).set_delay(slowly)).await;
+    answer(&server, "sandbox.command.run", command_result(0, &[]).set_delay(slowly)).await;
+    let backend = backend_with(&server, |c| c.exec_grace = Duration::from_millis(300));
     let out = backend
         .run_code(&id("sb1"), &code(Duration::from_millis(400)))
         .await

@@ -6,12 +6,33 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use msbw_backend::Template;
+use msbw_backend::{ExecOutput, Template};
+
+/// Starts a sandbox of `template` and runs each `(source, stdout)` of `steps` in it in turn,
+/// asserting that it printed `stdout`; returns the sandbox.
+async fn run_in_turn(prefix: &str, template: Template, steps: &[(&str, &str)]) -> Sandbox {
+    let sandbox = Sandbox::new(prefix, template).await;
+    for (source, stdout) in steps {
+        sandbox.assert_prints(source, stdout).await;
+    }
+    sandbox
+}
+
+/// Runs `source`, which must raise with `needle` in its stderr, and asserts that the traceback
+/// shows none of the frames of the driver that runs user code.
+async fn assert_raises_without_driver_frames(sandbox: &Sandbox, source: &str, needle: &str) -> ExecOutput {
+    let out = sandbox.assert_raises(source, needle).await;
+    let driver = match sandbox.template {
+        Template::Node => "msbwDriver",
+        _ => "_msbw_driver",
+    };
+    assert!(!out.stderr.contains(driver), "driver frames leak: {out:?}");
+    out
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_shows_the_last_expression_and_supports_top_level_await() {
-    let sandbox = Sandbox::new("py-repl", Template::Python).await;
-    for (source, stdout) in [
+    let sandbox = run_in_turn("py-repl", Template::Python, &[
         ("x = 20\nx * 2 + 2", "42\n"),
         ("None", ""),
         (
@@ -22,9 +43,8 @@ async fn python_shows_the_last_expression_and_supports_top_level_await() {
         // User code may run its own event loop too.
         ("import asyncio\nprint(asyncio.run(twice(5)))", "10\n"),
         ("print(await twice(1))", "2\n"),
-    ] {
-        sandbox.assert_prints(source, stdout).await;
-    }
+    ])
+    .await;
     sandbox.stop().await;
 }
 
@@ -62,14 +82,9 @@ async fn python_captures_output_of_child_processes_per_execution() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_errors_exits_and_crashes_are_reported() {
     let sandbox = Sandbox::new("py-errors", Template::Python).await;
-    let out = sandbox
-        .assert_raises(
-            "kept = 1\ndef f():\n    raise KeyError('boom')\nf()",
-            "KeyError: 'boom'",
-        )
-        .await;
+    let source = "kept = 1\ndef f():\n    raise KeyError('boom')\nf()";
+    let out = assert_raises_without_driver_frames(&sandbox, source, "KeyError: 'boom'").await;
     assert!(out.stderr.contains("line 3, in f"), "{out:?}");
-    assert!(!out.stderr.contains("_msbw_driver"), "driver frames leak: {out:?}");
     sandbox.assert_raises("def broken(:\n    pass", "SyntaxError").await;
     sandbox.assert_prints("import sys\nsys.exit(0)", "").await;
     sandbox.assert_raises("import sys\nsys.exit(3)", "SystemExit: 3").await;
@@ -121,20 +136,22 @@ async fn abandoned_executions_do_not_confuse_the_next_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_keeps_declarations_and_supports_top_level_await() {
-    let sandbox = Sandbox::new("node-repl", Template::Node).await;
-    for (source, stdout) in [
-        ("var a = 1; let b = 2; const c = 3;", ""),
-        ("console.log(a + b + c)", "6\n"),
-        ("a + b", "3\n"),
-        ("const v = await Promise.resolve(39)", ""),
-        ("v + c", "42\n"),
-        ("function f() { return b * 10 }", ""),
-        ("console.log(f())", "20\n"),
-        ("require('path').join('a', 'b')", "'a/b'\n"),
-        ("console.error('to-stderr')", ""),
-    ] {
-        sandbox.assert_prints(source, stdout).await;
-    }
+    let sandbox = run_in_turn(
+        "node-repl",
+        Template::Node,
+        &[
+            ("var a = 1; let b = 2; const c = 3;", ""),
+            ("console.log(a + b + c)", "6\n"),
+            ("a + b", "3\n"),
+            ("const v = await Promise.resolve(39)", ""),
+            ("v + c", "42\n"),
+            ("function f() { return b * 10 }", ""),
+            ("console.log(f())", "20\n"),
+            ("require('path').join('a', 'b')", "'a/b'\n"),
+            ("console.error('to-stderr')", ""),
+        ],
+    )
+    .await;
     let out = sandbox.node("console.error('oops')").await;
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", "oops\n"));
     let out = sandbox
@@ -147,13 +164,8 @@ async fn node_keeps_declarations_and_supports_top_level_await() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_errors_and_rejections_are_raised_and_late_output_is_dropped() {
     let sandbox = Sandbox::new("node-errors", Template::Node).await;
-    let out = sandbox
-        .assert_raises(
-            "function g() { throw new TypeError('bad thing') }\ng()",
-            "TypeError: bad thing",
-        )
-        .await;
-    assert!(!out.stderr.contains("msbwDriver"), "driver frames leak: {out:?}");
+    let source = "function g() { throw new TypeError('bad thing') }\ng()";
+    assert_raises_without_driver_frames(&sandbox, source, "TypeError: bad thing").await;
     for (source, needle) in [
         ("Promise.reject(new Error('nobody caught me')); 1", "nobody caught me"),
         (

@@ -128,8 +128,7 @@ async fn the_output_cap_bounds_the_stream_and_the_cut_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_code_stream_kills_the_code_and_keeps_the_sandbox() {
-    let sandbox = Sandbox::new("stream-drop", Template::Python).await;
-    let tag = marker("stream-drop");
+    let (sandbox, tag) = Sandbox::with_marker("stream-drop", Template::Python).await;
     let source = format!(
         "import subprocess\nchild = subprocess.Popen(['sh', '-c', 'sleep 300; : {tag}'])\nprint('started', flush=True)\nchild.wait()"
     );
@@ -143,8 +142,7 @@ async fn dropping_a_code_stream_kills_the_code_and_keeps_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_command_stream_kills_the_command() {
-    let sandbox = Sandbox::new("stream-dropcmd", Template::Python).await;
-    let tag = marker("stream-dropcmd");
+    let (sandbox, tag) = Sandbox::with_marker("stream-dropcmd", Template::Python).await;
     let script = format!("echo started; sleep 300; : {tag}");
     drop_while_running(command_stream(&sandbox, "sh", &["-c", &script]).await, &tag).await;
     assert_eq!(sandbox.shell("echo ok").await.stdout, "ok\n");

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +15,11 @@ use msbw_backend::{
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{
     CodeCall, CommandCall, ExecutionResult, LimitExceeded, ManagerError, Ownership, Resource, SessionManager,
-    SessionMismatch, SessionOptions, SessionSpec, SessionStatus, naming,
+    SessionOptions, SessionSpec, SessionStatus, naming,
 };
 use tokio::time::{Instant, sleep};
+
+use common::{started, started_on_a_fake};
 
 fn config() -> WrapperConfig {
     WrapperConfig {
@@ -34,12 +38,6 @@ fn limited(max: u32) -> WrapperConfig {
         max_concurrent_sessions: max,
         ..config()
     }
-}
-
-async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
-    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
-    manager.start().await.expect("starts");
-    manager
 }
 
 /// A manager whose owner leases live in `dir`.
@@ -63,6 +61,11 @@ async fn code_in(manager: &SessionManager, code: &str, session: &str) -> Executi
         .execute_code(CodeCall::new(code).session(session))
         .await
         .unwrap()
+}
+
+/// Makes `call`, which must fail; returns the error.
+async fn code_err(manager: &SessionManager, call: CodeCall) -> ManagerError {
+    manager.execute_code(call).await.unwrap_err()
 }
 
 fn slow(secs: u64, text: &str) -> Reply {
@@ -101,8 +104,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn an_existing_session_is_reused_and_only_the_first_call_creates_it() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let first = code_in(&manager, "a", "user-1").await;
         let second = code_in(&manager, "b", "user-1").await;
         assert!(first.session_created);
@@ -115,8 +117,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn without_an_id_each_call_gets_a_new_generated_session() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (_, manager) = started_on_a_fake(config()).await;
         let a = manager.execute_code(CodeCall::new("a")).await.unwrap();
         let b = manager.execute_code(CodeCall::new("b")).await.unwrap();
         assert_ne!(a.session_id, b.session_id);
@@ -126,8 +127,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn similar_session_ids_get_distinct_sandboxes_marked_as_ours() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let a = code_in(&manager, "a", "user-abc-1").await;
         let b = code_in(&manager, "b", "user-abc-2").await;
         let c = code_in(&manager, "c", "user/abc/1").await;
@@ -141,68 +141,49 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn asking_an_existing_session_for_another_template_or_flavor_is_an_error() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "a", "s").await;
-        let err = manager
-            .execute_code(CodeCall::new("a").session("s").template(Template::Node))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ManagerError::SessionMismatch(SessionMismatch {
-                    requested_template: Template::Node,
-                    ..
-                })
-            ),
-            "{err}"
-        );
+        let err = code_err(&manager, CodeCall::new("a").session("s").template(Template::Node)).await;
+        let ManagerError::SessionMismatch(mismatch) = &err else {
+            panic!("not a session mismatch: {err}");
+        };
+        assert_eq!(mismatch.requested_template, Template::Node);
         assert_eq!(
             err.to_string(),
             "session \"s\" is a python/small session; this call asked for node/small"
         );
-        let err = manager
-            .execute_code(CodeCall::new("a").session("s").flavor(SandboxFlavor::Large))
-            .await
-            .unwrap_err();
+        let err = code_err(&manager, CodeCall::new("a").session("s").flavor(SandboxFlavor::Large)).await;
         assert!(matches!(err, ManagerError::SessionMismatch { .. }), "{err}");
         assert_eq!(fake.stats().started, 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn executions_within_a_session_are_serialised() {
+    /// Makes `calls` at once on a fake whose executions take 10 s each: the fake, how long the
+    /// calls took together, and their results (which must be successes).
+    async fn ten_second_calls(calls: impl Iterator<Item = CodeCall>) -> (FakeBackend, Duration, Vec<ExecutionResult>) {
         let fake = FakeBackend::with_script(|_, code| slow(10, code));
         let manager = started(config(), &fake).await;
         let t0 = Instant::now();
-        let calls = (0..5).map(|i| manager.execute_code(CodeCall::new(format!("c{i}")).session("one")));
-        let results = futures_join_all(calls).await;
-        for r in &results {
-            assert!(r.as_ref().unwrap().success);
-        }
+        let results = futures_join_all(calls.map(|call| manager.execute_code(call))).await;
+        let took = t0.elapsed();
+        let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        assert!(results.iter().all(|r| r.success), "{results:?}");
+        (fake, took, results)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn executions_within_a_session_are_serialised() {
+        let (fake, took, results) =
+            ten_second_calls((0..5).map(|i| CodeCall::new(format!("c{i}")).session("one"))).await;
         assert_eq!(fake.stats().max_concurrent_execs_per_sandbox, 1);
-        assert_eq!(
-            t0.elapsed(),
-            Duration::from_secs(50),
-            "five 10 s executions one after another"
-        );
-        assert_eq!(
-            results.iter().filter(|r| r.as_ref().unwrap().session_created).count(),
-            1
-        );
+        assert_eq!(took, Duration::from_secs(50), "five 10 s executions one after another");
+        assert_eq!(results.iter().filter(|r| r.session_created).count(), 1);
         assert_eq!(fake.stats().started, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn different_sessions_run_in_parallel() {
-        let fake = FakeBackend::with_script(|_, code| slow(10, code));
-        let manager = started(config(), &fake).await;
-        let t0 = Instant::now();
-        let calls = (0..3).map(|i| manager.execute_code(CodeCall::new("x").session(format!("s{i}"))));
-        for r in futures_join_all(calls).await {
-            r.unwrap();
-        }
-        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        let (_, took, _) = ten_second_calls((0..3).map(|i| CodeCall::new("x").session(format!("s{i}")))).await;
+        assert_eq!(took, Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
@@ -237,8 +218,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn bad_arguments_are_refused_before_anything_starts() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         for call in [
             CodeCall::new("x").timeout(Duration::ZERO),
             CodeCall::new("x").timeout(Duration::from_secs(3601)),
@@ -258,10 +238,7 @@ mod sessions {
             "{err}"
         );
         assert_eq!(fake.stats().start_calls, 0);
-        let err = manager
-            .execute_code(CodeCall::new("x").timeout(Duration::ZERO))
-            .await
-            .unwrap_err();
+        let err = code_err(&manager, CodeCall::new("x").timeout(Duration::ZERO)).await;
         assert_eq!(
             err.to_string(),
             "invalid timeout: must be more than zero; leave it out for the configured default"
@@ -299,8 +276,7 @@ mod sessions {
 
     #[tokio::test(start_paused = true)]
     async fn stop_session_stops_its_sandbox_and_says_whether_it_existed() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let r = code_in(&manager, "x", "s").await;
         assert!(manager.stop_session("s").await.unwrap());
         assert!(!manager.stop_session("s").await.unwrap());
@@ -353,8 +329,7 @@ mod open_sessions {
 
     #[tokio::test(start_paused = true)]
     async fn a_replacement_sandbox_keeps_the_sessions_extras() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let (info, _) = manager.open_session(spec("s")).await.unwrap();
         fake.kill(&SandboxId::new(info.namespace, info.sandbox_name).unwrap());
         let r = manager
@@ -370,8 +345,7 @@ mod open_sessions {
 
     #[tokio::test(start_paused = true)]
     async fn must_exist_refuses_to_create() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let mut call = CodeCall::new("x").session("ghost");
         call.options = SessionOptions {
             must_exist: true,
@@ -449,10 +423,7 @@ mod admission {
             .execute_code(CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium))
             .await
             .unwrap();
-        let err = manager
-            .execute_code(CodeCall::new("x").session("m2").flavor(SandboxFlavor::Medium))
-            .await
-            .unwrap_err();
+        let err = code_err(&manager, CodeCall::new("x").session("m2").flavor(SandboxFlavor::Medium)).await;
         assert!(
             matches!(
                 err,
@@ -529,8 +500,7 @@ mod admission {
 
     #[tokio::test(start_paused = true)]
     async fn at_most_max_concurrent_starts_sandboxes_start_at_once() {
-        let fake = FakeBackend::new();
-        fake.set_start_delay(Duration::from_secs(5));
+        let fake = common::fake_starting_in(Duration::from_secs(5));
         let cfg = WrapperConfig {
             max_concurrent_starts: 2,
             ..config()
@@ -629,10 +599,7 @@ mod admission {
                 .await
         });
         sleep(Duration::from_secs(1)).await;
-        let err = manager
-            .execute_code(CodeCall::new("x").session("new"))
-            .await
-            .unwrap_err();
+        let err = code_err(&manager, CodeCall::new("x").session("new")).await;
         assert!(matches!(err, ManagerError::ResourceLimit { .. }), "{err}");
         assert!(busy.await.unwrap().unwrap().success);
     }
@@ -661,8 +628,7 @@ mod cleanup {
 
     #[tokio::test(start_paused = true)]
     async fn use_resets_the_idle_clock() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "s").await;
         for _ in 0..5 {
             sleep(Duration::from_secs(40)).await;
@@ -738,21 +704,35 @@ mod cleanup {
         panics: std::sync::atomic::AtomicUsize,
     }
 
-    #[async_trait::async_trait]
-    impl msbw_backend::SandboxBackend for PanickyStops {
+    /// Implements the backend trait for a wrapper of the fake in `self.fake`: each listed method
+    /// is the fake's; the methods written after the list are the wrapper's own.
+    macro_rules! backend_by_fake {
+        ($wrapper:ty { $(async fn $method:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)* } $($own:tt)*) => {
+            #[async_trait::async_trait]
+            impl msbw_backend::SandboxBackend for $wrapper {
+                $(async fn $method(&self $(, $arg: $ty)*) -> $out {
+                    self.fake.$method($($arg),*).await
+                })*
+                $($own)*
+            }
+        };
+    }
+
+    use msbw_backend::{BackendError, Capabilities, CodeRequest, CommandRequest, Health, ListFilter, SandboxInfo};
+
+    backend_by_fake!(PanickyStops {
+        async fn capabilities(&self) -> Capabilities;
+        async fn health(&self) -> Result<Health, BackendError>;
+        async fn start(&self, spec: &SandboxSpec) -> Result<(), BackendError>;
+        async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError>;
+        async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError>;
+        async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError>;
+    }
         fn name(&self) -> &'static str {
             "panicky"
         }
-        async fn capabilities(&self) -> msbw_backend::Capabilities {
-            self.fake.capabilities().await
-        }
-        async fn health(&self) -> Result<msbw_backend::Health, msbw_backend::BackendError> {
-            self.fake.health().await
-        }
-        async fn start(&self, spec: &SandboxSpec) -> Result<(), msbw_backend::BackendError> {
-            self.fake.start(spec).await
-        }
-        async fn stop(&self, id: &SandboxId) -> Result<(), msbw_backend::BackendError> {
+
+        async fn stop(&self, id: &SandboxId) -> Result<(), BackendError> {
             let left = self.panics.load(std::sync::atomic::Ordering::SeqCst);
             if left > 0 {
                 self.panics.store(left - 1, std::sync::atomic::Ordering::SeqCst);
@@ -760,27 +740,7 @@ mod cleanup {
             }
             self.fake.stop(id).await
         }
-        async fn run_code(
-            &self,
-            id: &SandboxId,
-            request: &msbw_backend::CodeRequest,
-        ) -> Result<ExecOutput, msbw_backend::BackendError> {
-            self.fake.run_code(id, request).await
-        }
-        async fn run_command(
-            &self,
-            id: &SandboxId,
-            request: &msbw_backend::CommandRequest,
-        ) -> Result<ExecOutput, msbw_backend::BackendError> {
-            self.fake.run_command(id, request).await
-        }
-        async fn list(
-            &self,
-            filter: &msbw_backend::ListFilter,
-        ) -> Result<Vec<msbw_backend::SandboxInfo>, msbw_backend::BackendError> {
-            self.fake.list(filter).await
-        }
-    }
+    );
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_stop_keeps_the_slot_and_is_retried_not_leaked() {
@@ -810,8 +770,7 @@ mod cleanup {
 
     #[tokio::test(start_paused = true)]
     async fn paused_tasks_do_not_reap_and_resumed_ones_do() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (_, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "s").await;
         manager.pause_background_tasks().unwrap();
         assert!(manager.background_task_status().iter().all(|t| t.paused && t.running));
@@ -903,8 +862,7 @@ mod orphans {
 
     #[tokio::test(start_paused = true)]
     async fn a_session_being_created_is_not_an_orphan() {
-        let fake = FakeBackend::new();
-        fake.set_start_delay(Duration::from_secs(10));
+        let fake = common::fake_starting_in(Duration::from_secs(10));
         let manager = started(config(), &fake).await;
         let m = manager.clone();
         let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("new")).await });
@@ -1032,8 +990,7 @@ mod stress {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let fake = FakeBackend::new();
-            fake.set_start_delay(Duration::from_secs(5));
+            let fake = common::fake_starting_in(Duration::from_secs(5));
             let manager = started(config(), &fake).await;
             let m = manager.clone();
             let call = tokio::spawn(async move { m.execute_code(CodeCall::new("x").session("s")).await });
@@ -1083,14 +1040,9 @@ mod stress {
         manager.shutdown().await;
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4, ..Default::default() })]
-
-        #[test]
-        fn thousands_of_racing_callers_leave_limits_sessions_and_sandboxes_consistent(seed in 0u64..u64::MAX) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-            runtime.block_on(stress(seed));
-        }
+    #[test]
+    fn thousands_of_racing_callers_leave_limits_sessions_and_sandboxes_consistent() {
+        common::for_random_seeds(4, stress);
     }
 
     async fn stress(seed: u64) {
@@ -1168,34 +1120,32 @@ mod stress {
                 .await
                 .unwrap();
         }
-        let report = manager.shutdown().await;
-        assert!(report.failed.is_empty(), "{report:?}");
-        let stats = fake.stats();
-        assert_eq!(stats.started, stats.stopped, "every sandbox started was stopped");
-        assert!(fake.running().is_empty());
+        common::shut_down_cleanly(&manager, &fake).await;
     }
 }
 
 mod timeouts {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_timeout_that_kept_the_sandbox_leaves_the_session_usable() {
+    /// Runs the code "loop", which never ends, in session "s" with a 5 s timeout, on a fake whose
+    /// timed-out executions leave their sandbox `aftermath`; other code answers at once.
+    async fn a_timed_out_loop(aftermath: Aftermath) -> (FakeBackend, SessionManager, ExecutionResult) {
         let fake = FakeBackend::with_script(|_, code| if code == "loop" { slow(1000, "") } else { slow(0, code) });
-        fake.set_timeout_aftermath(Aftermath::StateLost);
+        fake.set_timeout_aftermath(aftermath);
         let manager = started(config(), &fake).await;
         let r = manager
             .execute_code(CodeCall::new("loop").session("s").timeout(Duration::from_secs(5)))
             .await
             .unwrap();
         assert!(!r.success);
-        assert_eq!(
-            r.status,
-            ExecStatus::TimedOut {
-                after: Duration::from_secs(5),
-                aftermath: Aftermath::StateLost
-            }
-        );
+        let after = Duration::from_secs(5);
+        assert_eq!(r.status, ExecStatus::TimedOut { after, aftermath });
+        (fake, manager, r)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_that_kept_the_sandbox_leaves_the_session_usable() {
+        let (_, manager, r) = a_timed_out_loop(Aftermath::StateLost).await;
         assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Ready);
         let next = code_in(&manager, "ok", "s").await;
         assert!(!next.sandbox_replaced);
@@ -1204,20 +1154,7 @@ mod timeouts {
 
     #[tokio::test(start_paused = true)]
     async fn an_unusable_sandbox_is_replaced_on_next_use() {
-        let fake = FakeBackend::with_script(|_, code| if code == "loop" { slow(1000, "") } else { slow(0, code) });
-        fake.set_timeout_aftermath(Aftermath::Unusable);
-        let manager = started(config(), &fake).await;
-        let r = manager
-            .execute_code(CodeCall::new("loop").session("s").timeout(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        assert!(matches!(
-            r.status,
-            ExecStatus::TimedOut {
-                aftermath: Aftermath::Unusable,
-                ..
-            }
-        ));
+        let (fake, manager, r) = a_timed_out_loop(Aftermath::Unusable).await;
         assert_eq!(manager.sessions(Some("s")).unwrap()[0].status, SessionStatus::Error);
         let next = code_in(&manager, "ok", "s").await;
         assert!(next.sandbox_replaced);
@@ -1250,8 +1187,7 @@ mod timeouts {
 
     #[tokio::test(start_paused = true)]
     async fn a_sandbox_that_vanished_is_replaced_transparently() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         let r = code_in(&manager, "a", "s").await;
         assert!(fake.kill(&r.sandbox));
         let next = code_in(&manager, "b", "s").await;
@@ -1328,8 +1264,7 @@ mod shutdown {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_stops_every_sandbox_it_started() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         for i in 0..5 {
             manager
                 .execute_code(CodeCall::new("x").session(format!("s{i}")))
@@ -1378,8 +1313,7 @@ mod shutdown {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_reports_what_it_could_not_stop() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (fake, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "a").await;
         fake.fail_next_stops(2);
         let report = manager.shutdown().await;
@@ -1392,12 +1326,19 @@ mod shutdown {
 mod with_mocks {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_read_only_volume_on_a_backend_that_cannot_is_refused_before_start() {
+    /// A mock named "mock" with the basic capabilities and no sandboxes to list; each test adds
+    /// what it expects of starts and executions.
+    fn basic_mock() -> MockSandboxBackend {
         let mut mock = MockSandboxBackend::new();
         mock.expect_name().return_const("mock");
         mock.expect_capabilities().returning(msbw_backend::Capabilities::basic);
         mock.expect_list().returning(|_| Ok(vec![]));
+        mock
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_only_volume_on_a_backend_that_cannot_is_refused_before_start() {
+        let mut mock = basic_mock();
         mock.expect_start().never();
         let cfg = WrapperConfig {
             shared_volume_mappings: vec![VolumeMapping::read_only("/data", "/sandbox/data").unwrap()],
@@ -1414,10 +1355,7 @@ mod with_mocks {
 
     #[tokio::test(start_paused = true)]
     async fn the_backend_gets_the_exact_spec_and_request() {
-        let mut mock = MockSandboxBackend::new();
-        mock.expect_name().return_const("mock");
-        mock.expect_capabilities().returning(msbw_backend::Capabilities::basic);
-        mock.expect_list().returning(|_| Ok(vec![]));
+        let mut mock = basic_mock();
         mock.expect_start()
             .withf(|spec| {
                 spec.template == Template::Node
@@ -1462,8 +1400,7 @@ mod stats {
 
     #[tokio::test(start_paused = true)]
     async fn resource_stats_count_sessions_memory_and_cpus() {
-        let fake = FakeBackend::new();
-        let manager = started(config(), &fake).await;
+        let (_, manager) = started_on_a_fake(config()).await;
         code_in(&manager, "x", "a").await;
         manager
             .execute_code(CodeCall::new("x").session("b").flavor(SandboxFlavor::Large))

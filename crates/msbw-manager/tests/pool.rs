@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may unwrap
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use msbw_backend::{SandboxId, Template};
 use msbw_config::{LimitPolicy, SandboxFlavor, WrapperConfig};
 use msbw_manager::{CodeCall, ManagerError, Ownership, SessionManager, SessionSpec, naming};
 use tokio::time::sleep;
+
+use common::{started, started_on_a_fake};
 
 fn config(pool: &str) -> WrapperConfig {
     WrapperConfig {
@@ -24,12 +28,6 @@ fn config(pool: &str) -> WrapperConfig {
         warm_pool: pool.parse().unwrap(),
         ..WrapperConfig::default()
     }
-}
-
-async fn started(config: WrapperConfig, fake: &FakeBackend) -> SessionManager {
-    let manager = SessionManager::new(config, Arc::new(fake.clone())).expect("valid config");
-    manager.start().await.expect("starts");
-    manager
 }
 
 /// `(starting, ready)` of the pool's first entry.
@@ -48,8 +46,7 @@ fn node(code: &str, session: &str) -> CodeCall {
 
 #[tokio::test(start_paused = true)]
 async fn a_new_session_claims_a_ready_sandbox_and_the_pool_refills() {
-    let fake = FakeBackend::new();
-    fake.set_start_delay(Duration::from_secs(2));
+    let fake = common::fake_starting_in(Duration::from_secs(2));
     let manager = started(config("python:small=2"), &fake).await;
     assert_eq!(pool_of(&manager), (2, 0), "both start ahead, before any call");
     sleep(Duration::from_secs(3)).await;
@@ -87,8 +84,7 @@ async fn a_new_session_claims_a_ready_sandbox_and_the_pool_refills() {
 
 #[tokio::test(start_paused = true)]
 async fn only_the_pools_template_and_flavor_without_extras_is_served_from_it() {
-    let fake = FakeBackend::new();
-    let manager = started(config("python:small=1"), &fake).await;
+    let (_, manager) = started_on_a_fake(config("python:small=1")).await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 1));
     let medium = CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium);
@@ -112,13 +108,12 @@ async fn only_the_pools_template_and_flavor_without_extras_is_served_from_it() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_session_limit_the_pool_yields_to_a_real_session() {
-    let fake = FakeBackend::new();
-    let cfg = WrapperConfig {
+    let (fake, manager) = started_on_a_fake(WrapperConfig {
         max_concurrent_sessions: 2,
         limit_policy: LimitPolicy::Reject,
         ..config("python:small=2")
-    };
-    let manager = started(cfg, &fake).await;
+    })
+    .await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 2));
     // Two sessions the pool cannot serve: each takes the place of a pooled sandbox, not refused.
@@ -143,8 +138,7 @@ async fn at_the_session_limit_the_pool_yields_to_a_real_session() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pooled_sandbox_still_starting_yields_too() {
-    let fake = FakeBackend::new();
-    fake.set_start_delay(Duration::from_secs(5));
+    let fake = common::fake_starting_in(Duration::from_secs(5));
     let cfg = WrapperConfig {
         max_concurrent_sessions: 1,
         ..config("python:small=1")
@@ -164,12 +158,11 @@ async fn a_pooled_sandbox_still_starting_yields_too() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_memory_budget_the_pool_yields_as_much_as_a_session_needs() {
-    let fake = FakeBackend::new();
-    let cfg = WrapperConfig {
+    let (fake, manager) = started_on_a_fake(WrapperConfig {
         max_total_memory_mb: Some(2048),
         ..config("python:small=2")
-    };
-    let manager = started(cfg, &fake).await;
+    })
+    .await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(pool_of(&manager), (0, 2));
     let medium = CodeCall::new("x").session("m").flavor(SandboxFlavor::Medium);
@@ -184,8 +177,7 @@ async fn at_the_memory_budget_the_pool_yields_as_much_as_a_session_needs() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_every_pooled_sandbox() {
-    let fake = FakeBackend::new();
-    fake.set_start_delay(Duration::from_secs(1));
+    let fake = common::fake_starting_in(Duration::from_secs(1));
     let manager = started(config("python:small=2,node:medium=1"), &fake).await;
     sleep(Duration::from_secs(5)).await;
     assert_eq!(fake.running().len(), 3);
@@ -228,8 +220,7 @@ async fn a_failing_pooled_start_backs_off_instead_of_looping() {
 
 #[tokio::test(start_paused = true)]
 async fn a_sandbox_is_never_returned_to_the_pool_after_its_session_ends() {
-    let fake = FakeBackend::new();
-    let manager = started(config("python:small=1"), &fake).await;
+    let (fake, manager) = started_on_a_fake(config("python:small=1")).await;
     let mut seen = HashSet::new();
     for round in 0..4 {
         sleep(Duration::from_secs(1)).await;
@@ -283,22 +274,16 @@ async fn orphan_cleanup_leaves_the_pool_alone_and_reclaims_it_after_a_crash() {
 mod stress {
     use super::*;
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
-
-        /// Many callers racing for a small pool, with stops, at a session limit: no sandbox ever
-        /// serves two sessions, the limit holds, and nothing is left after shutdown.
-        #[test]
-        fn racing_claims_never_share_a_sandbox(seed in 0u64..u64::MAX) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-            runtime.block_on(race(seed));
-        }
+    /// Many callers racing for a small pool, with stops, at a session limit: no sandbox ever
+    /// serves two sessions, the limit holds, and nothing is left after shutdown.
+    #[test]
+    fn racing_claims_never_share_a_sandbox() {
+        common::for_random_seeds(6, race);
     }
 
     async fn race(seed: u64) {
         const LIMIT: u32 = 8;
-        let fake = FakeBackend::new();
-        fake.set_start_delay(Duration::from_millis(700));
+        let fake = common::fake_starting_in(Duration::from_millis(700));
         let cfg = WrapperConfig {
             max_concurrent_sessions: LIMIT,
             limit_policy: LimitPolicy::Reject,
@@ -350,10 +335,6 @@ mod stress {
             rs.active_sessions + rs.pooled_sandboxes + rs.stopping_sandboxes <= LIMIT as usize,
             "{rs:?}"
         );
-        let report = manager.shutdown().await;
-        assert!(report.failed.is_empty(), "{report:?}");
-        let stats = fake.stats();
-        assert_eq!(stats.started, stats.stopped, "every sandbox started was stopped");
-        assert!(fake.running().is_empty());
+        common::shut_down_cleanly(&manager, &fake).await;
     }
 }

@@ -104,12 +104,8 @@ async fn invalid_calls_fail_before_a_stream_and_limits_come_through_it() {
 
 #[tokio::test(start_paused = true)]
 async fn the_session_is_held_for_the_streams_life() {
-    let fake = FakeBackend::with_script(|_, _| {
-        Reply::After(
-            Duration::from_secs(300),
-            Box::new(Reply::Output(ExecOutput::completed("done", "", None))),
-        )
-    });
+    let done = Reply::Output(ExecOutput::completed("done", "", None));
+    let fake = FakeBackend::with_script(move |_, _| Reply::After(Duration::from_secs(300), Box::new(done.clone())));
     let manager = started(&fake).await;
     let mut stream = manager.execute_code_stream(CodeCall::new("slow").session("s")).unwrap();
     until(|| status(&manager, "s") == Some(SessionStatus::Running)).await;

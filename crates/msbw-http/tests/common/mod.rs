@@ -148,19 +148,35 @@ pub fn masked() -> ResponseTemplate {
     rest(500, "Internal server error", 5002)
 }
 
+/// One sandbox of a metrics result as the server gives it: usage figures only while it runs.
+pub fn metrics_entry(namespace: &str, name: &str, running: bool) -> Value {
+    let usage = |value: Value| if running { value } else { Value::Null };
+    json!({"namespace": namespace, "name": name, "running": running,
+           "cpu_usage": usage(json!(1.5)), "memory_usage": usage(json!(40)), "disk_usage": usage(json!(4096))})
+}
+
+/// The sandboxes of a metrics result: those of `namespace` (`*`: every namespace), only the one
+/// named `filter` if there is one.
+pub fn metrics_listing<'a>(
+    sandboxes: impl IntoIterator<Item = (&'a str, &'a str, bool)>,
+    namespace: &str,
+    filter: Option<&str>,
+) -> Value {
+    let listed: Vec<Value> = sandboxes
+        .into_iter()
+        .filter(|(ns, name, _)| (namespace == "*" || *ns == namespace) && filter.is_none_or(|f| f == *name))
+        .map(|(ns, name, running)| metrics_entry(ns, name, running))
+        .collect();
+    json!({"sandboxes": listed})
+}
+
 /// A metrics result listing `(name, running)` in namespace `default`.
 pub fn metrics(entries: &[(&str, bool)]) -> ResponseTemplate {
-    let sandboxes: Vec<Value> = entries
-        .iter()
-        .map(|(name, running)| {
-            if *running {
-                json!({"namespace": "default", "name": name, "running": true, "cpu_usage": 1.5, "memory_usage": 40, "disk_usage": 4096})
-            } else {
-                json!({"namespace": "default", "name": name, "running": false, "cpu_usage": null, "memory_usage": null, "disk_usage": null})
-            }
-        })
-        .collect();
-    ok(json!({"sandboxes": sandboxes}))
+    ok(metrics_listing(
+        entries.iter().map(|(name, running)| ("default", *name, *running)),
+        "*",
+        None,
+    ))
 }
 
 /// A command result.
@@ -356,18 +372,8 @@ impl Respond for FakeServer {
                 {
                     return masked();
                 }
-                let list: Vec<Value> = state
-                    .sandboxes
-                    .iter()
-                    .filter(|((n, s), _)| (ns == "*" || *n == ns) && filter.is_none_or(|f| f == s))
-                    .map(|((n, s), sb)| {
-                        json!({"namespace": n, "name": s, "running": sb.running,
-                               "cpu_usage": if sb.running { json!(0.5) } else { Value::Null },
-                               "memory_usage": if sb.running { json!(12) } else { Value::Null },
-                               "disk_usage": if sb.running { json!(100) } else { Value::Null }})
-                    })
-                    .collect();
-                ok(json!({"sandboxes": list}))
+                let sandboxes = state.sandboxes.iter().map(|((n, s), sb)| (n.as_str(), s.as_str(), sb.running));
+                ok(metrics_listing(sandboxes, &ns, filter))
             }
             m @ ("sandbox.repl.run" | "sandbox.command.run") => {
                 let delay = state.agent_delay;

@@ -14,6 +14,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+use crate::common::metrics_listing;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -190,18 +192,11 @@ async fn rpc(State(state): State<Shared>, Json(request): Json<Value>) -> (Status
             {
                 return masked();
             }
-            let sandboxes: Vec<Value> = st
+            let sandboxes = st
                 .sandboxes
                 .iter()
-                .filter(|((ns, n), _)| (namespace == "*" || *ns == namespace) && name.is_none_or(|x| x == n))
-                .map(|((ns, n), running)| {
-                    json!({"namespace": ns, "name": n, "running": running,
-                           "cpu_usage": if *running { json!(0.5) } else { Value::Null },
-                           "memory_usage": if *running { json!(12) } else { Value::Null },
-                           "disk_usage": if *running { json!(4096) } else { Value::Null }})
-                })
-                .collect();
-            ok(&id, json!({"sandboxes": sandboxes}))
+                .map(|((ns, n), running)| (ns.as_str(), n.as_str(), *running));
+            ok(&id, metrics_listing(sandboxes, &namespace, name))
         }
         "sandbox.repl.run" | "sandbox.command.run" => {
             if !st.sandboxes.get(&key).copied().unwrap_or(false) {

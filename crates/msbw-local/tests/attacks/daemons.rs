@@ -34,8 +34,7 @@ async fn nothing_outlives_a_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_daemon_outlives_its_sandbox() {
-    let sandbox = Sandbox::new("daemon", Template::Python).await;
-    let tag = marker("daemon");
+    let (sandbox, tag) = Sandbox::with_marker("daemon", Template::Python).await;
     let source = format!(
         "import os, signal\n\
          if os.fork() == 0:\n    os.setsid()\n    signal.signal(signal.SIGHUP, signal.SIG_IGN)\n    \

@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_write_outside_the_writable_paths() {
-    let sandbox = Sandbox::new("fs", Template::Python).await;
-    let tag = marker("fs");
+    let (sandbox, tag) = Sandbox::with_marker("fs", Template::Python).await;
     // The host's home directories are not even there.
     let targets = [
         format!("/etc/{tag}"),

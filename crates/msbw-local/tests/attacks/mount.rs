@@ -6,8 +6,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounts_cannot_be_changed_from_inside() {
-    let sandbox = Sandbox::new("mount", Template::Python).await;
-    let tag = marker("mount");
+    let (sandbox, tag) = Sandbox::with_marker("mount", Template::Python).await;
     for script in [
         format!("mount -t tmpfs none /usr && touch /usr/{tag}"),
         format!("mount -o remount,rw /usr && touch /usr/{tag}"),

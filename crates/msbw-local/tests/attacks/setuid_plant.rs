@@ -32,6 +32,9 @@ const COPY_AND_CHMOD: &str = "cp /usr/bin/id /sandbox/rw/x && chmod 6755 /sandbo
 /// Set-uid copies made by tools that set the mode themselves.
 const INSTALL_AND_COPY_MODES: &str = "install -m 4755 /usr/bin/id /sandbox/rw/w; cp -p /usr/bin/id /sandbox/rw/v; true";
 
+/// Reads a file of a read-only volume, then tries to create one and to make it set-uid.
+const READ_CREATE_AND_CHMOD: &str = "cat /sandbox/ro/data; touch /sandbox/ro/new; chmod 4755 /sandbox/ro/data";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_made_set_uid_in_a_volume_is_not_set_uid_on_the_host() {
     let vol = volume_dir();
@@ -99,10 +102,8 @@ async fn a_writable_volume_owned_by_host_root_is_refused() {
     spec.volumes = vec![mapping(vol.path(), "/sandbox/rw")];
     if !is_root() {
         // Not root: the volume is ours, and so is what the sandbox writes there.
-        let sandbox = Sandbox::start(&backend, &spec).await;
-        let out = sandbox.shell("echo x > /sandbox/rw/f").await;
+        let out = Sandbox::shell_once(&backend, &spec, "echo x > /sandbox/rw/f").await;
         assert_eq!(out.exit_code, Some(0), "{out:?}");
-        sandbox.stop().await;
         assert_eq!(std::fs::metadata(vol.path().join("f")).unwrap().uid(), volume_owner());
         return;
     }
@@ -113,13 +114,9 @@ async fn a_writable_volume_owned_by_host_root_is_refused() {
     // Read-only, the same directory is fine: nothing can be created through it.
     std::fs::write(vol.path().join("data"), "root's").unwrap();
     spec.volumes = vec![read_only(vol.path(), "/sandbox/ro")];
-    let sandbox = Sandbox::start(&backend, &spec).await;
-    let out = sandbox
-        .shell("cat /sandbox/ro/data; touch /sandbox/ro/new; chmod 4755 /sandbox/ro/data")
-        .await;
+    let out = Sandbox::shell_once(&backend, &spec, READ_CREATE_AND_CHMOD).await;
     assert!(out.stdout.starts_with("root's"), "{out:?}");
     assert_ne!(out.exit_code, Some(0), "{out:?}");
-    sandbox.stop().await;
     assert!(!vol.path().join("new").exists());
     assert_eq!(
         std::fs::metadata(vol.path().join("data")).unwrap().mode() & 0o7777,

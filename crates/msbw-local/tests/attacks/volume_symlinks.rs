@@ -57,10 +57,8 @@ async fn a_nested_volume_swapped_for_a_symlink_is_never_followed() {
     assert_untouched(secret.path());
     // The outer volume alone still works: the refusal is about the link, nothing else.
     spec.volumes = vec![mapping(base.path(), "/data")];
-    let sandbox = Sandbox::start(&backend, &spec).await;
-    let out = sandbox.shell("cat /data/sub/secret.txt").await;
+    let out = Sandbox::shell_once(&backend, &spec, "cat /data/sub/secret.txt").await;
     assert_ne!(out.exit_code, Some(0), "the link leads nowhere inside: {out:?}");
-    sandbox.stop().await;
     assert_untouched(secret.path());
 }
 
@@ -93,24 +91,21 @@ async fn a_mount_point_planted_as_a_symlink_inside_a_volume_is_not_followed() {
     // Nested inside the sandbox: /data/inner is mounted on top of the /data volume.
     let mut spec = spec("point", Template::Python);
     spec.volumes = vec![mapping(base.path(), "/data"), mapping(inner.path(), "/data/inner")];
-    let sandbox = Sandbox::start(&backend, &spec).await;
-    let out = sandbox
-        .shell("cat /data/inner/in.txt && echo w > /data/inner/w.txt")
-        .await;
+    let out = Sandbox::shell_once(&backend, &spec, "cat /data/inner/in.txt && echo w > /data/inner/w.txt").await;
     assert_eq!(out.stdout, "inner", "nested volumes work: {out:?}");
-    sandbox.stop().await;
     assert!(inner.path().join("w.txt").exists());
 
     // Another sandbox with only /data replaces the mount point by a link.
     let mut outer = spec.clone();
     outer.id = unique_id("point-outer");
     outer.volumes = vec![mapping(base.path(), "/data")];
-    let sandbox = Sandbox::start(&backend, &outer).await;
-    let out = sandbox
-        .shell("rm -rf /data/inner && ln -s /etc /data/inner && echo planted")
-        .await;
+    let out = Sandbox::shell_once(
+        &backend,
+        &outer,
+        "rm -rf /data/inner && ln -s /etc /data/inner && echo planted",
+    )
+    .await;
     assert!(out.stdout.contains("planted"), "{out:?}");
-    sandbox.stop().await;
 
     let err = backend
         .start(&spec)

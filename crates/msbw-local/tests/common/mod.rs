@@ -116,6 +116,12 @@ impl Sandbox {
         Self::start(&backend(), &spec(prefix, template)).await
     }
 
+    /// [`Sandbox::new`], and a [`marker`] named after `prefix` for finding its processes on the
+    /// host.
+    pub async fn with_marker(prefix: &str, template: Template) -> (Self, String) {
+        (Self::new(prefix, template).await, marker(prefix))
+    }
+
     /// Starts a sandbox for `spec` on `backend`, panicking with the error if it cannot.
     pub async fn start(backend: &Arc<LocalBackend>, spec: &SandboxSpec) -> Self {
         backend
@@ -127,6 +133,14 @@ impl Sandbox {
             id: spec.id.clone(),
             template: spec.template,
         }
+    }
+
+    /// Starts a sandbox for `spec` on `backend`, runs `sh -c script` in it and stops it.
+    pub async fn shell_once(backend: &Arc<LocalBackend>, spec: &SandboxSpec, script: &str) -> ExecOutput {
+        let sandbox = Self::start(backend, spec).await;
+        let out = sandbox.shell(script).await;
+        sandbox.stop().await;
+        out
     }
 
     /// Runs code in `language` with a timeout.
