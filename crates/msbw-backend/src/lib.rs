@@ -60,7 +60,10 @@ pub trait SandboxBackend: Send + Sync + Debug + 'static {
     fn name(&self) -> &'static str;
 
     /// What this backend can do. It may ask the backend (a server may announce abilities).
-    async fn capabilities(&self) -> Capabilities;
+    /// The default is [`Capabilities::basic`]: both templates and nothing else.
+    async fn capabilities(&self) -> Capabilities {
+        Capabilities::basic()
+    }
 
     /// Whether the backend is up.
     async fn health(&self) -> Result<Health, BackendError>;

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use msbw_backend::{
-    BackendError, Capabilities, CodeRequest, CommandRequest, ErrorKind, ExecOutput, FileKind, Health, ListFilter,
-    Operation, SandboxBackend, SandboxId, SandboxInfo, SandboxSpec,
+    BackendError, CodeRequest, CommandRequest, ErrorKind, ExecOutput, FileKind, Health, ListFilter, Operation,
+    SandboxBackend, SandboxId, SandboxInfo, SandboxSpec,
 };
 
 /// Runs commands with the real `sh` in a folder of its own; drops the end of stdout as told.
@@ -85,10 +85,6 @@ fn rand_suffix() -> u64 {
 impl SandboxBackend for ShellBackend {
     fn name(&self) -> &'static str {
         "shell"
-    }
-
-    async fn capabilities(&self) -> Capabilities {
-        Capabilities::basic()
     }
 
     async fn health(&self) -> Result<Health, BackendError> {

@@ -11,8 +11,8 @@ use microsandbox_wrapper::async_trait;
 use microsandbox_wrapper::backend::{CodeRequest, CommandRequest, Health, SandboxSpec};
 use microsandbox_wrapper::manager::naming;
 use microsandbox_wrapper::{
-    BackendError, Capabilities, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper, SandboxBackend,
-    SandboxId, SandboxInfo, SessionManager, Template, WrapperConfig,
+    BackendError, ErrorKind, ExecOutput, LimitPolicy, ListFilter, MicrosandboxWrapper, SandboxBackend, SandboxId,
+    SandboxInfo, SessionManager, Template, WrapperConfig,
 };
 
 use super::{Def, code_op, session_calls};
@@ -102,10 +102,6 @@ impl Instant0 {
 impl SandboxBackend for Instant0 {
     fn name(&self) -> &'static str {
         "instant"
-    }
-
-    async fn capabilities(&self) -> Capabilities {
-        Capabilities::basic()
     }
 
     async fn health(&self) -> Result<Health, BackendError> {
