@@ -166,11 +166,7 @@ fn interpreter_for(support: &HostSupport, template: Template) -> Result<PathBuf,
             "this host cannot isolate sandboxes: {why}"
         )));
     }
-    match template {
-        Template::Python => support.python.clone(),
-        Template::Node => support.node.clone(),
-    }
-    .ok_or_else(|| {
+    support.interpreter(template).map(Path::to_path_buf).ok_or_else(|| {
         LocalError::Unsupported(format!(
             "no {template} interpreter was found on this host (install {}), so {template} sandboxes are unavailable",
             match template {
