@@ -202,11 +202,8 @@ fn create_dir(
 
 /// The sandbox's cgroups, where the host has them (problems are logged, not fatal).
 fn create_cgroups(host: &Host, spec: &SandboxSpec, config: &LocalConfig) -> Option<SandboxCgroups> {
-    let limits = Limits {
-        memory_bytes: u64::from(spec.memory_mb) << 20,
-        max_tasks: config.max_processes + crate::launcher::EXTRA_TASKS,
-        cpus: spec.cpus,
-    };
+    let max_tasks = config.max_processes + crate::launcher::EXTRA_TASKS;
+    let limits = Limits::new(spec.memory_mb, max_tasks, spec.cpus);
     let (cgroups, notes) = SandboxCgroups::create(&host.cgroups, limits);
     for note in notes {
         tracing::warn!(sandbox = %spec.id, "{note}");
