@@ -990,12 +990,12 @@ pub(crate) struct LandlockPlan {
     pub(crate) handled_fs: u64,
     /// The rights that apply to files (the rest only make sense on directories).
     pub(crate) file_rights: u64,
+    /// Directories and the rights granted beneath them.
+    pub(crate) rules: Vec<(CString, u64)>,
     /// Scopes (ABI 6: abstract unix sockets, signals).
     pub(crate) scoped: u64,
     /// How much of the ruleset attribute the kernel understands (8, 16 or 24 bytes).
     pub(crate) attr_size: usize,
-    /// Directories and the rights granted beneath them.
-    pub(crate) rules: Vec<(CString, u64)>,
 }
 
 #[repr(C)]
