@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
+use msbw_backend::stream::ChunkSink;
 use msbw_backend::{
     BackendError, Capabilities, CodeRequest, CommandRequest, ExecOutput, ExecStream, Health, ListFilter, Operation,
     SandboxBackend, SandboxId, SandboxInfo, SandboxSpec, Template, stream,
@@ -153,16 +154,27 @@ impl LocalBackend {
         }
     }
 
-    fn templates(&self) -> Vec<Template> {
-        let support = self.host_support();
-        let mut templates = Vec::new();
-        if support.python.is_some() {
-            templates.push(Template::Python);
-        }
-        if support.node.is_some() {
-            templates.push(Template::Node);
-        }
-        templates
+    /// Runs `request` in the running sandbox `id`.
+    async fn execute<R: Execution>(&self, id: &SandboxId, request: &R) -> Result<ExecOutput, BackendError> {
+        let sandbox = self.running(id, R::OPERATION)?;
+        request
+            .run_in(&sandbox, None)
+            .await
+            .map_err(|e| e.into_backend(R::OPERATION, Some(id)))
+    }
+
+    /// Native streaming: the pipes are read as the program writes, and each read is a chunk.
+    /// Dropping the stream drops the execution: the interpreter (or the command) is killed with
+    /// everything it started, and the sandbox stays usable.
+    fn execute_stream<R: Execution>(&self, id: &SandboxId, request: &R) -> Result<ExecStream, BackendError> {
+        let sandbox = self.running(id, R::OPERATION)?;
+        let (id, request) = (id.clone(), request.clone());
+        Ok(stream::driven(move |sink| async move {
+            request
+                .run_in(&sandbox, Some(sink))
+                .await
+                .map_err(|e| e.into_backend(R::OPERATION, Some(&id)))
+        }))
     }
 
     async fn start_sandbox(&self, spec: &SandboxSpec) -> Result<(), LocalError> {
@@ -214,15 +226,52 @@ impl LocalBackend {
     }
 }
 
+/// What an execution runs: code in the sandbox's interpreter, or a command.
+trait Execution: Clone + Send + Sync + 'static {
+    /// The operation its errors are reported as.
+    const OPERATION: Operation;
+
+    /// Runs it in `sandbox`; with a sink, its output is also sent there as it arrives.
+    fn run_in(
+        &self,
+        sandbox: &Sandbox,
+        sink: Option<ChunkSink>,
+    ) -> impl Future<Output = Result<ExecOutput, LocalError>> + Send;
+}
+
+impl Execution for CodeRequest {
+    const OPERATION: Operation = Operation::RunCode;
+
+    async fn run_in(&self, sandbox: &Sandbox, sink: Option<ChunkSink>) -> Result<ExecOutput, LocalError> {
+        sandbox.run_code(self, sink).await
+    }
+}
+
+impl Execution for CommandRequest {
+    const OPERATION: Operation = Operation::RunCommand;
+
+    async fn run_in(&self, sandbox: &Sandbox, sink: Option<ChunkSink>) -> Result<ExecOutput, LocalError> {
+        sandbox.run_command(self, sink).await
+    }
+}
+
 #[async_trait]
 impl SandboxBackend for LocalBackend {
     fn name(&self) -> &'static str {
         BACKEND
     }
 
+    /// The templates whose interpreter this host has, read-only volumes, streaming, concurrent
+    /// commands, metrics and native files; network isolation unless the settings allow network.
     async fn capabilities(&self) -> Capabilities {
+        let support = self.host_support();
         Capabilities::basic()
-            .with_templates(self.templates())
+            .with_templates(
+                Template::ALL
+                    .into_iter()
+                    .filter(|&t| support.interpreter(t).is_some())
+                    .collect(),
+            )
             .with_read_only_volumes(true)
             .with_streaming(true)
             .with_concurrent_commands(true)
@@ -270,44 +319,19 @@ impl SandboxBackend for LocalBackend {
     }
 
     async fn run_code(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecOutput, BackendError> {
-        let sandbox = self.running(id, Operation::RunCode)?;
-        sandbox
-            .run_code(request, None)
-            .await
-            .map_err(|e| e.into_backend(Operation::RunCode, Some(id)))
+        self.execute(id, request).await
     }
 
     async fn run_command(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecOutput, BackendError> {
-        let sandbox = self.running(id, Operation::RunCommand)?;
-        sandbox
-            .run_command(request, None)
-            .await
-            .map_err(|e| e.into_backend(Operation::RunCommand, Some(id)))
+        self.execute(id, request).await
     }
 
-    // Native streaming: the pipes are read as the program writes, and each read is a chunk.
-    // Dropping the stream drops the execution: the interpreter (or the command) is killed with
-    // everything it started, and the sandbox stays usable.
     async fn run_code_stream(&self, id: &SandboxId, request: &CodeRequest) -> Result<ExecStream, BackendError> {
-        let sandbox = self.running(id, Operation::RunCode)?;
-        let (id, request) = (id.clone(), request.clone());
-        Ok(stream::driven(move |sink| async move {
-            sandbox
-                .run_code(&request, Some(sink))
-                .await
-                .map_err(|e| e.into_backend(Operation::RunCode, Some(&id)))
-        }))
+        self.execute_stream(id, request)
     }
 
     async fn run_command_stream(&self, id: &SandboxId, request: &CommandRequest) -> Result<ExecStream, BackendError> {
-        let sandbox = self.running(id, Operation::RunCommand)?;
-        let (id, request) = (id.clone(), request.clone());
-        Ok(stream::driven(move |sink| async move {
-            sandbox
-                .run_command(&request, Some(sink))
-                .await
-                .map_err(|e| e.into_backend(Operation::RunCommand, Some(&id)))
-        }))
+        self.execute_stream(id, request)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, BackendError> {

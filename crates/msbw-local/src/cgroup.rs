@@ -228,11 +228,22 @@ fn prepare_v2(mount: &Path) -> io::Result<(PathBuf, Vec<&'static str>)> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Memory in bytes (swap included where the kernel accounts it).
-    pub(crate) memory_bytes: u64,
+    memory_bytes: u64,
     /// Tasks.
-    pub(crate) max_tasks: u32,
+    max_tasks: u32,
     /// CPUs (a CFS quota of this many periods per period).
-    pub(crate) cpus: u8,
+    cpus: u8,
+}
+
+impl Limits {
+    /// `memory_mb` MiB of memory, `max_tasks` tasks, `cpus` CPUs.
+    pub(crate) fn new(memory_mb: u32, max_tasks: u32, cpus: u8) -> Limits {
+        Limits {
+            memory_bytes: u64::from(memory_mb) << 20,
+            max_tasks,
+            cpus,
+        }
+    }
 }
 
 /// One sandbox's cgroups: created with [`SandboxCgroups::create`], removed on drop.

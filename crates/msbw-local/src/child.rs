@@ -815,15 +815,14 @@ fn mount_volume(at: &Beneath, is_dir: bool, source: &VolumeSource, dirs: &Holder
         };
         const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
         const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-        let empty = c"";
-        // SAFETY: move_mount(2) between two descriptors, with valid C strings.
+        // SAFETY: move_mount(2) between two descriptors (empty paths), with valid C strings.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_move_mount,
                 tree,
-                empty.as_ptr(),
+                c"".as_ptr(),
                 target,
-                empty.as_ptr(),
+                c"".as_ptr(),
                 MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
             )
         };
@@ -838,12 +837,7 @@ fn mount_volume(at: &Beneath, is_dir: bool, source: &VolumeSource, dirs: &Holder
 
 /// Sets `attrs` on the detached tree `tree` and everything below it.
 fn set_attrs_fd(tree: RawFd, attrs: u64) -> Result<(), i32> {
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr::set(attrs);
     mount_setattr(tree, c"", libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr)
 }
 
@@ -906,12 +900,7 @@ fn mount_step(step: &MountStep, stage: u32, dirs: &HolderDirs) -> Step {
 /// Sets `MOUNT_ATTR_*` flags on the mount at `target` (and below it when `recursive`), with a
 /// remount fallback for kernels before 5.12. Returns the `errno` on failure.
 fn set_attrs(target: &std::ffi::CStr, attrs: u64, recursive: bool) -> Result<(), i32> {
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr::set(attrs);
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
     match mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
         Err(libc::ENOSYS) => {}
@@ -1001,12 +990,12 @@ pub(crate) struct LandlockPlan {
     pub(crate) handled_fs: u64,
     /// The rights that apply to files (the rest only make sense on directories).
     pub(crate) file_rights: u64,
+    /// Directories and the rights granted beneath them.
+    pub(crate) rules: Vec<(CString, u64)>,
     /// Scopes (ABI 6: abstract unix sockets, signals).
     pub(crate) scoped: u64,
     /// How much of the ruleset attribute the kernel understands (8, 16 or 24 bytes).
     pub(crate) attr_size: usize,
-    /// Directories and the rights granted beneath them.
-    pub(crate) rules: Vec<(CString, u64)>,
 }
 
 #[repr(C)]

@@ -62,9 +62,9 @@ pub(crate) fn plan(abi: u32, writable: &[&Path], shares_network: bool) -> Option
     Some(LandlockPlan {
         handled_fs: all,
         file_rights: (EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV) & all,
+        rules,
         scoped,
         attr_size,
-        rules,
     })
 }
 

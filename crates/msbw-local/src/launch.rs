@@ -47,20 +47,16 @@ pub(crate) struct Core {
     pub(crate) interpreter: PathBuf,
     /// The driver script the interpreter runs (`crate::interpreter::DRIVER_PY` or `DRIVER_JS`).
     pub(crate) driver: &'static str,
+    /// Every program's environment.
+    pub(crate) env: Vec<(String, String)>,
+    /// The work directory inside the sandbox.
+    pub(crate) work_dir: CString,
     /// The sandbox's namespaces, in `setns` order (user first).
     pub(crate) namespaces: Vec<OwnedFd>,
     /// `cgroup.procs` of the sandbox's cgroups.
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     /// `/dev/null`.
     pub(crate) devnull: OwnedFd,
-    /// Whether to drop supplementary groups (root hosts).
-    pub(crate) drop_groups: bool,
-    /// The Landlock ruleset, when the kernel has Landlock.
-    pub(crate) landlock: Option<LandlockPlan>,
-    /// Every program's environment.
-    pub(crate) env: Vec<(String, String)>,
-    /// The work directory inside the sandbox.
-    pub(crate) work_dir: CString,
     /// The flavor's memory.
     pub(crate) memory_mb: u32,
     /// The task limit.
@@ -69,6 +65,10 @@ pub(crate) struct Core {
     pub(crate) process_limit: ProcessLimit,
     /// Host uid of the sandbox's root.
     pub(crate) host_uid: u32,
+    /// The Landlock ruleset, when the kernel has Landlock.
+    pub(crate) landlock: Option<LandlockPlan>,
+    /// Whether to drop supplementary groups (root hosts).
+    pub(crate) drop_groups: bool,
     /// The highest capability number.
     pub(crate) last_cap: u32,
 }

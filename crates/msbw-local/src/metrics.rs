@@ -39,17 +39,13 @@ pub(crate) struct ProcTable {
 }
 
 impl ProcTable {
-    /// Reads `/proc`.
+    /// Reads `/proc` (what cannot be read, such as a process that has just exited, is left out).
     pub(crate) fn read() -> ProcTable {
         let mut table = ProcTable::default();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return table;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<Pid>().ok()) else {
-                continue;
-            };
-            if let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
+        let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+        let processes = entries.filter_map(|e| Some((e.file_name().to_str()?.parse::<Pid>().ok()?, e.path())));
+        for (pid, dir) in processes {
+            if let Some(stat) = std::fs::read_to_string(dir.join("stat"))
                 .ok()
                 .as_deref()
                 .and_then(parse_stat)

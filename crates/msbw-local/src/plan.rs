@@ -5,11 +5,11 @@ use std::ffi::CString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::child::{Beneath, MountStep, VolumeSource};
+use crate::child::{Beneath, MountStep};
 use crate::config::LocalConfig;
 use crate::error::LocalError;
 use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
-use crate::volumes::{Source, Volume, ancestors};
+use crate::volumes::{Volume, ancestors};
 
 pub(crate) use crate::view::{SYSTEM_DIRS, visible_in_sandbox};
 
@@ -88,6 +88,14 @@ pub(crate) fn mount_plan(
         let relative: PathBuf = p.components().filter(|c| matches!(c, Component::Normal(_))).collect();
         c(&layout.root.join(relative))
     };
+    // Bind-mounts the host's `host` at the same path inside, on a new mount point made by `point`
+    // (`MountStep::Dir` or `MountStep::File`).
+    let mirror =
+        |plan: &mut MountPlan, host: &Path, point: fn(CString) -> MountStep, attrs: u64, description: String| {
+            plan.push(point(inside(host)?), format!("creating {}", host.display()));
+            plan.bind(c(host)?, inside(host)?, attrs, description);
+            Ok::<(), LocalError>(())
+        };
     let mut plan = MountPlan::default();
     let system = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     let private = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
@@ -108,16 +116,8 @@ pub(crate) fn mount_plan(
                 format!("linking {} to {}", host.display(), target.display()),
             );
         } else if meta.is_dir() {
-            plan.push(
-                MountStep::Dir { path: inside(&host)? },
-                format!("creating {}", host.display()),
-            );
-            plan.bind(
-                c(&host)?,
-                inside(&host)?,
-                system,
-                format!("mounting {} read-only", host.display()),
-            );
+            let description = format!("mounting {} read-only", host.display());
+            mirror(&mut plan, &host, |path| MountStep::Dir { path }, system, description)?;
         }
     }
     for extra in &config.read_only_paths {
@@ -172,16 +172,14 @@ pub(crate) fn mount_plan(
     );
     for name in DEVICES {
         let host = dev.join(name);
-        plan.push(
-            MountStep::File { path: inside(&host)? },
-            format!("creating {}", host.display()),
-        );
-        plan.bind(
-            c(&host)?,
-            inside(&host)?,
+        let description = format!("mounting {}", host.display());
+        mirror(
+            &mut plan,
+            &host,
+            |path| MountStep::File { path },
             MOUNT_ATTR_NOSUID,
-            format!("mounting {}", host.display()),
-        );
+            description,
+        )?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -236,15 +234,7 @@ pub(crate) fn mount_plan(
         let target = Path::new(&volume.mapping.container_path);
         let at = beneath(target).map_err(|e| LocalError::io(format!("path of {what}"), e))?;
         let is_dir = volume.is_dir();
-        let source = match volume.source {
-            Source::Tree(tree) => VolumeSource::Tree(tree),
-            Source::Opened(_) => VolumeSource::Host {
-                path: volume.relative_host.clone(),
-                dev: volume.stat.dev,
-                ino: volume.stat.ino,
-                attrs: volume.attrs(),
-            },
-        };
+        let source = volume.into_mount_source();
         plan.push(
             MountStep::Volume { at, is_dir, source },
             format!(
@@ -282,6 +272,7 @@ fn beneath(target: &Path) -> io::Result<Beneath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::VolumeSource;
     use crate::volumes::open_volumes;
 
     #[test]

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use msbw_backend::Template;
+
 use crate::cgroup::CgroupHost;
 use crate::config::LocalConfig;
 
@@ -57,6 +59,14 @@ impl HostSupport {
     /// Whether sandboxes can be started at all.
     pub fn usable(&self) -> bool {
         self.namespaces.is_ok()
+    }
+
+    /// The interpreter of `template` sandboxes, if found.
+    pub(crate) fn interpreter(&self, template: Template) -> Option<&Path> {
+        match template {
+            Template::Python => self.python.as_deref(),
+            Template::Node => self.node.as_deref(),
+        }
     }
 }
 

@@ -166,11 +166,7 @@ fn interpreter_for(support: &HostSupport, template: Template) -> Result<PathBuf,
             "this host cannot isolate sandboxes: {why}"
         )));
     }
-    match template {
-        Template::Python => support.python.clone(),
-        Template::Node => support.node.clone(),
-    }
-    .ok_or_else(|| {
+    support.interpreter(template).map(Path::to_path_buf).ok_or_else(|| {
         LocalError::Unsupported(format!(
             "no {template} interpreter was found on this host (install {}), so {template} sandboxes are unavailable",
             match template {
@@ -206,11 +202,8 @@ fn create_dir(
 
 /// The sandbox's cgroups, where the host has them (problems are logged, not fatal).
 fn create_cgroups(host: &Host, spec: &SandboxSpec, config: &LocalConfig) -> Option<SandboxCgroups> {
-    let limits = Limits {
-        memory_bytes: u64::from(spec.memory_mb) << 20,
-        max_tasks: config.max_processes + crate::launcher::EXTRA_TASKS,
-        cpus: spec.cpus,
-    };
+    let max_tasks = config.max_processes + crate::launcher::EXTRA_TASKS;
+    let limits = Limits::new(spec.memory_mb, max_tasks, spec.cpus);
     let (cgroups, notes) = SandboxCgroups::create(&host.cgroups, limits);
     for note in notes {
         tracing::warn!(sandbox = %spec.id, "{note}");
@@ -313,17 +306,17 @@ impl Sandbox {
                     Template::Python => DRIVER_PY,
                     Template::Node => DRIVER_JS,
                 },
+                env: environment(config, spec),
+                work_dir,
                 namespaces,
                 cgroup_procs,
                 devnull,
-                drop_groups: support.root,
-                landlock,
-                env: environment(config, spec),
-                work_dir,
                 memory_mb: spec.memory_mb,
                 max_processes: config.max_processes,
                 process_limit: support.process_limit,
                 host_uid: identity.uid,
+                landlock,
+                drop_groups: support.root,
                 last_cap: sys::last_capability(),
             }),
             holder,

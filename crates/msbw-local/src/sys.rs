@@ -28,10 +28,22 @@ pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
 pub(crate) struct MountAttr {
-    pub(crate) attr_set: u64,
-    pub(crate) attr_clr: u64,
-    pub(crate) propagation: u64,
-    pub(crate) userns_fd: u64,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+impl MountAttr {
+    /// Sets `attrs`, and changes nothing else.
+    pub(crate) const fn set(attrs: u64) -> MountAttr {
+        MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        }
+    }
 }
 
 /// The calling thread's `errno`. Allocates nothing, so it is safe between clone and exec.
@@ -345,8 +357,8 @@ pub(crate) fn open_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
 /// What `fstat(2)` says about a descriptor (also an `O_PATH` one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileStat {
-    /// `st_mode`.
-    pub(crate) mode: u32,
+    /// `st_mode` (read through [`FileStat::is_dir`] and [`FileStat::is_file`]).
+    mode: u32,
     /// The owner.
     pub(crate) uid: u32,
     /// The group.
@@ -406,10 +418,8 @@ fn detached_tree(source: &OwnedFd, attrs: u64, userns: Option<&OwnedFd>) -> io::
         return Ok(tree);
     }
     let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
         userns_fd: userns.map_or(0, |ns| ns.as_raw_fd() as u64),
+        ..MountAttr::set(attrs)
     };
     mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr)
         .map_err(io::Error::from_raw_os_error)?;

@@ -18,6 +18,7 @@ use std::path::{Component, Path};
 
 use msbw_backend::VolumeMapping;
 
+use crate::child::VolumeSource;
 use crate::config::LocalConfig;
 use crate::error::LocalError;
 use crate::sys::{self, FileStat, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Pid};
@@ -32,12 +33,12 @@ pub(crate) struct Volume {
     /// The mapping.
     pub(crate) mapping: VolumeMapping,
     /// What the host path is (from the descriptor).
-    pub(crate) stat: FileStat,
+    stat: FileStat,
     /// The host path relative to `/`, for holders that must open it again in their own mount
     /// namespace (unprivileged hosts); they check that they find the same inode.
-    pub(crate) relative_host: CString,
+    relative_host: CString,
     /// What gets mounted.
-    pub(crate) source: Source,
+    source: Source,
 }
 
 /// What a volume's mount is made from.
@@ -62,6 +63,21 @@ impl Volume {
             attrs | MOUNT_ATTR_RDONLY
         } else {
             attrs
+        }
+    }
+
+    /// What the holder mounts: the detached tree, or the host path that it opens again and
+    /// checks to be the inode checked here.
+    pub(crate) fn into_mount_source(self) -> VolumeSource {
+        let attrs = self.attrs();
+        match self.source {
+            Source::Tree(tree) => VolumeSource::Tree(tree),
+            Source::Opened(_) => VolumeSource::Host {
+                path: self.relative_host,
+                dev: self.stat.dev,
+                ino: self.stat.ino,
+                attrs,
+            },
         }
     }
 }

@@ -48,10 +48,10 @@ pub(crate) struct Ledger {
 /// Which limit is in the way of a reservation, and by how much.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Shortfall {
-    pub(crate) resource: Resource,
-    pub(crate) usage: u64,
-    pub(crate) limit: u64,
-    pub(crate) requested: u64,
+    resource: Resource,
+    usage: u64,
+    limit: u64,
+    requested: u64,
 }
 
 impl Ledger {
@@ -155,11 +155,11 @@ pub(crate) enum Decision {
 /// [`Decision::Create`]; the caller applies every other decision.
 pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, limits: &Limits) -> Decision {
     if let Some(entry) = reg.session(ask.session_id) {
-        if entry.template != ask.template || entry.flavor != ask.flavor {
+        if entry.template() != ask.template || entry.flavor() != ask.flavor {
             return Decision::Reject(ManagerError::SessionMismatch(SessionMismatch {
                 session_id: ask.session_id.to_owned(),
-                existing_template: entry.template,
-                existing_flavor: entry.flavor,
+                existing_template: entry.template(),
+                existing_flavor: entry.flavor(),
                 requested_template: ask.template,
                 requested_flavor: ask.flavor,
             }));
@@ -213,7 +213,7 @@ pub(crate) fn decide(reg: &mut Registry, ask: &Ask<'_>, progress: &Progress, lim
                 .sessions()
                 .filter(|e| e.is_idle())
                 .min_by_key(|e| e.last_accessed)
-                .map(|e| e.id.clone());
+                .map(|e| e.id().to_owned());
             match victim {
                 // Bounded, so that callers cannot evict each other's fresh sessions for ever.
                 Some(victim) if progress.evictions < limits.max_sessions => Decision::Evict(victim),
@@ -472,7 +472,7 @@ mod tests {
                                 }
                             }
                             Decision::Evict(victim) => {
-                                let flavor = reg.session(&victim).map(|e| e.flavor);
+                                let flavor = reg.session(&victim).map(|e| e.flavor());
                                 let sandbox = reg.retire(&victim);
                                 match (sandbox, flavor) {
                                     (Some(sandbox), Some(flavor)) => retiring.push((sandbox, flavor)),
@@ -489,7 +489,7 @@ mod tests {
                     }
                     Op::Retire(n) => {
                         let id = format!("s{n}");
-                        let flavor = reg.session(&id).map(|e| e.flavor);
+                        let flavor = reg.session(&id).map(|e| e.flavor());
                         if let (Some(sandbox), Some(flavor)) = (reg.retire(&id), flavor) {
                             retiring.push((sandbox, flavor));
                         }
@@ -509,7 +509,7 @@ mod tests {
                 if let Some(max) = max_memory {
                     prop_assert!(ledger.memory_mb() <= max, "{ledger:?} over {max}");
                 }
-                let held: u64 = reg.sessions().map(|e| u64::from(e.flavor.memory_mb()))
+                let held: u64 = reg.sessions().map(|e| u64::from(e.flavor().memory_mb()))
                     .chain(retiring.iter().map(|(_, f)| u64::from(f.memory_mb())))
                     .sum();
                 prop_assert_eq!(ledger.sessions(), (reg.session_count() + retiring.len()) as u64);

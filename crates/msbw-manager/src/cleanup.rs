@@ -31,7 +31,7 @@ impl Inner {
             let idle: Vec<String> = reg
                 .sessions()
                 .filter(|e| e.is_idle() && now.saturating_duration_since(e.last_accessed) >= timeout)
-                .map(|e| e.id.clone())
+                .map(|e| e.id().to_owned())
                 .collect();
             for id in &idle {
                 reg.retire(id);

@@ -306,7 +306,7 @@ impl Inner {
                 entry.active_calls += 1;
                 entry.touch();
                 Ok(Next::Existing {
-                    token: entry.token,
+                    token: entry.token(),
                     lock: entry.exec_lock(),
                 })
             }

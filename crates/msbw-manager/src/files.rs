@@ -154,7 +154,7 @@ impl Inner {
         msbw_backend::files::check_path(&call.path, operation, folder)
             .map_err(|e| ManagerError::backend(Phase::Validating, &session_id, e))?;
         // The session's own template and flavor, so that admission reuses it whatever it is.
-        let existing = self.lock().session(&session_id).map(|e| (e.template, e.flavor));
+        let existing = self.lock().session(&session_id).map(|e| (e.template(), e.flavor()));
         let may_create = matches!(call.work, FileWork::Write(_));
         let (template, flavor) = match existing {
             Some(found) => found,

@@ -14,6 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use msbw_backend::{BackendError, ErrorKind, Operation, SandboxBackend, SandboxId};
 
 use crate::lifecycle::Inner;
+use crate::session::Retiring;
 
 /// How many sandboxes are stopped at the same time.
 pub(crate) const STOP_PARALLELISM: usize = 4;
@@ -62,14 +63,14 @@ impl Inner {
                 Ok(()) => {
                     pass.stopped += 1;
                     if let Some(r) = reg.end_stop(&sandbox, None) {
-                        tracing::info!(sandbox = %sandbox, session_id = %r.session_id, "sandbox stopped");
+                        tracing::info!(sandbox = %sandbox, session_id = %r.session_id(), "sandbox stopped");
                     }
                     drop(reg);
                     self.freed();
                 }
                 Err(e) => {
                     reg.end_stop(&sandbox, Some(e.to_string()));
-                    let attempts = reg.retiring(&sandbox).map_or(0, |r| r.attempts);
+                    let attempts = reg.retiring(&sandbox).map_or(0, Retiring::attempts);
                     drop(reg);
                     tracing::warn!(sandbox = %sandbox, attempts, error = %e, "stop failed; will retry");
                     pass.failed.push((sandbox, e));

@@ -70,11 +70,11 @@ pub struct SessionInfo {
 /// One live session.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) id: String,
+    id: String,
     /// Distinguishes this incarnation from a later session with the same id.
-    pub(crate) token: u64,
-    pub(crate) template: Template,
-    pub(crate) flavor: SandboxFlavor,
+    token: u64,
+    template: Template,
+    flavor: SandboxFlavor,
     pub(crate) sandbox: SandboxId,
     pub(crate) status: SessionStatus,
     created_at: SystemTime,
@@ -127,6 +127,26 @@ impl Entry {
         }
     }
 
+    /// The session's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Distinguishes this incarnation from a later session with the same id.
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The template its sandboxes run.
+    pub(crate) fn template(&self) -> Template {
+        self.template
+    }
+
+    /// The flavor of its sandboxes.
+    pub(crate) fn flavor(&self) -> SandboxFlavor {
+        self.flavor
+    }
+
     pub(crate) fn info(&self) -> SessionInfo {
         SessionInfo {
             session_id: self.id.clone(),
@@ -167,16 +187,28 @@ impl Entry {
 /// limits until the stop succeeded, so the limits count every sandbox that may still exist.
 #[derive(Debug, Clone)]
 pub(crate) struct Retiring {
-    pub(crate) session_id: String,
-    pub(crate) flavor: SandboxFlavor,
-    pub(crate) attempts: u32,
-    pub(crate) last_error: Option<String>,
+    session_id: String,
+    flavor: SandboxFlavor,
+    attempts: u32,
+    last_error: Option<String>,
     /// Whether a stop is in progress right now (so two passes do not stop it twice at once).
-    pub(crate) in_progress: bool,
+    in_progress: bool,
     /// Whether a call is still starting it (the session was retired while `creating`): it is
     /// stopped only once that start has ended, or a stop could overtake the start and leave a
     /// sandbox running that nothing owns.
-    pub(crate) starting: bool,
+    starting: bool,
+}
+
+impl Retiring {
+    /// The session whose sandbox it is.
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// How many stops have failed.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
 }
 
 /// The table, kept under one mutex that is never held across an `.await`.

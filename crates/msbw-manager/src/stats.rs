@@ -48,9 +48,9 @@ impl Inner {
         let mut by_status = BTreeMap::new();
         let mut cpus = 0u32;
         for e in reg.sessions() {
-            *by_flavor.entry(e.flavor.to_string()).or_insert(0) += 1;
+            *by_flavor.entry(e.flavor().to_string()).or_insert(0) += 1;
             *by_status.entry(e.status.to_string()).or_insert(0) += 1;
-            cpus += u32::from(e.flavor.cpus());
+            cpus += u32::from(e.flavor().cpus());
         }
         ResourceStats {
             active_sessions: reg.session_count(),

@@ -199,11 +199,10 @@ struct RawAnswer {
     code: Option<Box<RawValue>>,
 }
 
+/// A JSON-RPC error object; a `null` member counts as a missing one.
 #[derive(Deserialize)]
 struct RawErrorObject {
-    #[serde(default, deserialize_with = "present")]
     code: Option<Box<RawValue>>,
-    #[serde(default, deserialize_with = "present")]
     message: Option<Box<RawValue>>,
 }
 

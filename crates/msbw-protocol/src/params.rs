@@ -58,30 +58,29 @@ pub struct StartParams {
 
 /// `sandbox.start` `config`. `scripts`, `exec` and `depends_on` are not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StartConfig {
     /// An OCI reference or a host directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Memory in MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u32>,
     /// CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u8>,
     /// `host:guest` volume mappings.
-    #[serde(default)]
     pub volumes: Vec<String>,
     /// `host:guest` port mappings.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
     /// `K=V` environment entries.
-    #[serde(default)]
     pub envs: Vec<String>,
     /// The working directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     /// The shell, the entrypoint of last resort.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
 }
 

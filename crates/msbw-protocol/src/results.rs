@@ -151,17 +151,13 @@ pub struct HealthAnswer {
 
 #[derive(Deserialize)]
 struct RawHealth {
-    #[serde(default)]
     message: Option<Box<RawValue>>,
-    #[serde(default)]
     capabilities: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
 struct RawCapabilities {
-    #[serde(default)]
     read_only_volumes: Option<Box<RawValue>>,
-    #[serde(default)]
     files: Option<Box<RawValue>>,
     streaming: Option<Box<RawValue>>,
 }
