@@ -6,9 +6,14 @@
 //! tracebacks included. So every Python cell gets one more statement, after a blank line (which
 //! ends any block the code left open): it flushes `sys.stdout` and `sys.stderr`, writes a random
 //! marker ([`EndMarker`], new for each call) to descriptor 2, waits until the agent has read
-//! that pipe empty (`FIONREAD`, at most the configured bound), then writes the marker to
-//! descriptor 1. The agent's own end marker comes after it, so by the time the agent ends the
-//! execution its stderr thread has read everything the cell wrote. The statement is one `exec`
+//! that pipe empty (`FIONREAD`, at most the configured bound), writes the marker to descriptor 2
+//! again and waits for that too, then writes the marker to descriptor 1. The agent's stderr
+//! thread reads through a line buffer: it reads the pipe again only once it has passed on every
+//! line it read before, so the second read proves that the cell's lines and the first marker
+//! were passed on (the first read alone does not: under load the thread was seen to lose the
+//! last traceback line between its read and its send). The agent's own end marker comes after
+//! the stdout marker, so by the time the agent ends the execution its stderr thread has passed
+//! on everything the cell wrote. The statement is one `exec`
 //! call in a namespace of its own: it returns `None`, so the REPL prints nothing, and the
 //! user's variables and `_` are untouched.
 //!
@@ -65,18 +70,22 @@ impl EndMarker {
             "        except OSError:",
             "            return False",
             "    return True",
-            "if put(2, line):",
+            &format!("end = time.monotonic() + {:.3}", wait.as_secs_f64()),
+            "def drained():",
             "    try:",
             "        import array, fcntl, termios",
             "        left = array.array('i', [0])",
-            &format!("        end = time.monotonic() + {:.3}", wait.as_secs_f64()),
             "        while True:",
             "            fcntl.ioctl(2, termios.FIONREAD, left, True)",
             "            if left[0] == 0 or time.monotonic() > end:",
-            "                break",
+            "                return",
             "            time.sleep(0.0002)",
             "    except Exception:",
             "        pass",
+            "if put(2, line):",
+            "    drained()",
+            "    if put(2, line):",
+            "        drained()",
             "put(1, line)",
         ]
         .join("\\n");
@@ -85,10 +94,16 @@ impl EndMarker {
 
     /// Cuts the markers from `output` (its last occurrence at the end of a line, per stream)
     /// and says which streams had theirs.
+    /// stderr carries the marker twice; the second copy may be missing (it is only the proof
+    /// that the first was passed on), and either way the first says the stream is complete.
     pub(crate) fn cut(&self, output: &mut Output) -> Complete {
+        let stderr = cut_from(&mut output.stderr, &self.0);
+        if stderr {
+            cut_from(&mut output.stderr, &self.0);
+        }
         Complete {
             stdout: cut_from(&mut output.stdout, &self.0),
-            stderr: cut_from(&mut output.stderr, &self.0),
+            stderr,
         }
     }
 }
@@ -135,11 +150,12 @@ mod tests {
         assert!(statement.starts_with("exec(\"") && statement.ends_with("\", {})"));
         assert!(!statement.contains('\n'), "one line: {statement}");
         assert_eq!(statement.matches(&m.0).count(), 1);
-        let (stderr_first, stdout_last) = (
+        let (stderr_first, stderr_again, stdout_last) = (
             statement.find("put(2, line)").unwrap(),
+            statement.rfind("put(2, line)").unwrap(),
             statement.rfind("put(1, line)").unwrap(),
         );
-        assert!(stderr_first < stdout_last);
+        assert!(stderr_first < stderr_again && stderr_again < stdout_last);
         assert!(
             !statement.replace("\\n", "").contains('\\'),
             "backslashes only in the line breaks"
@@ -163,6 +179,15 @@ mod tests {
             ),
             // Written without a newline: the text stays, as its own line.
             ((format!("no newline{mk}\n"), format!("{mk}\n")), ("no newline\n", "")),
+            // stderr's second marker, the proof that the first was passed on, goes too.
+            (
+                (format!("1\n{mk}\n"), format!("Traceback\nE: x\n{mk}\n{mk}\n")),
+                ("1\n", "Traceback\nE: x\n"),
+            ),
+            (
+                (format!("{mk}\n"), format!("no newline{mk}\n{mk}\n")),
+                ("", "no newline\n"),
+            ),
         ];
         for ((stdout, stderr), (want_out, want_err)) in cases {
             let mut out = Output::new(stdout, stderr);
