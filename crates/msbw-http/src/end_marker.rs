@@ -23,6 +23,7 @@
 //! reported as possibly incomplete. The marker is 128 random bits, so code cannot print it by
 //! accident, and printing marker-like text (`msbw-end-` and other digits) is kept as output.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use msbw_protocol::Output;
@@ -43,6 +44,50 @@ pub(crate) struct Complete {
     pub(crate) stderr: bool,
 }
 
+/// The end-of-output statement's source around its two values, the marker and the wait, its
+/// lines joined once by `\n` escapes. Only ASCII, with no double quotes and no backslashes but
+/// those: it goes into a double-quoted Python literal as it is.
+static STATEMENT: LazyLock<[String; 3]> = LazyLock::new(|| {
+    let lines = |lines: &[&str]| lines.join("\\n");
+    let head = "import os, sys, time\\nline = b'".to_owned();
+    let middle = lines(&[
+        "' + bytes((10,))",
+        "for s in (sys.stdout, sys.stderr):",
+        "    try:",
+        "        s.flush()",
+        "    except Exception:",
+        "        pass",
+        "def put(fd, data):",
+        "    while data:",
+        "        try:",
+        "            data = data[os.write(fd, data):]",
+        "        except OSError:",
+        "            return False",
+        "    return True",
+        "end = time.monotonic() + ",
+    ]);
+    let tail = lines(&[
+        "",
+        "def drained():",
+        "    try:",
+        "        import array, fcntl, termios",
+        "        left = array.array('i', [0])",
+        "        while True:",
+        "            fcntl.ioctl(2, termios.FIONREAD, left, True)",
+        "            if left[0] == 0 or time.monotonic() > end:",
+        "                return",
+        "            time.sleep(0.0002)",
+        "    except Exception:",
+        "        pass",
+        "if put(2, line):",
+        "    drained()",
+        "    if put(2, line):",
+        "        drained()",
+        "put(1, line)",
+    ]);
+    [head, middle, tail]
+});
+
 impl EndMarker {
     /// A fresh random marker.
     pub(crate) fn new() -> EndMarker {
@@ -52,44 +97,10 @@ impl EndMarker {
     /// `code` with the end-of-output statement appended; `wait` bounds how long it waits for
     /// the agent to read stderr.
     pub(crate) fn append_to(&self, code: &str, wait: Duration) -> String {
-        let marker = &self.0;
-        // Only ASCII, with no double quotes and no backslashes: it goes into a double-quoted
-        // Python literal as it is, its lines joined by `\n` escapes.
-        let source = [
-            "import os, sys, time",
-            &format!("line = b'{marker}' + bytes((10,))"),
-            "for s in (sys.stdout, sys.stderr):",
-            "    try:",
-            "        s.flush()",
-            "    except Exception:",
-            "        pass",
-            "def put(fd, data):",
-            "    while data:",
-            "        try:",
-            "            data = data[os.write(fd, data):]",
-            "        except OSError:",
-            "            return False",
-            "    return True",
-            &format!("end = time.monotonic() + {:.3}", wait.as_secs_f64()),
-            "def drained():",
-            "    try:",
-            "        import array, fcntl, termios",
-            "        left = array.array('i', [0])",
-            "        while True:",
-            "            fcntl.ioctl(2, termios.FIONREAD, left, True)",
-            "            if left[0] == 0 or time.monotonic() > end:",
-            "                return",
-            "            time.sleep(0.0002)",
-            "    except Exception:",
-            "        pass",
-            "if put(2, line):",
-            "    drained()",
-            "    if put(2, line):",
-            "        drained()",
-            "put(1, line)",
-        ]
-        .join("\\n");
-        format!("{}\n\nexec(\"{source}\", {{}})", code.trim_end_matches(['\n', '\r']))
+        let [head, middle, tail] = &*STATEMENT;
+        let code = code.trim_end_matches(['\n', '\r']);
+        let wait = wait.as_secs_f64();
+        format!("{code}\n\nexec(\"{head}{}{middle}{wait:.3}{tail}\", {{}})", self.0)
     }
 
     /// Cuts the markers from `output` (its last occurrence at the end of a line, per stream)
